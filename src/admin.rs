@@ -1,0 +1,31 @@
+//! Topic administration shared by the daemon and the client commands.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+
+use crate::config::KafkaConfig;
+use crate::{Error, Result};
+
+/// Creates each of `names` that does not exist yet, with the configured partitions and
+/// replication factor.
+pub async fn ensure_topics(kafka: &KafkaConfig, names: &[&str]) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        kafka.client_config().create().map_err(Error::kafka("creating admin client"))?;
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|name| NewTopic::new(name, kafka.topic_partitions, TopicReplication::Fixed(kafka.topic_replication_factor)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin.create_topics(&topics, &options).await.map_err(Error::kafka("creating topics"))?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(topic, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(Error::Pipeline(format!("cannot create topic {topic}: {code}"))),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,359 @@
+//! Typed configuration: a TOML file whose every key has a default, then overrides from the
+//! command line (each of which also reads an environment variable, see `main.rs`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+/// Everything the daemon reads from its configuration file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Broker connection and topic names.
+    pub kafka: KafkaConfig,
+    /// Where segment media may come from, and how large it may be.
+    pub source: SourceConfig,
+    /// How media is cut into windows, and the limits decoding enforces.
+    pub decode: DecodeConfig,
+    /// The model that embeds and assigns windows.
+    pub model: ModelConfig,
+    /// Queue sizes and worker counts between the stages.
+    pub pipeline: PipelineConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated (`host:port,host:port`).
+    pub brokers: String,
+    /// Topic the video segments arrive on.
+    pub input_topic: String,
+    /// Topic one assignment per window is published to.
+    pub output_topic: String,
+    /// Topic every unusable input is reported to, with the reason.
+    pub dead_letter_topic: String,
+    /// Consumer group of the daemon; offsets are committed under it.
+    pub group_id: String,
+    /// Create missing topics at start-up (needs the broker's permission to create topics).
+    pub create_topics: bool,
+    /// Partitions of topics the daemon creates.
+    pub topic_partitions: i32,
+    /// Replication factor of topics the daemon creates (-1: the broker's default).
+    pub topic_replication_factor: i32,
+    /// Extra librdkafka properties passed through unchanged, e.g. `"security.protocol" = "SASL_SSL"`.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            input_topic: "novelstream.segments".into(),
+            output_topic: "novelstream.assignments".into(),
+            dead_letter_topic: "novelstream.dead-letters".into(),
+            group_id: "novelstream".into(),
+            create_topics: true,
+            topic_partitions: 3,
+            topic_replication_factor: -1,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The librdkafka client settings shared by every consumer, producer and admin client.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// URI schemes a segment reference may use. Supported: `file`.
+    pub allowed_schemes: Vec<String>,
+    /// Directories `file://` URIs must resolve into (after following links).
+    pub file_roots: Vec<PathBuf>,
+    /// Largest segment accepted, inline or referenced, in bytes.
+    pub max_segment_bytes: u64,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            allowed_schemes: vec!["file".into()],
+            file_roots: Vec::new(),
+            max_segment_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodeConfig {
+    /// Length of one window of media.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Distance between the starts of consecutive windows.
+    #[serde(with = "humantime_serde")]
+    pub hop: Duration,
+    /// Frames sampled per window (T), evenly spaced across it.
+    pub frames: usize,
+    /// Height of each frame after scaling (H).
+    pub height: u32,
+    /// Width of each frame after scaling (W).
+    pub width: u32,
+    /// Audio sample rate of windows (mono, f32).
+    pub sample_rate: u32,
+    /// Largest source frame accepted, in pixels (width × height).
+    pub max_pixels: u64,
+    /// Longest segment accepted.
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
+    /// Decoding one segment longer than this fails it.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(1),
+            hop: Duration::from_secs(1),
+            frames: 4,
+            height: 64,
+            width: 64,
+            sample_rate: 16_000,
+            max_pixels: 3840 * 2160,
+            max_duration: Duration::from_secs(600),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DevicePreference {
+    /// CUDA when libtorch finds a GPU, else CPU.
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Names of the known classes (C_l); a segment label must be one of them.
+    pub known_classes: Vec<String>,
+    /// Number of novel clusters (C_u) the unlabelled head partitions windows into.
+    pub novel_clusters: i64,
+    /// Channels of the visual encoder's convolution stages.
+    pub channels: Vec<i64>,
+    /// Seed of the initial weights.
+    pub seed: i64,
+    /// Where the model runs.
+    pub device: DevicePreference,
+    /// Windows per forward pass at most.
+    pub max_batch: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            known_classes: Vec::new(),
+            novel_clusters: 5,
+            channels: vec![16, 32, 64],
+            seed: 0,
+            device: DevicePreference::Auto,
+            max_batch: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Decoder threads (each decodes one segment at a time).
+    pub decode_workers: usize,
+    /// Segments waiting for a decoder; when full, consuming waits.
+    pub decode_queue: usize,
+    /// Decoded segments waiting for the model; when full, decoders wait.
+    pub embed_queue: usize,
+    /// Assigned segments waiting to be produced; when full, the model waits.
+    pub publish_queue: usize,
+    /// Segments whose records may await the broker's acknowledgement at once; when reached,
+    /// producing waits.
+    pub max_unacknowledged: usize,
+    /// How long shutdown waits for the broker to acknowledge what is in flight.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            decode_workers: 2,
+            decode_queue: 8,
+            embed_queue: 8,
+            publish_queue: 16,
+            max_unacknowledged: 64,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config: `{key}` {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+impl Config {
+    /// Reads and validates a TOML config file; unknown keys are errors that name the line.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot; call again after applying overrides.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        let d = &self.decode;
+        if d.window.is_zero() {
+            return invalid("decode.window", "must be longer than zero");
+        }
+        if d.hop.is_zero() {
+            return invalid("decode.hop", "must be longer than zero");
+        }
+        if d.frames == 0 {
+            return invalid("decode.frames", "must be at least 1");
+        }
+        if d.height < 8 || d.width < 8 || d.height > 1024 || d.width > 1024 {
+            return invalid("decode.height/width", "must be between 8 and 1024 pixels");
+        }
+        if !(1000..=192_000).contains(&d.sample_rate) {
+            return invalid("decode.sample_rate", "must be between 1000 and 192000 Hz");
+        }
+        if self.model.novel_clusters < 1 {
+            return invalid("model.novel_clusters", "must be at least 1");
+        }
+        if self.model.channels.is_empty() || self.model.channels.iter().any(|&c| c < 1) {
+            return invalid("model.channels", "must list at least one positive channel count");
+        }
+        if self.model.max_batch == 0 {
+            return invalid("model.max_batch", "must be at least 1");
+        }
+        let mut names = self.model.known_classes.clone();
+        names.sort();
+        names.dedup();
+        if names.len() != self.model.known_classes.len() {
+            return invalid("model.known_classes", "must not repeat a class name");
+        }
+        if self.model.known_classes.iter().any(|c| c.starts_with("novel-")) {
+            return invalid("model.known_classes", "must not use the `novel-` prefix of cluster ids");
+        }
+        for scheme in &self.source.allowed_schemes {
+            if scheme != "file" {
+                return invalid(
+                    "source.allowed_schemes",
+                    &format!("lists `{scheme}`, but only `file` is supported"),
+                );
+            }
+        }
+        let p = &self.pipeline;
+        if [p.decode_workers, p.decode_queue, p.embed_queue, p.publish_queue, p.max_unacknowledged].contains(&0) {
+            return invalid("pipeline", "workers and queue sizes must be at least 1");
+        }
+        for (key, value) in [
+            ("kafka.input_topic", &self.kafka.input_topic),
+            ("kafka.output_topic", &self.kafka.output_topic),
+            ("kafka.dead_letter_topic", &self.kafka.dead_letter_topic),
+            ("kafka.group_id", &self.kafka.group_id),
+            ("kafka.brokers", &self.kafka.brokers),
+        ] {
+            if value.trim().is_empty() {
+                return invalid(key, "must not be empty");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn shipped_config_parses() {
+        let text = include_str!("../config/novelstream.toml");
+        let config = Config::parse(text).unwrap();
+        assert_eq!(config.kafka.input_topic, "novelstream.segments");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = Config::parse("[decode]\nframes = 4\nframez = 5\n").unwrap_err().to_string();
+        assert!(err.contains("framez"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_human() {
+        let config = Config::parse("[decode]\nwindow = \"1500ms\"\nhop = \"1s\"\n").unwrap();
+        assert_eq!(config.decode.window, Duration::from_millis(1500));
+        assert_eq!(config.decode.hop, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let err = Config::parse("[decode]\nframes = 0\n").unwrap_err().to_string();
+        assert!(err.contains("decode.frames"), "{err}");
+        let err = Config::parse("[source]\nallowed_schemes = [\"http\"]\n").unwrap_err().to_string();
+        assert!(err.contains("source.allowed_schemes"), "{err}");
+    }
+}

@@ -1,0 +1,318 @@
+//! Wiring of the daemon: Kafka → parse → decode (threads) → model (thread) → produce → commit.
+//!
+//! Every edge is a bounded queue whose policy when full is to wait: nothing is dropped, so a
+//! slow stage slows consumption instead of losing input. An input offset is committed only
+//! after every record made from it (assignments or one dead letter) was acknowledged.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::ensure_topics;
+use crate::assign::Assigner;
+use crate::config::Config;
+use crate::decode::{decode_segment, Window};
+use crate::model::select_device;
+use crate::sink::{Assignment, DeadLetter, OutRecord, Publisher, ASSIGNMENT_SCHEMA};
+use crate::source::{consumer, parse_segment, Coordinates, Media, OffsetTracker, Segment, SegmentConsumer, UriPolicy};
+use crate::{Error, Result};
+
+/// A segment on its way to a decoder.
+struct Job {
+    coordinates: Coordinates,
+    segment: Segment,
+}
+
+/// A decoded segment on its way to the model.
+struct Decoded {
+    coordinates: Coordinates,
+    segment: Segment,
+    windows: Vec<Window>,
+}
+
+/// Everything one input message turned into, ready to produce.
+struct Outcome {
+    coordinates: Coordinates,
+    records: Vec<OutRecord>,
+}
+
+/// Counts of one run, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunStats {
+    pub segments: u64,
+    pub windows: u64,
+    pub dead_letters: u64,
+}
+
+/// Runs the daemon until `shutdown` is cancelled, then drains what is in flight.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats> {
+    config.validate()?;
+    let policy = UriPolicy::new(&config.source)?;
+    let device = select_device(config.model.device)?;
+    let k = &config.kafka;
+    if k.create_topics {
+        ensure_topics(k, &[&k.input_topic, &k.output_topic, &k.dead_letter_topic]).await?;
+    }
+    let offsets = Arc::new(OffsetTracker::new());
+    let consumer = Arc::new(consumer(&config.kafka, offsets.clone())?);
+    consumer
+        .subscribe(&[&config.kafka.input_topic])
+        .map_err(Error::kafka("subscribing to the input topic"))?;
+    let publisher = Publisher::new(&config.kafka)?;
+    let p = &config.pipeline;
+    let (decode_tx, decode_rx) = flume::bounded::<Job>(p.decode_queue);
+    let (embed_tx, embed_rx) = flume::bounded::<Decoded>(p.embed_queue);
+    let (publish_tx, publish_rx) = flume::bounded::<Outcome>(p.publish_queue);
+    let stats = Arc::new(Mutex::new(RunStats::default()));
+    let failure: Arc<Mutex<Option<Error>>> = Arc::default();
+
+    // Decoders: FFmpeg work stays on its own threads, off the async runtime.
+    let mut threads = Vec::new();
+    for i in 0..p.decode_workers {
+        let (rx, embed_tx, publish_tx) = (decode_rx.clone(), embed_tx.clone(), publish_tx.clone());
+        let (policy, decode) = (policy.clone(), config.decode.clone());
+        let dead_letter_topic = config.kafka.dead_letter_topic.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("decode-{i}"))
+                .spawn(move || {
+                    for job in rx.iter() {
+                        let Job { coordinates, segment } = job;
+                        let sent = match decode_job(&segment, &policy, &decode) {
+                            Ok(windows) => embed_tx.send(Decoded { coordinates, segment, windows }).is_ok(),
+                            Err((reason, detail)) => {
+                                let record =
+                                    dead_letter_record(&dead_letter_topic, &coordinates, Some(&segment), reason, detail);
+                                publish_tx.send(Outcome { coordinates, records: vec![record] }).is_ok()
+                            }
+                        };
+                        if !sent {
+                            break;
+                        }
+                    }
+                })
+                .map_err(Error::io("starting a decoder thread"))?,
+        );
+    }
+    drop((decode_rx, embed_tx));
+
+    // The model: one thread owns the tch state; it assigns each decoded segment in batches.
+    let (model_config, decode_config, output_topic) =
+        (config.model.clone(), config.decode.clone(), config.kafka.output_topic.clone());
+    let model_publish_tx = publish_tx.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    threads.push(
+        std::thread::Builder::new()
+            .name("model".into())
+            .spawn(move || {
+                let assigner = Assigner::untrained(&model_config, &decode_config, device);
+                let _ = ready_tx.send(assigner.version());
+                for decoded in embed_rx.iter() {
+                    let records = assignment_records(&assigner, &decoded, &output_topic);
+                    let outcome = Outcome { coordinates: decoded.coordinates, records };
+                    if model_publish_tx.send(outcome).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(Error::io("starting the model thread"))?,
+    );
+    let version = ready_rx
+        .recv()
+        .map_err(|_| Error::Pipeline("the model thread failed to start".into()))?;
+    tracing::info!(
+        model_version = version,
+        input = %config.kafka.input_topic,
+        output = %config.kafka.output_topic,
+        "serving with model version {version} (untrained initial weights)"
+    );
+
+    // Producing and committing: each outcome's records are awaited on their own task, so slow
+    // acknowledgements of one segment do not hold up the next.
+    let acks = TaskTracker::new();
+    let unacknowledged = Arc::new(Semaphore::new(p.max_unacknowledged));
+    let publishing = {
+        let (acks, consumer, offsets, stats, failure, shutdown) =
+            (acks.clone(), consumer.clone(), offsets.clone(), stats.clone(), failure.clone(), shutdown.clone());
+        let dead_letter_topic = config.kafka.dead_letter_topic.clone();
+        tokio::spawn(async move {
+            while let Ok(outcome) = publish_rx.recv_async().await {
+                let permit = unacknowledged.clone().acquire_owned().await.expect("semaphore is never closed");
+                let (publisher, consumer, offsets, stats, failure, shutdown) =
+                    (publisher.clone(), consumer.clone(), offsets.clone(), stats.clone(), failure.clone(), shutdown.clone());
+                let dead_letter_topic = dead_letter_topic.clone();
+                acks.spawn(async move {
+                    let _permit = permit;
+                    let Outcome { coordinates: c, records } = outcome;
+                    let dead = records.iter().filter(|r| r.topic == dead_letter_topic).count() as u64;
+                    let windows = records.len() as u64 - dead;
+                    match publisher.send_all(records).await {
+                        Ok(()) => {
+                            {
+                                let mut s = stats.lock().expect("stats lock");
+                                s.segments += u64::from(windows > 0);
+                                s.windows += windows;
+                                s.dead_letters += dead;
+                            }
+                            if let Some(position) = offsets.finish(&c.topic, c.partition, c.offset) {
+                                commit(&*consumer, &c.topic, c.partition, position, CommitMode::Async);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, topic = %c.topic, partition = c.partition, offset = c.offset,
+                                "records not acknowledged; stopping with the offset uncommitted");
+                            failure.lock().expect("failure lock").get_or_insert(e);
+                            shutdown.cancel();
+                        }
+                    }
+                });
+            }
+        })
+    };
+
+    // Consuming: parse each message; usable segments go to the decoders, the rest straight to
+    // the dead-letter topic.
+    let known = config.model.known_classes.clone();
+    let max_bytes = config.source.max_segment_bytes;
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            message = consumer.recv() => message,
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "consumer error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let coordinates = Coordinates {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        };
+        let headers: Vec<(&str, &[u8])> = message
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect())
+            .unwrap_or_default();
+        offsets.begin(&coordinates.topic, coordinates.partition, coordinates.offset);
+        let sent = match parse_segment(message.payload(), &headers, &known, max_bytes) {
+            Ok(segment) => decode_tx.send_async(Job { coordinates, segment }).await.is_ok(),
+            Err(e) => {
+                let record =
+                    dead_letter_record(&config.kafka.dead_letter_topic, &coordinates, None, e.reason(), e.to_string());
+                publish_tx.send_async(Outcome { coordinates, records: vec![record] }).await.is_ok()
+            }
+        };
+        if !sent {
+            break;
+        }
+    }
+
+    // Drain: stop feeding, let every stage empty its queue, wait for the broker's acks.
+    tracing::info!("draining in-flight segments");
+    drop((decode_tx, publish_tx));
+    let joined = tokio::task::spawn_blocking(move || threads.into_iter().map(|t| t.join().is_ok()).all(|ok| ok))
+        .await
+        .unwrap_or(false);
+    let _ = publishing.await;
+    acks.close();
+    if tokio::time::timeout(p.drain_timeout, acks.wait()).await.is_err() {
+        tracing::warn!(unacknowledged = offsets.in_flight(), "drain timed out; those offsets stay uncommitted");
+    }
+    for (topic, partition, position) in offsets.positions() {
+        commit(&*consumer, &topic, partition, position, CommitMode::Sync);
+    }
+    consumer.unsubscribe();
+    if let Some(e) = failure.lock().expect("failure lock").take() {
+        return Err(e);
+    }
+    if !joined {
+        return Err(Error::Pipeline("a decoder or the model thread panicked".into()));
+    }
+    let stats = stats.lock().expect("stats lock").clone();
+    tracing::info!(segments = stats.segments, windows = stats.windows, dead_letters = stats.dead_letters, "stopped");
+    Ok(stats)
+}
+
+/// Fetches and decodes one segment; an error carries the dead-letter reason and detail.
+fn decode_job(
+    segment: &Segment,
+    policy: &UriPolicy,
+    decode: &crate::config::DecodeConfig,
+) -> std::result::Result<Vec<Window>, (&'static str, String)> {
+    let bytes = match &segment.media {
+        Media::Inline(bytes) => bytes.clone(),
+        Media::Uri(uri) => policy.fetch(uri).map_err(|e| (e.reason(), e.to_string()))?,
+    };
+    // FFmpeg is fed hostile bytes: a panic in the decoding path fails this segment, not the daemon.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_segment(bytes, decode)))
+        .map_err(|_| ("undecodable", "decoder panicked".to_owned()))?;
+    decoded.map_err(|e| (e.reason(), e.to_string()))
+}
+
+fn assignment_records(assigner: &Assigner, decoded: &Decoded, topic: &str) -> Vec<OutRecord> {
+    let segment = &decoded.segment;
+    let decisions = assigner.assign(&decoded.windows, segment.label.as_deref());
+    decoded
+        .windows
+        .iter()
+        .zip(decisions)
+        .map(|(window, decision)| {
+            let assignment = Assignment {
+                schema: ASSIGNMENT_SCHEMA.to_owned(),
+                stream_id: segment.stream_id.clone(),
+                segment_id: segment.segment_id.clone(),
+                seq: segment.seq,
+                window: window.index,
+                start_ms: window.start_ms,
+                end_ms: window.end_ms,
+                kind: decision.kind,
+                cluster: decision.cluster,
+                confidence: decision.confidence,
+                model_version: assigner.version(),
+            };
+            OutRecord {
+                topic: topic.to_owned(),
+                key: segment.stream_id.clone(),
+                payload: serde_json::to_vec(&assignment).expect("assignments serialize"),
+            }
+        })
+        .collect()
+}
+
+fn dead_letter_record(
+    topic: &str,
+    coordinates: &Coordinates,
+    segment: Option<&Segment>,
+    reason: &str,
+    detail: String,
+) -> OutRecord {
+    tracing::warn!(reason, %detail, topic = %coordinates.topic, partition = coordinates.partition,
+        offset = coordinates.offset, "dead letter");
+    let mut letter = DeadLetter::new(coordinates, reason, detail);
+    letter.stream_id = segment.map(|s| s.stream_id.clone());
+    letter.segment_id = segment.map(|s| s.segment_id.clone());
+    OutRecord {
+        topic: topic.to_owned(),
+        key: coordinates.key.clone().unwrap_or_default(),
+        payload: serde_json::to_vec(&letter).expect("dead letters serialize"),
+    }
+}
+
+fn commit(consumer: &SegmentConsumer, topic: &str, partition: i32, position: i64, mode: CommitMode) {
+    let mut list = TopicPartitionList::new();
+    if list.add_partition_offset(topic, partition, Offset::Offset(position)).is_ok() {
+        if let Err(e) = consumer.commit(&list, mode) {
+            tracing::warn!(error = %e, topic, partition, position, "commit failed");
+        }
+    }
+}

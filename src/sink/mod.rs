@@ -1,0 +1,10 @@
+//! Kafka output: assignment records, dead-letter records, and the producer that waits for the
+//! broker's acknowledgement of each.
+
+mod assignment;
+mod dead_letter;
+mod kafka;
+
+pub use assignment::{Assignment, Kind, ASSIGNMENT_SCHEMA};
+pub use dead_letter::{DeadLetter, DEAD_LETTER_SCHEMA};
+pub use kafka::{OutRecord, Publisher};

@@ -1,0 +1,69 @@
+//! The daemon's consumer: manual offset commits, quick group joins, rebalances logged.
+
+use std::sync::Arc;
+
+use rdkafka::consumer::{ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::{ClientContext, TopicPartitionList};
+
+use super::OffsetTracker;
+use crate::config::KafkaConfig;
+use crate::Error;
+
+/// Where an input message came from: the coordinates dead letters and commits refer to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coordinates {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+}
+
+/// Forgets in-flight offsets of revoked partitions, so late acknowledgements commit nothing
+/// for a partition another member now owns.
+pub struct SegmentConsumerContext {
+    offsets: Arc<OffsetTracker>,
+}
+
+impl ClientContext for SegmentConsumerContext {}
+
+impl ConsumerContext for SegmentConsumerContext {
+    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(list) => {
+                for e in list.elements() {
+                    self.offsets.forget(e.topic(), e.partition());
+                }
+                tracing::info!(partitions = list.count(), "partitions revoked");
+            }
+            Rebalance::Assign(list) => tracing::info!(partitions = list.count(), "partitions assigned"),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, partitions = offsets.count(), "offset commit failed");
+        }
+    }
+}
+
+pub type SegmentConsumer = StreamConsumer<SegmentConsumerContext>;
+
+/// A consumer of the input topic that commits only what the pipeline says is done.
+pub fn consumer(config: &KafkaConfig, offsets: Arc<OffsetTracker>) -> Result<SegmentConsumer, Error> {
+    let mut client = config.client_config();
+    client
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false");
+    for (key, default) in [("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "1000")] {
+        if !config.properties.contains_key(key) {
+            client.set(key, default);
+        }
+    }
+    client
+        .create_with_context(SegmentConsumerContext { offsets })
+        .map_err(Error::kafka("creating consumer"))
+}

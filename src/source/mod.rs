@@ -1,0 +1,11 @@
+//! Kafka input: segment messages, the URI policy for referenced media, and offset bookkeeping.
+
+mod kafka;
+mod offsets;
+mod segment;
+mod uri;
+
+pub use kafka::{consumer, Coordinates, SegmentConsumer};
+pub use offsets::OffsetTracker;
+pub use segment::{parse_segment, InputError, Media, Segment, SegmentRef, SEGMENT_SCHEMA};
+pub use uri::UriPolicy;

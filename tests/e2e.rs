@@ -1,0 +1,165 @@
+//! The walking skeleton end to end: a real broker, real clips, the real binary.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::{make_clip, novelstream, Broker, Daemon};
+use novelstream::config::KafkaConfig;
+use novelstream::decode::spans;
+use novelstream::sink::{Assignment, DeadLetter, Kind, ASSIGNMENT_SCHEMA};
+use novelstream::summary::read_topic;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const INPUT: &str = "e2e.segments";
+const OUTPUT: &str = "e2e.assignments";
+const DEAD: &str = "e2e.dead-letters";
+const GROUP: &str = "e2e-daemon";
+
+fn config(broker: &Broker, roots: &std::path::Path) -> String {
+    format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+input_topic = "{INPUT}"
+output_topic = "{OUTPUT}"
+dead_letter_topic = "{DEAD}"
+group_id = "{GROUP}"
+topic_partitions = 2
+topic_replication_factor = 1
+
+[source]
+file_roots = ["{roots}"]
+
+[decode]
+window = "1s"
+hop = "500ms"
+frames = 2
+height = 32
+width = 32
+
+[model]
+known_classes = ["pattern"]
+novel_clusters = 3
+channels = [8, 16]
+device = "cpu"
+"#,
+        brokers = broker.address,
+        roots = roots.display()
+    )
+}
+
+#[test]
+fn segments_in_assignments_out_dead_letters_and_commits() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let clips = dir.path().join("clips");
+    std::fs::create_dir(&clips).unwrap();
+    let kafka = KafkaConfig {
+        brokers: broker.address.clone(),
+        topic_partitions: 2,
+        topic_replication_factor: 1,
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(novelstream::admin::ensure_topics(&kafka, &[INPUT, OUTPUT, DEAD])).unwrap();
+
+    // Stream "cam-a": two referenced MPEG-TS clips with audio. Stream "cam-b": one labelled
+    // inline MP4 clip without audio. Durations are chosen for distinct window counts.
+    make_clip(&clips.join("a0.ts"), "testsrc", 3.0, 25, true);
+    make_clip(&clips.join("a1.ts"), "mandelbrot", 2.0, 25, true);
+    make_clip(&dir.path().join("b0.mp4"), "testsrc2", 2.5, 20, false);
+    let produced_a = novelstream(&["produce", "--brokers", &broker.address, "--topic", INPUT, "--stream-id", "cam-a",
+        clips.join("a0.ts").to_str().unwrap(), clips.join("a1.ts").to_str().unwrap()]);
+    let produced_b = novelstream(&["produce", "--brokers", &broker.address, "--topic", INPUT, "--stream-id", "cam-b",
+        "--label", "pattern", "--inline", dir.path().join("b0.mp4").to_str().unwrap()]);
+
+    // Planted bad input: random bytes inline, a reference outside the allowed roots,
+    // malformed JSON, and a label the daemon does not know.
+    std::fs::write(dir.path().join("garbage.ts"), (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<_>>()).unwrap();
+    novelstream(&["produce", "--brokers", &broker.address, "--topic", INPUT, "--stream-id", "cam-bad", "--inline",
+        dir.path().join("garbage.ts").to_str().unwrap()]);
+    novelstream(&["produce", "--brokers", &broker.address, "--topic", INPUT, "--stream-id", "cam-bad",
+        dir.path().join("b0.mp4").to_str().unwrap()]);
+    novelstream(&["produce", "--brokers", &broker.address, "--topic", INPUT, "--stream-id", "cam-bad",
+        "--label", "giraffe", clips.join("a1.ts").to_str().unwrap()]);
+    let producer: ThreadedProducer<DefaultProducerContext> = kafka.client_config().create().unwrap();
+    producer.send(BaseRecord::to(INPUT).key("cam-bad").payload("{\"stream_id\": 7,")).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let config_path = dir.path().join("novelstream.toml");
+    std::fs::write(&config_path, config(&broker, &clips)).unwrap();
+    let daemon = Daemon::start(&["run", "--config", config_path.to_str().unwrap()]);
+
+    let expected_windows = 5 + 3 + 4;
+    let assignments = read_topic(&kafka, OUTPUT, expected_windows, Duration::from_secs(120)).unwrap();
+    let dead_letters = read_topic(&kafka, DEAD, 4, Duration::from_secs(30)).unwrap();
+    let status = daemon.terminate(Duration::from_secs(30));
+    assert!(status.success(), "daemon exited with {status}");
+
+    // Exactly the expected windows, each once, with the right coordinates.
+    let segment_ids = |out: &str| out.lines().map(|l| l.split(' ').next().unwrap().to_owned()).collect::<Vec<_>>();
+    let (a_ids, b_ids) = (segment_ids(&produced_a), segment_ids(&produced_b));
+    let mut expected = BTreeSet::new();
+    for (segment_id, duration_ms) in [(&a_ids[0], 3000), (&a_ids[1], 2000), (&b_ids[0], 2500)] {
+        for span in spans(duration_ms, 1000, 500) {
+            expected.insert((segment_id.clone(), span.index, span.start_ms, span.end_ms));
+        }
+    }
+    assert_eq!(expected.len(), expected_windows);
+    let mut seen = BTreeSet::new();
+    for (key, payload) in &assignments {
+        let a: Assignment = serde_json::from_slice(payload).unwrap();
+        assert_eq!(a.schema, ASSIGNMENT_SCHEMA);
+        assert_eq!(&a.stream_id, key, "assignments are keyed by stream id");
+        assert_eq!(a.model_version, 0);
+        assert!((0.0..=1.0).contains(&a.confidence));
+        if a.stream_id == "cam-b" {
+            assert_eq!((a.kind, a.cluster.as_str()), (Kind::Known, "pattern"));
+        } else {
+            assert_eq!(a.kind, Kind::Novel);
+            let k: u32 = a.cluster.strip_prefix("novel-").unwrap().parse().unwrap();
+            assert!(k < 3);
+        }
+        assert!(seen.insert((a.segment_id, a.window, a.start_ms, a.end_ms)), "duplicate window");
+    }
+    assert_eq!(seen, expected);
+
+    // One dead letter per planted bad input, each with its reason and coordinates.
+    let mut reasons = BTreeMap::new();
+    for (_, payload) in &dead_letters {
+        let d: DeadLetter = serde_json::from_slice(payload).unwrap();
+        assert_eq!(d.topic, INPUT);
+        assert!(d.offset >= 0);
+        *reasons.entry(d.reason).or_insert(0) += 1;
+    }
+    let expected_reasons: BTreeMap<String, i32> =
+        [("undecodable", 1), ("refused_uri", 1), ("bad_message", 1), ("unknown_label", 1)]
+            .into_iter()
+            .map(|(r, n)| (r.to_owned(), n))
+            .collect();
+    assert_eq!(reasons, expected_reasons);
+
+    // Every input offset is committed: the group's position is the end of each partition.
+    let mut client = kafka.client_config();
+    client.set("group.id", GROUP);
+    let checker: BaseConsumer = client.create().unwrap();
+    let mut list = TopicPartitionList::new();
+    list.add_partition(INPUT, 0);
+    list.add_partition(INPUT, 1);
+    let committed = checker.committed_offsets(list, Duration::from_secs(10)).unwrap();
+    let mut total = 0;
+    for element in committed.elements() {
+        let (low, high) = checker.fetch_watermarks(INPUT, element.partition(), Duration::from_secs(5)).unwrap();
+        total += high - low;
+        match element.offset() {
+            Offset::Offset(o) => assert_eq!(o, high, "partition {} not committed to its end", element.partition()),
+            Offset::Invalid if high == low => {}
+            other => panic!("partition {} committed {other:?}, end {high}", element.partition()),
+        }
+    }
+    assert_eq!(total, 7, "three clips and four bad inputs were produced");
+}
