@@ -27,15 +27,15 @@ for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && brea
 
 say "making clips: 3 camera streams x 3 segments of 2 s (25 fps, 320x240, H.264 + AAC)"
 mkdir -p "$WORK/clips"/{lobby,garden,server-room}
-clip() {  # clip OUT VIDEO_SOURCE SECONDS FREQ
-  ffmpeg -loglevel error -y -f lavfi -i "$2=size=320x240:rate=25:duration=$3" \
-    -f lavfi -i "sine=frequency=$4:sample_rate=44100:duration=$3" \
-    -c:v libx264 -preset ultrafast -pix_fmt yuv420p -c:a aac "$1"
+clip() {  # clip OUT LAVFI_VIDEO_SOURCE SECONDS FREQ
+  ffmpeg -loglevel error -y -f lavfi -i "$2" \
+    -f lavfi -i "sine=frequency=$4:sample_rate=44100" \
+    -c:v libx264 -preset ultrafast -pix_fmt yuv420p -c:a aac -t "$3" "$1"
 }
 for i in 0 1 2; do
-  clip "$WORK/clips/lobby/$i.ts" testsrc 2 440
-  clip "$WORK/clips/garden/$i.ts" "mandelbrot=start_scale=$((3 + i))" 2 660
-  clip "$WORK/clips/server-room/$i.ts" "life=mold=10:ratio=0.$((3 + i))" 2 880
+  clip "$WORK/clips/lobby/$i.ts" "testsrc=size=320x240:rate=25" 2 440
+  clip "$WORK/clips/garden/$i.ts" "mandelbrot=size=320x240:rate=25:start_scale=$((3 + i))" 2 660
+  clip "$WORK/clips/server-room/$i.ts" "life=size=320x240:rate=25:mold=10:ratio=0.$((3 + i))" 2 880
 done
 head -c 40000 /dev/urandom >"$WORK/clips/corrupt.ts"
 

@@ -110,15 +110,16 @@ pub fn novelstream(args: &[&str]) -> String {
 pub fn make_clip(path: &Path, video: &str, seconds: f64, fps: u32, audio: bool) {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("{video}=size=160x120:rate={fps}:duration={seconds}"));
+        .arg(format!("{video}=size=160x120:rate={fps}"));
     if audio {
-        cmd.args(["-f", "lavfi", "-i"]).arg(format!("sine=frequency=440:sample_rate=44100:duration={seconds}"));
+        cmd.args(["-f", "lavfi", "-i"]).arg("sine=frequency=440:sample_rate=44100");
     }
     cmd.args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]);
     if audio {
         cmd.args(["-c:a", "aac"]);
     }
-    let status = cmd.arg(path).status().expect("running ffmpeg (run `make setup`)");
+    // Not every lavfi source has a duration option: cut the output instead.
+    let status = cmd.arg("-t").arg(seconds.to_string()).arg(path).status().expect("running ffmpeg (run `make setup`)");
     assert!(status.success(), "ffmpeg failed to make {}", path.display());
 }
 
