@@ -22,6 +22,8 @@ pub struct Config {
     pub model: ModelConfig,
     /// Queue sizes and worker counts between the stages.
     pub pipeline: PipelineConfig,
+    /// How the model learns: losses, their weights, pseudo labels, augmentations.
+    pub train: TrainConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -155,8 +157,10 @@ pub struct ModelConfig {
     pub known_classes: Vec<String>,
     /// Number of novel clusters (C_u) the unlabelled head partitions windows into.
     pub novel_clusters: i64,
-    /// Channels of the visual encoder's convolution stages.
+    /// Channels of the visual encoder's residual blocks (each halves the resolution).
     pub channels: Vec<i64>,
+    /// Width of the contrastive projection `ẑ`.
+    pub projection_dim: i64,
     /// Seed of the initial weights.
     pub seed: i64,
     /// Where the model runs.
@@ -170,7 +174,8 @@ impl Default for ModelConfig {
         Self {
             known_classes: Vec::new(),
             novel_clusters: 5,
-            channels: vec![16, 32, 64],
+            channels: vec![32, 64, 128],
+            projection_dim: 64,
             seed: 0,
             device: DevicePreference::Auto,
             max_batch: 64,
@@ -207,6 +212,100 @@ impl Default for PipelineConfig {
             max_unacknowledged: 64,
             drain_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Labelled windows per training step (and as many unlabelled ones).
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub learning_rate: f64,
+    /// Adam weight decay.
+    pub weight_decay: f64,
+    /// Temperature τ of the contrastive losses.
+    pub temperature: f64,
+    /// Keys in the memory bank (negatives for contrast).
+    pub bank_size: i64,
+    /// EMA momentum of the key encoder.
+    pub momentum: f64,
+    /// How pairwise pseudo labels are made.
+    pub pseudo_labels: crate::train::PseudoLabelKind,
+    /// WTA: number of permutations H.
+    pub wta_permutations: usize,
+    /// WTA: entries k compared per permutation.
+    pub wta_window: usize,
+    /// WTA: share of equal codes μ that makes a positive pair.
+    pub wta_threshold: f64,
+    /// Ablation `cosine`: similarity that makes a positive pair.
+    pub cosine_threshold: f64,
+    /// Ablation `rank-stats`: top-k dimensions compared.
+    pub rank_k: i64,
+    /// Weight λ of the consistency loss once ramped up.
+    pub consistency_weight: f64,
+    /// Steps over which the consistency weight ramps up, `T` in `exp(−5(1−t/T)²)`.
+    pub rampup_steps: u64,
+    /// Loss terms, each switchable for ablations.
+    pub instance_contrast: bool,
+    pub category_contrast: bool,
+    pub pairwise_bce: bool,
+    pub cross_entropy: bool,
+    pub consistency: bool,
+    /// Contrast against the memory bank (else only against the batch).
+    pub memory_bank: bool,
+    /// Augmentations that make the two views of a window.
+    pub augment: AugmentConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 128,
+            learning_rate: 1e-3,
+            weight_decay: 1e-5,
+            temperature: 0.1,
+            bank_size: 4096,
+            momentum: 0.99,
+            pseudo_labels: crate::train::PseudoLabelKind::Wta,
+            wta_permutations: 64,
+            wta_window: 4,
+            wta_threshold: 0.5,
+            cosine_threshold: 0.9,
+            rank_k: 5,
+            consistency_weight: 5.0,
+            rampup_steps: 300,
+            instance_contrast: true,
+            category_contrast: true,
+            pairwise_bce: true,
+            cross_entropy: true,
+            consistency: true,
+            memory_bank: true,
+            augment: AugmentConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentConfig {
+    /// Random resized crop: smallest side kept, as a share of the frame.
+    pub min_crop_scale: f64,
+    /// Largest rotation either way, in degrees.
+    pub rotation_degrees: f64,
+    /// Largest translation, as a share of half the frame.
+    pub translate: f64,
+    /// Largest brightness shift (frames are in [0, 1]).
+    pub brightness: f64,
+    /// Largest contrast change, as a factor around 1.
+    pub contrast: f64,
+    /// Standard deviation of added Gaussian noise.
+    pub noise: f64,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self { min_crop_scale: 0.75, rotation_degrees: 12.0, translate: 0.1, brightness: 0.1, contrast: 0.2, noise: 0.03 }
     }
 }
 
@@ -279,6 +378,34 @@ impl Config {
         }
         if self.model.channels.is_empty() || self.model.channels.iter().any(|&c| c < 1) {
             return invalid("model.channels", "must list at least one positive channel count");
+        }
+        if self.model.projection_dim < 1 {
+            return invalid("model.projection_dim", "must be at least 1");
+        }
+        let t = &self.train;
+        if t.batch_size < 2 {
+            return invalid("train.batch_size", "must be at least 2");
+        }
+        if t.temperature <= 0.0 {
+            return invalid("train.temperature", "must be positive");
+        }
+        if !(0.0..1.0).contains(&t.momentum) {
+            return invalid("train.momentum", "must be in [0, 1)");
+        }
+        if t.bank_size < 1 {
+            return invalid("train.bank_size", "must be at least 1");
+        }
+        if t.wta_permutations == 0 || t.wta_window < 2 {
+            return invalid("train.wta_permutations/wta_window", "need at least 1 permutation and a window of at least 2");
+        }
+        if t.wta_window as i64 > *self.model.channels.last().unwrap_or(&0) {
+            return invalid("train.wta_window", "must not exceed the feature width (the last of model.channels)");
+        }
+        if t.rank_k < 1 || t.rank_k > *self.model.channels.last().unwrap_or(&0) {
+            return invalid("train.rank_k", "must be between 1 and the feature width");
+        }
+        if !(0.0..=1.0).contains(&t.augment.min_crop_scale) || t.augment.min_crop_scale == 0.0 {
+            return invalid("train.augment.min_crop_scale", "must be in (0, 1]");
         }
         if self.model.max_batch == 0 {
             return invalid("model.max_batch", "must be at least 1");

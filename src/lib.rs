@@ -9,10 +9,12 @@ pub mod admin;
 pub mod assign;
 pub mod config;
 pub mod decode;
+pub mod eval;
 pub mod model;
 pub mod pipeline;
 pub mod produce;
 pub mod summary;
+pub mod train;
 pub mod sink;
 pub mod source;
 
@@ -52,4 +54,12 @@ impl Error {
         let context = context.into();
         move |source| Error::Io { context, source }
     }
+}
+
+/// Serialises tests that draw from libtorch's global random generator, so a test that seeds it
+/// sees the same numbers however the test harness interleaves threads.
+#[cfg(test)]
+pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

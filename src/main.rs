@@ -25,6 +25,9 @@ enum Command {
     Produce(ProduceArgs),
     /// Read the assignment and dead-letter topics and print a summary.
     Summary(SummaryArgs),
+    /// Train on a labelled data set (known classes labelled, novel ones not) and measure
+    /// novel-class discovery on its test split against k-means baselines.
+    Eval(EvalArgs),
 }
 
 /// Overrides of the config file's [kafka] section; each also reads an environment variable.
@@ -120,6 +123,58 @@ struct SummaryArgs {
     timeout: Duration,
 }
 
+#[derive(Args)]
+struct EvalArgs {
+    /// Data set directory: IDX files (MNIST layout, plain or .gz) or train/ and test/ folders
+    /// with one sub-folder of images per class.
+    #[arg(long)]
+    dataset: PathBuf,
+    /// Known classes (labelled during training), e.g. `0-4`.
+    #[arg(long, default_value = "0-4")]
+    known: String,
+    /// Novel classes (unlabelled during training, to be discovered), e.g. `5-9`.
+    #[arg(long, default_value = "5-9")]
+    novel: String,
+    /// Seed of the weights, the sampling and the WTA permutations.
+    #[arg(long, default_value_t = 0)]
+    seed: i64,
+    /// Training steps of the method.
+    #[arg(long, default_value_t = 1500)]
+    steps: u64,
+    /// Training steps of the supervised encoder of the k-means baseline.
+    #[arg(long, default_value_t = 300)]
+    baseline_steps: u64,
+    /// Where results.json goes.
+    #[arg(long, default_value = "results.json")]
+    out: PathBuf,
+    /// Where predictions.csv goes (index,true_label,cluster per test sample).
+    #[arg(long, default_value = "predictions.csv")]
+    predictions: PathBuf,
+    /// Config file whose [model] and [train] sections are used (defaults otherwise).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Pairwise pseudo labels: the method's WTA hash, or an ablation.
+    #[arg(long, value_enum)]
+    pseudo_labels: Option<novelstream::train::PseudoLabelKind>,
+    /// Ablations: switch off one loss term or the memory bank.
+    #[arg(long)]
+    no_instance: bool,
+    #[arg(long)]
+    no_category: bool,
+    #[arg(long)]
+    no_bce: bool,
+    #[arg(long)]
+    no_consistency: bool,
+    #[arg(long)]
+    no_memory_bank: bool,
+    /// Side length images of folder data sets are scaled to.
+    #[arg(long, default_value_t = 32)]
+    image_size: u32,
+    /// Where the model runs: auto, cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -134,7 +189,59 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Produce(args) => runtime.block_on(produce_files(args)),
         Command::Summary(args) => summary(args),
+        Command::Eval(args) => eval(args),
     }
+}
+
+fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    use novelstream::config::DevicePreference;
+    use novelstream::eval::{evaluate, parse_classes, write_outputs, EvalOptions};
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let mut train = config.train.clone();
+    if let Some(kind) = args.pseudo_labels {
+        train.pseudo_labels = kind;
+    }
+    train.instance_contrast &= !args.no_instance;
+    train.category_contrast &= !args.no_category;
+    train.pairwise_bce &= !args.no_bce;
+    train.consistency &= !args.no_consistency;
+    train.memory_bank &= !args.no_memory_bank;
+    let preference = match args.device.as_str() {
+        "auto" => DevicePreference::Auto,
+        "cpu" => DevicePreference::Cpu,
+        "cuda" => DevicePreference::Cuda,
+        other => bail!("--device must be auto, cpu or cuda, not `{other}`"),
+    };
+    let options = EvalOptions {
+        dataset: args.dataset,
+        known: parse_classes(&args.known).map_err(|e| anyhow::anyhow!("--known: {e}"))?,
+        novel: parse_classes(&args.novel).map_err(|e| anyhow::anyhow!("--novel: {e}"))?,
+        seed: args.seed,
+        steps: args.steps,
+        baseline_steps: args.baseline_steps,
+        image_size: args.image_size,
+        model: config.model.clone(),
+        train,
+        device: novelstream::model::select_device(preference)?,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let (results, rows) = evaluate(&options)?;
+    write_outputs(&results, &rows, &args.out, &args.predictions)?;
+    let m = &results.method;
+    let b = &results.baselines;
+    println!(
+        "novel classes {:?}: accuracy {:.2}%  NMI {:.3}  ARI {:.3}  (known-class accuracy {:.2}%)",
+        results.novel_classes, 100.0 * m.novel.accuracy, m.novel.nmi, m.novel.ari, 100.0 * m.known_accuracy
+    );
+    println!(
+        "baselines: k-means on pixels {:.2}%, k-means on supervised features {:.2}%",
+        100.0 * b.kmeans_raw_pixels.accuracy, 100.0 * b.kmeans_supervised_features.accuracy
+    );
+    println!("trained {} steps in {:.0} s; wrote {} and {}", results.steps, m.train_seconds, args.out.display(), args.predictions.display());
+    Ok(())
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

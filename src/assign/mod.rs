@@ -111,6 +111,7 @@ mod tests {
 
     #[test]
     fn untrained_model_assigns_every_window_deterministically() {
+        let _rng = crate::rng_lock();
         let decode = DecodeConfig { height: 16, width: 16, frames: 2, ..Default::default() };
         let model = ModelConfig { known_classes: vec!["a".into()], novel_clusters: 3, max_batch: 2, ..Default::default() };
         let windows: Vec<Window> = (0..5).map(|i| window(&decode, i * 50)).collect();

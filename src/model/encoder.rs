@@ -1,33 +1,73 @@
-//! The visual encoder `f_v`: a small convolutional network applied to every frame, its features
-//! averaged over the window's frames.
+//! The visual encoder `f_v`: a small ResNet applied to every frame, its features averaged over
+//! the window's frames.
 
 use tch::{nn, nn::ModuleT, Tensor};
 
-/// Convolution stages, each halving the resolution, then global average pooling.
+/// Two 3×3 convolutions with batch norm and a shortcut (a 1×1 convolution when the shape changes).
+#[derive(Debug)]
+struct BasicBlock {
+    conv1: nn::Conv2D,
+    norm1: nn::BatchNorm,
+    conv2: nn::Conv2D,
+    norm2: nn::BatchNorm,
+    shortcut: Option<(nn::Conv2D, nn::BatchNorm)>,
+}
+
+fn conv(path: nn::Path, input: i64, output: i64, kernel: i64, stride: i64) -> nn::Conv2D {
+    let config = nn::ConvConfig { stride, padding: kernel / 2, bias: false, ..Default::default() };
+    nn::conv2d(path, input, output, kernel, config)
+}
+
+impl BasicBlock {
+    fn new(path: &nn::Path, input: i64, output: i64, stride: i64) -> Self {
+        let shortcut = (stride != 1 || input != output).then(|| {
+            (conv(path / "shortcut", input, output, 1, stride), nn::batch_norm2d(path / "shortcut_norm", output, Default::default()))
+        });
+        Self {
+            conv1: conv(path / "conv1", input, output, 3, stride),
+            norm1: nn::batch_norm2d(path / "norm1", output, Default::default()),
+            conv2: conv(path / "conv2", output, output, 3, 1),
+            norm2: nn::batch_norm2d(path / "norm2", output, Default::default()),
+            shortcut,
+        }
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let y = x.apply(&self.conv1).apply_t(&self.norm1, train).relu();
+        let y = y.apply(&self.conv2).apply_t(&self.norm2, train);
+        let skip = match &self.shortcut {
+            Some((conv, norm)) => x.apply(conv).apply_t(norm, train),
+            None => x.shallow_clone(),
+        };
+        (y + skip).relu()
+    }
+}
+
+/// A stem convolution, then one residual block per entry of `channels`, each halving the
+/// resolution, then global average pooling.
 #[derive(Debug)]
 pub struct VisualEncoder {
-    stages: Vec<(nn::Conv2D, nn::BatchNorm)>,
+    stem: nn::Conv2D,
+    stem_norm: nn::BatchNorm,
+    blocks: Vec<BasicBlock>,
     dim: i64,
 }
 
 impl VisualEncoder {
     pub fn new(path: &nn::Path, channels: &[i64]) -> Self {
-        let mut stages = Vec::with_capacity(channels.len());
-        let mut input = 3;
+        let first = channels[0];
+        let mut blocks = Vec::with_capacity(channels.len());
+        let mut input = first;
         for (i, &output) in channels.iter().enumerate() {
-            let stage = path / format!("stage{i}");
-            let conv = nn::conv2d(
-                &stage / "conv",
-                input,
-                output,
-                3,
-                nn::ConvConfig { stride: 2, padding: 1, bias: false, ..Default::default() },
-            );
-            let norm = nn::batch_norm2d(&stage / "norm", output, Default::default());
-            stages.push((conv, norm));
+            blocks.push(BasicBlock::new(&(path / format!("block{i}")), input, output, 2));
             input = output;
         }
-        Self { stages, dim: input }
+        Self {
+            stem: conv(path / "stem", 3, first, 3, 1),
+            stem_norm: nn::batch_norm2d(path / "stem_norm", first, Default::default()),
+            blocks,
+            dim: input,
+        }
     }
 
     /// Width of `z`.
@@ -38,9 +78,9 @@ impl VisualEncoder {
     /// `frames`: `[B, T, 3, H, W]` → `z`: `[B, D]`.
     pub fn forward_t(&self, frames: &Tensor, train: bool) -> Tensor {
         let (b, t) = (frames.size()[0], frames.size()[1]);
-        let mut x = frames.flatten(0, 1) - 0.5;
-        for (conv, norm) in &self.stages {
-            x = x.apply(conv).apply_t(norm, train).relu();
+        let mut x = (frames.flatten(0, 1) - 0.5).apply(&self.stem).apply_t(&self.stem_norm, train).relu();
+        for block in &self.blocks {
+            x = block.forward_t(&x, train);
         }
         x.adaptive_avg_pool2d([1, 1]).view([b, t, self.dim]).mean_dim(1, false, tch::Kind::Float)
     }

@@ -17,16 +17,20 @@ use crate::decode::Window;
 pub struct Outputs {
     /// The global representation `z`, `[B, D]`.
     pub z: Tensor,
+    /// The contrastive projection `ẑ_v = l2norm(MLP_v(z))`, `[B, P]`.
+    pub projection: Tensor,
     /// Logits of the labelled head, `[B, C_l]` (`None` with no known classes).
     pub known_logits: Option<Tensor>,
     /// Logits of the unlabelled head, `[B, C_u]`.
     pub novel_logits: Tensor,
 }
 
-/// Encoder plus heads. Checkpoint keys are the `nn::Path` names: `visual.*`, `known.*`, `novel.*`.
+/// Encoder plus heads. Checkpoint keys are the `nn::Path` names: `visual.*`, `proj_v.*`,
+/// `known.*`, `novel.*`.
 #[derive(Debug)]
 pub struct JointModel {
     visual: VisualEncoder,
+    projection: (nn::Linear, nn::Linear),
     known: Option<nn::Linear>,
     novel: nn::Linear,
 }
@@ -36,7 +40,12 @@ impl JointModel {
         let visual = VisualEncoder::new(&(root / "visual"), &config.channels);
         let dim = visual.dim();
         let classes = config.known_classes.len() as i64;
+        let proj = root / "proj_v";
         Self {
+            projection: (
+                nn::linear(&proj / "hidden", dim, dim, Default::default()),
+                nn::linear(&proj / "out", dim, config.projection_dim, Default::default()),
+            ),
             known: (classes > 0).then(|| nn::linear(root / "known", dim, classes, Default::default())),
             novel: nn::linear(root / "novel", dim, config.novel_clusters, Default::default()),
             visual,
@@ -46,12 +55,19 @@ impl JointModel {
     /// `frames`: `[B, T, 3, H, W]` floats in [0, 1].
     pub fn forward_t(&self, frames: &Tensor, train: bool) -> Outputs {
         let z = self.visual.forward_t(frames, train);
+        let projection = z.apply(&self.projection.0).relu().apply(&self.projection.1);
         Outputs {
+            projection: l2_normalize(&projection),
             known_logits: self.known.as_ref().map(|head| z.apply(head)),
             novel_logits: z.apply(&self.novel),
             z,
         }
     }
+}
+
+/// Rows scaled to unit length.
+pub fn l2_normalize(x: &Tensor) -> Tensor {
+    x / x.norm_scalaropt_dim(2.0, [-1], true).clamp_min(1e-12)
 }
 
 /// Stacks windows' frames into the `[B, T, 3, H, W]` float batch the model reads.

@@ -1,0 +1,93 @@
+//! The loss terms of DESIGN.md §2, as plain functions of tensors.
+
+use tch::{Kind, Reduction, Tensor};
+
+/// Consistency ramp-up `w(t) = exp(−5 (1 − t/T)²)`, rising from about 0.007 to 1 at `t = T`.
+pub fn rampup(step: u64, rampup_steps: u64) -> f64 {
+    if rampup_steps == 0 {
+        return 1.0;
+    }
+    let t = (step as f64 / rampup_steps as f64).min(1.0);
+    (-5.0 * (1.0 - t).powi(2)).exp()
+}
+
+/// Instance discrimination (InfoNCE): each query's positive is its own key (the other view
+/// through the momentum encoder); negatives are the `negatives` rows `[K, P]`.
+pub fn instance_nce(queries: &Tensor, keys: &Tensor, negatives: &Tensor, temperature: f64) -> Tensor {
+    let positive = (queries * keys).sum_dim_intlist(1, true, Kind::Float);
+    let negative = queries.matmul(&negatives.tr());
+    let logits = Tensor::cat(&[positive, negative], 1) / temperature;
+    let target = Tensor::zeros([queries.size()[0]], (Kind::Int64, queries.device()));
+    logits.cross_entropy_for_logits(&target)
+}
+
+/// Instance discrimination without a memory bank: the other windows' keys in the batch are
+/// the negatives (the diagonal is the positive).
+pub fn instance_nce_in_batch(queries: &Tensor, keys: &Tensor, temperature: f64) -> Tensor {
+    let logits = queries.matmul(&keys.tr()) / temperature;
+    let target = Tensor::arange(queries.size()[0], (Kind::Int64, queries.device()));
+    logits.cross_entropy_for_logits(&target)
+}
+
+/// Category discrimination (supervised contrast): for each labelled query, every key with the
+/// same label is a positive. `key_labels` of −1 (unlabelled) never match.
+pub fn category_nce(queries: &Tensor, labels: &Tensor, keys: &Tensor, key_labels: &Tensor, temperature: f64) -> Tensor {
+    let logits = queries.matmul(&keys.tr()) / temperature;
+    let log_p = logits.log_softmax(1, Kind::Float);
+    let positives = labels.unsqueeze(1).eq_tensor(&key_labels.unsqueeze(0)).to_kind(Kind::Float);
+    let count = positives.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
+    let per_query = -(log_p * &positives).sum_dim_intlist(1, false, Kind::Float) / count;
+    per_query.mean(Kind::Float)
+}
+
+/// Pairwise binary cross-entropy through the unlabelled head: `P_ij = φ_i · φ_j` against the
+/// pseudo labels `ŷ_ij`.
+pub fn pairwise_bce(probabilities: &Tensor, targets: &Tensor) -> Tensor {
+    let p = probabilities.matmul(&probabilities.tr()).clamp(1e-7, 1.0 - 1e-7);
+    let negatives: Tensor = 1.0 - targets;
+    let absent: Tensor = 1.0 - &p;
+    -(targets * p.log() + negatives * absent.log()).mean(Kind::Float)
+}
+
+/// Mean squared error between the softmax outputs of two views.
+pub fn consistency(logits_a: &Tensor, logits_b: &Tensor) -> Tensor {
+    logits_a.softmax(1, Kind::Float).mse_loss(&logits_b.softmax(1, Kind::Float), Reduction::Mean)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::l2_normalize;
+
+    #[test]
+    fn rampup_rises_from_near_zero_to_one() {
+        assert!(rampup(0, 100) < 0.01);
+        assert!(rampup(50, 100) > rampup(10, 100));
+        assert_eq!(rampup(100, 100), 1.0);
+        assert_eq!(rampup(1000, 100), 1.0);
+    }
+
+    #[test]
+    fn contrast_prefers_matching_keys() {
+        let _rng = crate::rng_lock();
+        tch::manual_seed(1);
+        let q = l2_normalize(&Tensor::randn([8, 16], (Kind::Float, tch::Device::Cpu)));
+        let noise = l2_normalize(&Tensor::randn([32, 16], (Kind::Float, tch::Device::Cpu)));
+        let aligned = instance_nce(&q, &q, &noise, 0.1).double_value(&[]);
+        let shuffled = instance_nce(&q, &q.roll([1], [0]), &noise, 0.1).double_value(&[]);
+        assert!(aligned < shuffled, "{aligned} vs {shuffled}");
+        let labels = Tensor::from_slice(&[0i64, 0, 1, 1, 2, 2, 3, 3]);
+        let same = category_nce(&q, &labels, &q, &labels, 0.1).double_value(&[]);
+        let other = category_nce(&q, &labels, &q, &labels.roll([1], [0]), 0.1).double_value(&[]);
+        assert!(same < other);
+    }
+
+    #[test]
+    fn bce_is_small_when_heads_agree_with_targets() {
+        let confident = Tensor::from_slice(&[1.0f32, 0.0, 1.0, 0.0, 0.0, 1.0]).view([3, 2]);
+        let targets = Tensor::from_slice(&[1.0f32, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0]).view([3, 3]);
+        assert!(pairwise_bce(&confident, &targets).double_value(&[]) < 1e-5);
+        let wrong = Tensor::ones([3, 3], (Kind::Float, tch::Device::Cpu)) - &targets;
+        assert!(pairwise_bce(&confident, &wrong).double_value(&[]) > 5.0);
+    }
+}

@@ -1,0 +1,17 @@
+//! The online learner of DESIGN.md §2–3: augmentations, the memory bank of momentum keys,
+//! pseudo labels (WTA hash and the alternatives used in ablations), the loss terms and the
+//! training step that combines them.
+
+mod augment;
+mod bank;
+mod learner;
+mod losses;
+mod pseudo;
+mod wta;
+
+pub use augment::augment;
+pub use bank::MemoryBank;
+pub use learner::{Learner, LossReport};
+pub use losses::rampup;
+pub use pseudo::{pseudo_labels, PseudoLabelKind};
+pub use wta::{rows_tensor, WtaHash};
