@@ -238,6 +238,10 @@ pub struct TrainConfig {
     pub wta_window: usize,
     /// WTA: share of equal codes μ that makes a positive pair.
     pub wta_threshold: f64,
+    /// Make pseudo labels from the momentum encoder's features (else the online encoder's).
+    pub pseudo_labels_from_momentum: bool,
+    /// Ramp the pairwise BCE up like the consistency term, so clusters form once features do.
+    pub bce_rampup: bool,
     /// Ablation `cosine`: similarity that makes a positive pair.
     pub cosine_threshold: f64,
     /// Ablation `rank-stats`: top-k dimensions compared.
@@ -271,6 +275,8 @@ impl Default for TrainConfig {
             wta_permutations: 64,
             wta_window: 4,
             wta_threshold: 0.5,
+            pseudo_labels_from_momentum: false,
+            bce_rampup: false,
             cosine_threshold: 0.9,
             rank_k: 5,
             consistency_weight: 5.0,

@@ -72,6 +72,9 @@ pub struct MethodResult {
     pub novel: Clustering,
     /// Accuracy of the labelled head on the known classes of the test split.
     pub known_accuracy: f64,
+    /// k-means on the trained encoder's features of the novel test samples: tells a weak head
+    /// (this is higher than `novel`) from weak features.
+    pub kmeans_on_features: Clustering,
     pub train_seconds: f64,
     /// Mean loss terms over the last 50 steps.
     pub final_losses: LossReport,
@@ -144,17 +147,18 @@ pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<(usize, Strin
     let train_seconds = train_started.elapsed().as_secs_f64();
     let novel_truth: Vec<usize> = test_novel.iter().map(|&i| data.test.labels[i as usize]).collect();
     let known_truth: Vec<i64> = test_known.iter().map(|&i| known_index(data.test.labels[i as usize])).collect();
-    let (novel_pred, known_pred, _) = predict(&learner, &data.test, &test_novel, &test_known, options.device);
+    let (novel_pred, known_pred, method_features) = predict(&learner, &data.test, &test_novel, &test_known, options.device);
+    let k = options.novel.len() as i64;
     let method = MethodResult {
         novel: Clustering::of(&novel_truth, &novel_pred),
         known_accuracy: accuracy(&known_truth, &known_pred),
+        kmeans_on_features: Clustering::of(&novel_truth, &kmeans(&method_features, k, 3, 100, options.seed)),
         train_seconds,
         final_losses,
     };
 
     // Baseline 1: k-means on raw pixels.
     let pixels = data.test.batch(&Tensor::from_slice(&test_novel), Device::Cpu).flatten(1, -1);
-    let k = options.novel.len() as i64;
     let raw = kmeans(&pixels, k, 3, 100, options.seed);
     // Baseline 2: the same encoder trained with cross-entropy on the known classes only.
     let supervised_config = TrainConfig {

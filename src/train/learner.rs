@@ -100,10 +100,11 @@ impl Learner {
         let (view1, view2) = (augment(&x, &c.augment), augment(&x, &c.augment));
         let out1 = self.model.forward_t(&view1, true);
         let out2 = self.model.forward_t(&view2, true);
-        let keys = {
+        let momentum_out = {
             let _guard = tch::no_grad_guard();
-            self.ema.forward_t(&view2, true).projection
+            self.ema.forward_t(&view2, true)
         };
+        let keys = momentum_out.projection.shallow_clone();
         let device = x.device();
         let key_labels =
             Tensor::cat(&[labels.to_kind(Kind::Int64), Tensor::full([nu], -1, (Kind::Int64, device))], 0);
@@ -139,14 +140,16 @@ impl Learner {
             loss += term;
         }
         if c.pairwise_bce && nu > 1 {
-            let z = out1.z.narrow(0, nl, nu);
+            // Pseudo labels from the slowly moving momentum encoder are steadier than the online one's.
+            let z = if c.pseudo_labels_from_momentum { &momentum_out.z } else { &out1.z }.narrow(0, nl, nu);
             let targets = pseudo_labels(c.pseudo_labels, &z, &self.wta, c.wta_threshold, c.cosine_threshold, c.rank_k);
             let p1 = out1.novel_logits.narrow(0, nl, nu).softmax(1, Kind::Float);
             let p2 = out2.novel_logits.narrow(0, nl, nu).softmax(1, Kind::Float);
             let term = (pairwise_bce(&p1, &targets) + pairwise_bce(&p2, &targets)) / 2.0;
             report.bce = term.double_value(&[]);
             report.positive_pair_rate = targets.mean(Kind::Float).double_value(&[]);
-            loss += term;
+            let weight = if c.bce_rampup { rampup(self.step, c.rampup_steps) } else { 1.0 };
+            loss += term * weight;
         }
         if c.consistency {
             let weight = c.consistency_weight * rampup(self.step, c.rampup_steps);

@@ -1,0 +1,109 @@
+//! `novelstream eval` end to end on small real data: MNIST from `make setup`, and an image-folder
+//! data set made with the `ffmpeg` CLI.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use common::{ffmpeg, novelstream};
+use novelstream::eval::metrics::cluster_accuracy;
+
+/// A tiny model and batch: these tests prove behaviour, not accuracy.
+const SMALL_MODEL: &str = "[model]\nchannels = [8, 16]\nprojection_dim = 16\n[train]\nbatch_size = 16\nbank_size = 256\nrank_k = 4\n";
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Recomputes novel-class accuracy from predictions.csv, as a user would.
+fn accuracy_from_csv(path: &Path, novel: &[&str]) -> f64 {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("index,true_label,cluster"));
+    let (mut truth, mut predicted) = (Vec::new(), Vec::new());
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields.len(), 3, "{line}");
+        if novel.contains(&fields[1]) {
+            truth.push(novel.iter().position(|c| *c == fields[1]).unwrap());
+            let next = ids.len();
+            predicted.push(*ids.entry(fields[2].to_owned()).or_insert(next));
+        }
+    }
+    cluster_accuracy(&truth, &predicted)
+}
+
+#[test]
+fn mnist_short_run_writes_consistent_results_and_predictions() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    assert!(data.join("train-images-idx3-ubyte").exists(), "MNIST missing: run `make setup`");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("small.toml");
+    std::fs::write(&config, SMALL_MODEL).unwrap();
+    let (out, predictions) = (dir.path().join("results.json"), dir.path().join("predictions.csv"));
+    let stdout = novelstream(&[
+        "eval", "--dataset", data.to_str().unwrap(), "--known", "0-4", "--novel", "5-9", "--seed", "1",
+        "--steps", "20", "--baseline-steps", "10", "--device", "cpu", "--config", config.to_str().unwrap(),
+        "--out", out.to_str().unwrap(), "--predictions", predictions.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("novel classes"), "{stdout}");
+    let results = read_json(&out);
+    assert_eq!(results["novel_classes"], serde_json::json!(["5", "6", "7", "8", "9"]));
+    assert_eq!(results["test_samples"], serde_json::json!([5139, 4861]));
+    let pixels = results["baselines"]["kmeans_raw_pixels"]["accuracy"].as_f64().unwrap();
+    assert!((0.5..0.75).contains(&pixels), "k-means on MNIST pixels is about 61%, got {pixels}");
+    let reported = results["method"]["novel"]["accuracy"].as_f64().unwrap();
+    let recomputed = accuracy_from_csv(&predictions, &["5", "6", "7", "8", "9"]);
+    assert!((reported - recomputed).abs() < 1e-12, "{reported} vs {recomputed}");
+    assert_eq!(std::fs::read_to_string(&predictions).unwrap().lines().count(), 1 + 10_000);
+}
+
+#[test]
+fn image_folders_are_a_data_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let colours = ["red", "green", "blue", "yellow"];
+    for split in ["train", "test"] {
+        for colour in colours {
+            let folder = dir.path().join(split).join(colour);
+            std::fs::create_dir_all(&folder).unwrap();
+            for i in 0..6 {
+                // Shades of one colour, as PNG and JPEG.
+                let ext = if i % 2 == 0 { "png" } else { "jpg" };
+                let source = format!("color=c={colour}@{:.2}:s=20x20", 0.6 + 0.06 * i as f64);
+                ffmpeg(&["-f", "lavfi", "-i", &source, "-frames:v", "1", folder.join(format!("{i}.{ext}")).to_str().unwrap()]);
+            }
+        }
+    }
+    let (out, predictions) = (dir.path().join("r.json"), dir.path().join("p.csv"));
+    let config = dir.path().join("small.toml");
+    std::fs::write(&config, SMALL_MODEL).unwrap();
+    novelstream(&[
+        "eval", "--dataset", dir.path().to_str().unwrap(), "--known", "0-1", "--novel", "2-3", "--steps", "5",
+        "--baseline-steps", "5", "--image-size", "16", "--device", "cpu", "--config", config.to_str().unwrap(),
+        "--out", out.to_str().unwrap(), "--predictions", predictions.to_str().unwrap(),
+    ]);
+    let results = read_json(&out);
+    // Class folders are sorted by name: blue, green, red, yellow.
+    assert_eq!(results["known_classes"], serde_json::json!(["blue", "green"]));
+    assert_eq!(results["novel_classes"], serde_json::json!(["red", "yellow"]));
+    assert_eq!(results["baselines"]["kmeans_raw_pixels"]["accuracy"].as_f64().unwrap(), 1.0);
+    assert_eq!(std::fs::read_to_string(&predictions).unwrap().lines().count(), 1 + 24);
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_novelstream"))
+        .args(["eval", "--dataset", "/nonexistent", "--steps", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent") && stderr.contains("IDX"), "{stderr}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_novelstream"))
+        .args(["eval", "--dataset", "/tmp", "--known", "4-0"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--known"), "range error names the flag");
+}
