@@ -16,7 +16,9 @@ pub async fn ensure_topics(kafka: &KafkaConfig, names: &[&str]) -> Result<()> {
         kafka.client_config().create().map_err(Error::kafka("creating admin client"))?;
     let topics: Vec<NewTopic> = names
         .iter()
-        .map(|name| NewTopic::new(name, kafka.topic_partitions, TopicReplication::Fixed(kafka.topic_replication_factor)))
+        .map(|name| {
+            NewTopic::new(name, kafka.topic_partitions, TopicReplication::Fixed(kafka.topic_replication_factor))
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics(&topics, &options).await.map_err(Error::kafka("creating topics"))?;

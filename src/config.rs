@@ -90,11 +90,7 @@ pub struct SourceConfig {
 
 impl Default for SourceConfig {
     fn default() -> Self {
-        Self {
-            allowed_schemes: vec!["file".into()],
-            file_roots: Vec::new(),
-            max_segment_bytes: 64 * 1024 * 1024,
-        }
+        Self { allowed_schemes: vec!["file".into()], file_roots: Vec::new(), max_segment_bytes: 64 * 1024 * 1024 }
     }
 }
 
@@ -174,7 +170,7 @@ impl Default for ModelConfig {
         Self {
             known_classes: Vec::new(),
             novel_clusters: 5,
-            channels: vec![32, 64, 128],
+            channels: vec![16, 32, 64],
             projection_dim: 64,
             seed: 0,
             device: DevicePreference::Auto,
@@ -238,6 +234,13 @@ pub struct TrainConfig {
     pub wta_window: usize,
     /// WTA: share of equal codes μ that makes a positive pair.
     pub wta_threshold: f64,
+    /// When above 0, WTA and cosine pairs whose similarity lies between this and the positive
+    /// threshold are left out of the BCE (uncertain pairs teach nothing); 0 counts every pair.
+    pub negative_threshold: f64,
+    /// When above 0, the WTA and cosine thresholds follow each batch's similarity quantile so
+    /// that this share of unlabelled pairs is positive (about 1 / novel_clusters when the
+    /// clusters are balanced); 0 keeps the fixed thresholds.
+    pub pair_positive_rate: f64,
     /// Make pseudo labels from the momentum encoder's features (else the online encoder's).
     pub pseudo_labels_from_momentum: bool,
     /// Ramp the pairwise BCE up like the consistency term, so clusters form once features do.
@@ -265,7 +268,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            batch_size: 128,
+            batch_size: 64,
             learning_rate: 1e-3,
             weight_decay: 1e-5,
             temperature: 0.1,
@@ -274,13 +277,15 @@ impl Default for TrainConfig {
             pseudo_labels: crate::train::PseudoLabelKind::Wta,
             wta_permutations: 64,
             wta_window: 4,
-            wta_threshold: 0.5,
-            pseudo_labels_from_momentum: false,
-            bce_rampup: false,
+            wta_threshold: 0.6,
+            negative_threshold: 0.0,
+            pair_positive_rate: 0.0,
+            pseudo_labels_from_momentum: true,
+            bce_rampup: true,
             cosine_threshold: 0.9,
             rank_k: 5,
             consistency_weight: 5.0,
-            rampup_steps: 300,
+            rampup_steps: 400,
             instance_contrast: true,
             category_contrast: true,
             pairwise_bce: true,
@@ -311,7 +316,14 @@ pub struct AugmentConfig {
 
 impl Default for AugmentConfig {
     fn default() -> Self {
-        Self { min_crop_scale: 0.75, rotation_degrees: 12.0, translate: 0.1, brightness: 0.1, contrast: 0.2, noise: 0.03 }
+        Self {
+            min_crop_scale: 0.75,
+            rotation_degrees: 12.0,
+            translate: 0.1,
+            brightness: 0.1,
+            contrast: 0.2,
+            noise: 0.03,
+        }
     }
 }
 
@@ -332,37 +344,25 @@ pub enum ConfigError {
 impl Config {
     /// Reads and validates a TOML config file; unknown keys are errors that name the line.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.to_owned(),
-                message,
-            },
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
             other => other,
         })
     }
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::from("<text>"),
-            message: e.to_string(),
-        })?;
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<text>"), message: e.to_string() })?;
         config.validate()?;
         Ok(config)
     }
 
     /// Checks what types alone cannot; call again after applying overrides.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, problem: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                problem: problem.to_owned(),
-            })
-        };
+        let invalid = |key, problem: &str| Err(ConfigError::Invalid { key, problem: problem.to_owned() });
         let d = &self.decode;
         if d.window.is_zero() {
             return invalid("decode.window", "must be longer than zero");
@@ -402,10 +402,16 @@ impl Config {
             return invalid("train.bank_size", "must be at least 1");
         }
         if t.wta_permutations == 0 || t.wta_window < 2 {
-            return invalid("train.wta_permutations/wta_window", "need at least 1 permutation and a window of at least 2");
+            return invalid(
+                "train.wta_permutations/wta_window",
+                "need at least 1 permutation and a window of at least 2",
+            );
         }
         if t.wta_window as i64 > *self.model.channels.last().unwrap_or(&0) {
             return invalid("train.wta_window", "must not exceed the feature width (the last of model.channels)");
+        }
+        if !(0.0..1.0).contains(&t.pair_positive_rate) {
+            return invalid("train.pair_positive_rate", "must be in [0, 1)");
         }
         if t.rank_k < 1 || t.rank_k > *self.model.channels.last().unwrap_or(&0) {
             return invalid("train.rank_k", "must be between 1 and the feature width");
@@ -427,10 +433,7 @@ impl Config {
         }
         for scheme in &self.source.allowed_schemes {
             if scheme != "file" {
-                return invalid(
-                    "source.allowed_schemes",
-                    &format!("lists `{scheme}`, but only `file` is supported"),
-                );
+                return invalid("source.allowed_schemes", &format!("lists `{scheme}`, but only `file` is supported"));
             }
         }
         let p = &self.pipeline;

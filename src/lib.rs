@@ -13,10 +13,10 @@ pub mod eval;
 pub mod model;
 pub mod pipeline;
 pub mod produce;
-pub mod summary;
-pub mod train;
 pub mod sink;
 pub mod source;
+pub mod summary;
+pub mod train;
 
 /// Crate-wide result for the library's top-level entry points.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -11,7 +11,11 @@ use novelstream::summary::{read_topic, Summary};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "novelstream", version, about = "Discovers new categories in live video: segments in from Kafka, one cluster assignment per window out")]
+#[command(
+    name = "novelstream",
+    version,
+    about = "Discovers new categories in live video: segments in from Kafka, one cluster assignment per window out"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -234,13 +238,24 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let b = &results.baselines;
     println!(
         "novel classes {:?}: accuracy {:.2}%  NMI {:.3}  ARI {:.3}  (known-class accuracy {:.2}%)",
-        results.novel_classes, 100.0 * m.novel.accuracy, m.novel.nmi, m.novel.ari, 100.0 * m.known_accuracy
+        results.novel_classes,
+        100.0 * m.novel.accuracy,
+        m.novel.nmi,
+        m.novel.ari,
+        100.0 * m.known_accuracy
     );
     println!(
         "baselines: k-means on pixels {:.2}%, k-means on supervised features {:.2}%",
-        100.0 * b.kmeans_raw_pixels.accuracy, 100.0 * b.kmeans_supervised_features.accuracy
+        100.0 * b.kmeans_raw_pixels.accuracy,
+        100.0 * b.kmeans_supervised_features.accuracy
     );
-    println!("trained {} steps in {:.0} s; wrote {} and {}", results.steps, m.train_seconds, args.out.display(), args.predictions.display());
+    println!(
+        "trained {} steps in {:.0} s; wrote {} and {}",
+        results.steps,
+        m.train_seconds,
+        args.out.display(),
+        args.predictions.display()
+    );
     Ok(())
 }
 

@@ -61,9 +61,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
     }
     let offsets = Arc::new(OffsetTracker::new());
     let consumer = Arc::new(consumer(&config.kafka, offsets.clone())?);
-    consumer
-        .subscribe(&[&config.kafka.input_topic])
-        .map_err(Error::kafka("subscribing to the input topic"))?;
+    consumer.subscribe(&[&config.kafka.input_topic]).map_err(Error::kafka("subscribing to the input topic"))?;
     let publisher = Publisher::new(&config.kafka)?;
     let p = &config.pipeline;
     let (decode_tx, decode_rx) = flume::bounded::<Job>(p.decode_queue);
@@ -87,8 +85,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
                         let sent = match decode_job(&segment, &policy, &decode) {
                             Ok(windows) => embed_tx.send(Decoded { coordinates, segment, windows }).is_ok(),
                             Err((reason, detail)) => {
-                                let record =
-                                    dead_letter_record(&dead_letter_topic, &coordinates, Some(&segment), reason, detail);
+                                let record = dead_letter_record(
+                                    &dead_letter_topic,
+                                    &coordinates,
+                                    Some(&segment),
+                                    reason,
+                                    detail,
+                                );
                                 publish_tx.send(Outcome { coordinates, records: vec![record] }).is_ok()
                             }
                         };
@@ -123,9 +126,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
             })
             .map_err(Error::io("starting the model thread"))?,
     );
-    let version = ready_rx
-        .recv()
-        .map_err(|_| Error::Pipeline("the model thread failed to start".into()))?;
+    let version = ready_rx.recv().map_err(|_| Error::Pipeline("the model thread failed to start".into()))?;
     tracing::info!(
         model_version = version,
         input = %config.kafka.input_topic,
@@ -144,8 +145,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
         tokio::spawn(async move {
             while let Ok(outcome) = publish_rx.recv_async().await {
                 let permit = unacknowledged.clone().acquire_owned().await.expect("semaphore is never closed");
-                let (publisher, consumer, offsets, stats, failure, shutdown) =
-                    (publisher.clone(), consumer.clone(), offsets.clone(), stats.clone(), failure.clone(), shutdown.clone());
+                let (publisher, consumer, offsets, stats, failure, shutdown) = (
+                    publisher.clone(),
+                    consumer.clone(),
+                    offsets.clone(),
+                    stats.clone(),
+                    failure.clone(),
+                    shutdown.clone(),
+                );
                 let dead_letter_topic = dead_letter_topic.clone();
                 acks.spawn(async move {
                     let _permit = permit;

@@ -108,7 +108,12 @@ pub async fn produce(kafka: &KafkaConfig, options: &ProduceOptions) -> Result<Ve
             .send(record, Timeout::Never)
             .await
             .map_err(|(e, _)| Error::Kafka { context: format!("producing {}", path.display()), source: e })?;
-        produced.push(Produced { segment_id, path: path.clone(), partition: delivery.partition, offset: delivery.offset });
+        produced.push(Produced {
+            segment_id,
+            path: path.clone(),
+            partition: delivery.partition,
+            offset: delivery.offset,
+        });
     }
     Ok(produced)
 }

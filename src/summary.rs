@@ -13,7 +13,12 @@ use crate::{Error, Result};
 
 /// Every record of `topic` from the beginning, as (key, payload), once at least `expect`
 /// records are there or `timeout` passed (whichever is first; `expect = 0` reads what is there).
-pub fn read_topic(kafka: &KafkaConfig, topic: &str, expect: usize, timeout: Duration) -> Result<Vec<(String, Vec<u8>)>> {
+pub fn read_topic(
+    kafka: &KafkaConfig,
+    topic: &str,
+    expect: usize,
+    timeout: Duration,
+) -> Result<Vec<(String, Vec<u8>)>> {
     let mut client = kafka.client_config();
     client
         .set("group.id", format!("novelstream-reader-{}", uuid::Uuid::new_v4().simple()))
@@ -96,7 +101,8 @@ impl Summary {
             }
         }
         for (_, payload) in dead_letters {
-            let reason = serde_json::from_slice::<DeadLetter>(payload).map(|d| d.reason).unwrap_or_else(|_| "unreadable".into());
+            let reason =
+                serde_json::from_slice::<DeadLetter>(payload).map(|d| d.reason).unwrap_or_else(|_| "unreadable".into());
             *s.dead_letters.entry(reason).or_default() += 1;
         }
         s

@@ -3,6 +3,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::time::Duration;
 
 use common::{make_clip, novelstream, Broker, Daemon};
@@ -72,20 +73,22 @@ fn segments_in_assignments_out_dead_letters_and_commits() {
     make_clip(&clips.join("a0.ts"), "testsrc", 3.0, 25, true);
     make_clip(&clips.join("a1.ts"), "mandelbrot", 2.0, 25, true);
     make_clip(&dir.path().join("b0.mp4"), "testsrc2", 2.5, 20, false);
-    let produced_a = novelstream(&["produce", "--brokers", &broker.address, "--topic", INPUT, "--stream-id", "cam-a",
-        clips.join("a0.ts").to_str().unwrap(), clips.join("a1.ts").to_str().unwrap()]);
-    let produced_b = novelstream(&["produce", "--brokers", &broker.address, "--topic", INPUT, "--stream-id", "cam-b",
-        "--label", "pattern", "--inline", dir.path().join("b0.mp4").to_str().unwrap()]);
+    let produce = |stream: &str, flags: &[&str], files: &[&Path]| {
+        let mut args = vec!["produce", "--brokers", &broker.address, "--topic", INPUT, "--stream-id", stream];
+        args.extend_from_slice(flags);
+        args.extend(files.iter().map(|f| f.to_str().unwrap()));
+        novelstream(&args)
+    };
+    let produced_a = produce("cam-a", &[], &[&clips.join("a0.ts"), &clips.join("a1.ts")]);
+    let produced_b = produce("cam-b", &["--label", "pattern", "--inline"], &[&dir.path().join("b0.mp4")]);
 
     // Planted bad input: random bytes inline, a reference outside the allowed roots,
     // malformed JSON, and a label the daemon does not know.
-    std::fs::write(dir.path().join("garbage.ts"), (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<_>>()).unwrap();
-    novelstream(&["produce", "--brokers", &broker.address, "--topic", INPUT, "--stream-id", "cam-bad", "--inline",
-        dir.path().join("garbage.ts").to_str().unwrap()]);
-    novelstream(&["produce", "--brokers", &broker.address, "--topic", INPUT, "--stream-id", "cam-bad",
-        dir.path().join("b0.mp4").to_str().unwrap()]);
-    novelstream(&["produce", "--brokers", &broker.address, "--topic", INPUT, "--stream-id", "cam-bad",
-        "--label", "giraffe", clips.join("a1.ts").to_str().unwrap()]);
+    let garbage: Vec<u8> = (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(dir.path().join("garbage.ts"), garbage).unwrap();
+    produce("cam-bad", &["--inline"], &[&dir.path().join("garbage.ts")]);
+    produce("cam-bad", &[], &[&dir.path().join("b0.mp4")]);
+    produce("cam-bad", &["--label", "giraffe"], &[&clips.join("a1.ts")]);
     let producer: ThreadedProducer<DefaultProducerContext> = kafka.client_config().create().unwrap();
     producer.send(BaseRecord::to(INPUT).key("cam-bad").payload("{\"stream_id\": 7,")).unwrap();
     producer.flush(Duration::from_secs(10)).unwrap();

@@ -10,7 +10,8 @@ use common::{ffmpeg, novelstream};
 use novelstream::eval::metrics::cluster_accuracy;
 
 /// A tiny model and batch: these tests prove behaviour, not accuracy.
-const SMALL_MODEL: &str = "[model]\nchannels = [8, 16]\nprojection_dim = 16\n[train]\nbatch_size = 16\nbank_size = 256\nrank_k = 4\n";
+const SMALL_MODEL: &str =
+    "[model]\nchannels = [8, 16]\nprojection_dim = 16\n[train]\nbatch_size = 16\nbank_size = 256\nrank_k = 4\n";
 
 fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
@@ -44,9 +45,27 @@ fn mnist_short_run_writes_consistent_results_and_predictions() {
     std::fs::write(&config, SMALL_MODEL).unwrap();
     let (out, predictions) = (dir.path().join("results.json"), dir.path().join("predictions.csv"));
     let stdout = novelstream(&[
-        "eval", "--dataset", data.to_str().unwrap(), "--known", "0-4", "--novel", "5-9", "--seed", "1",
-        "--steps", "20", "--baseline-steps", "10", "--device", "cpu", "--config", config.to_str().unwrap(),
-        "--out", out.to_str().unwrap(), "--predictions", predictions.to_str().unwrap(),
+        "eval",
+        "--dataset",
+        data.to_str().unwrap(),
+        "--known",
+        "0-4",
+        "--novel",
+        "5-9",
+        "--seed",
+        "1",
+        "--steps",
+        "20",
+        "--baseline-steps",
+        "10",
+        "--device",
+        "cpu",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--predictions",
+        predictions.to_str().unwrap(),
     ]);
     assert!(stdout.contains("novel classes"), "{stdout}");
     let results = read_json(&out);
@@ -72,7 +91,15 @@ fn image_folders_are_a_data_set() {
                 // Shades of one colour, as PNG and JPEG.
                 let ext = if i % 2 == 0 { "png" } else { "jpg" };
                 let source = format!("color=c={colour}@{:.2}:s=20x20", 0.6 + 0.06 * i as f64);
-                ffmpeg(&["-f", "lavfi", "-i", &source, "-frames:v", "1", folder.join(format!("{i}.{ext}")).to_str().unwrap()]);
+                ffmpeg(&[
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    &source,
+                    "-frames:v",
+                    "1",
+                    folder.join(format!("{i}.{ext}")).to_str().unwrap(),
+                ]);
             }
         }
     }
@@ -80,9 +107,27 @@ fn image_folders_are_a_data_set() {
     let config = dir.path().join("small.toml");
     std::fs::write(&config, SMALL_MODEL).unwrap();
     novelstream(&[
-        "eval", "--dataset", dir.path().to_str().unwrap(), "--known", "0-1", "--novel", "2-3", "--steps", "5",
-        "--baseline-steps", "5", "--image-size", "16", "--device", "cpu", "--config", config.to_str().unwrap(),
-        "--out", out.to_str().unwrap(), "--predictions", predictions.to_str().unwrap(),
+        "eval",
+        "--dataset",
+        dir.path().to_str().unwrap(),
+        "--known",
+        "0-1",
+        "--novel",
+        "2-3",
+        "--steps",
+        "5",
+        "--baseline-steps",
+        "5",
+        "--image-size",
+        "16",
+        "--device",
+        "cpu",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--predictions",
+        predictions.to_str().unwrap(),
     ]);
     let results = read_json(&out);
     // Class folders are sorted by name: blue, green, red, yellow.

@@ -94,10 +94,7 @@ fn probabilities(logits: &Tensor) -> Vec<Vec<f32>> {
 }
 
 fn argmax(row: &[f32]) -> (usize, f32) {
-    row.iter()
-        .copied()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, p)| if p > best.1 { (i, p) } else { best })
+    row.iter().copied().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, p)| if p > best.1 { (i, p) } else { best })
 }
 
 #[cfg(test)]
@@ -113,7 +110,8 @@ mod tests {
     fn untrained_model_assigns_every_window_deterministically() {
         let _rng = crate::rng_lock();
         let decode = DecodeConfig { height: 16, width: 16, frames: 2, ..Default::default() };
-        let model = ModelConfig { known_classes: vec!["a".into()], novel_clusters: 3, max_batch: 2, ..Default::default() };
+        let model =
+            ModelConfig { known_classes: vec!["a".into()], novel_clusters: 3, max_batch: 2, ..Default::default() };
         let windows: Vec<Window> = (0..5).map(|i| window(&decode, i * 50)).collect();
         let a = Assigner::untrained(&model, &decode, Device::Cpu);
         let novel = a.assign(&windows, None);
@@ -124,7 +122,11 @@ mod tests {
             assert!(k < 3);
             assert!(d.confidence >= 1.0 / 3.0 - 1e-6 && d.confidence <= 1.0);
         }
-        assert_eq!(Assigner::untrained(&model, &decode, Device::Cpu).assign(&windows, None), novel, "same seed, same answers");
+        assert_eq!(
+            Assigner::untrained(&model, &decode, Device::Cpu).assign(&windows, None),
+            novel,
+            "same seed, same answers"
+        );
         let known = a.assign(&windows, Some("a"));
         assert!(known.iter().all(|d| d.kind == AssignmentKind::Known && d.cluster == "a"));
         assert_eq!(a.version(), 0);

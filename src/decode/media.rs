@@ -5,13 +5,13 @@ use std::io::Cursor;
 use std::sync::Once;
 use std::time::Instant;
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::format::context::StreamIo;
 use ffmpeg::format::{sample, Pixel, Sample};
 use ffmpeg::media::Type;
 use ffmpeg::software::{resampling, scaling};
 use ffmpeg::util::frame;
 use ffmpeg::{ChannelLayout, Rational};
+use ffmpeg_next as ffmpeg;
 
 use super::window::{frame_at, frame_times, sample_range, spans};
 use super::Window;
@@ -70,13 +70,11 @@ pub fn decode_segment(bytes: Vec<u8>, config: &DecodeConfig) -> Result<Vec<Windo
     let deadline = started + config.timeout;
     let timeout_ms = config.timeout.as_millis() as u64;
     let io = StreamIo::from_read_seek(Cursor::new(bytes)).map_err(undecodable)?;
-    let mut input = ffmpeg::format::input_from_stream_with_interrupt(io, None, None, move || {
-        Instant::now() > deadline
-    })
-    .map_err(|e| match e {
-        ffmpeg::Error::Exit => DecodeError::Timeout { timeout_ms },
-        e => undecodable(e),
-    })?;
+    let mut input = ffmpeg::format::input_from_stream_with_interrupt(io, None, None, move || Instant::now() > deadline)
+        .map_err(|e| match e {
+            ffmpeg::Error::Exit => DecodeError::Timeout { timeout_ms },
+            e => undecodable(e),
+        })?;
 
     let video = input.streams().best(Type::Video).ok_or(DecodeError::NoVideo)?;
     let video_index = video.index();
@@ -117,9 +115,7 @@ pub fn decode_segment(bytes: Vec<u8>, config: &DecodeConfig) -> Result<Vec<Windo
     if duration_ms as f64 > max_ms {
         return Err(DecodeError::TooLong { max_ms: max_ms as u64 });
     }
-    let samples = audio
-        .map(|a| a.aligned_to(frames.origin_ms, config.sample_rate))
-        .unwrap_or_default();
+    let samples = audio.map(|a| a.aligned_to(frames.origin_ms, config.sample_rate)).unwrap_or_default();
     tracing::debug!(
         frames = frames.pts_ms.len(),
         samples = samples.len(),
@@ -146,13 +142,7 @@ fn cut_windows(frames: &VideoFrames, samples: &[f32], duration_ms: u64, config: 
                 let end = range.end.min(samples.len());
                 audio[..end - range.start].copy_from_slice(&samples[range.start..end]);
             }
-            Window {
-                index: span.index,
-                start_ms: span.start_ms,
-                end_ms: span.end_ms,
-                frames: rgb,
-                audio,
-            }
+            Window { index: span.index, start_ms: span.start_ms, end_ms: span.end_ms, frames: rgb, audio }
         })
         .collect()
 }
@@ -247,8 +237,9 @@ impl VideoFrames {
         }
         let stale = !matches!(&self.scaler, Some((_, f, sw, sh)) if (*f, *sw, *sh) == (format, w, h));
         if stale {
-            let context = scaling::Context::get(format, w, h, Pixel::RGB24, self.width, self.height, scaling::Flags::BILINEAR)
-                .map_err(undecodable)?;
+            let context =
+                scaling::Context::get(format, w, h, Pixel::RGB24, self.width, self.height, scaling::Flags::BILINEAR)
+                    .map_err(undecodable)?;
             self.scaler = Some((context, format, w, h));
         }
         let (scaler, ..) = self.scaler.as_mut().expect("scaler was just set");
@@ -302,14 +293,7 @@ impl AudioSamples {
     fn open(stream: &ffmpeg::format::stream::Stream<'_>, rate: u32) -> Result<Self, DecodeError> {
         let context = ffmpeg::codec::context::Context::from_parameters(stream.parameters()).map_err(undecodable)?;
         let decoder = context.decoder().audio().map_err(undecodable)?;
-        Ok(Self {
-            decoder,
-            time_base: stream.time_base(),
-            rate,
-            resampler: None,
-            origin_ms: None,
-            samples: Vec::new(),
-        })
+        Ok(Self { decoder, time_base: stream.time_base(), rate, resampler: None, origin_ms: None, samples: Vec::new() })
     }
 
     fn send(&mut self, packet: &ffmpeg::Packet) -> Result<(), DecodeError> {

@@ -23,21 +23,13 @@ pub fn spans(duration_ms: u64, window_ms: u64, hop_ms: u64) -> Vec<Span> {
         return vec![Span { index: 0, start_ms: 0, end_ms: duration_ms }];
     }
     let count = (duration_ms - window_ms) / hop_ms + 1;
-    (0..count)
-        .map(|i| Span {
-            index: i as u32,
-            start_ms: i * hop_ms,
-            end_ms: i * hop_ms + window_ms,
-        })
-        .collect()
+    (0..count).map(|i| Span { index: i as u32, start_ms: i * hop_ms, end_ms: i * hop_ms + window_ms }).collect()
 }
 
 /// Times (ms) at which a window samples its `t` frames: the centres of `t` equal parts.
 pub fn frame_times(span: &Span, t: usize) -> Vec<f64> {
     let len = (span.end_ms - span.start_ms) as f64;
-    (0..t)
-        .map(|i| span.start_ms as f64 + (i as f64 + 0.5) * len / t as f64)
-        .collect()
+    (0..t).map(|i| span.start_ms as f64 + (i as f64 + 0.5) * len / t as f64).collect()
 }
 
 /// The frame on screen at `t_ms`: the last whose timestamp is at or before it, or the first
@@ -80,7 +72,10 @@ mod tests {
     #[test]
     fn hop_longer_than_window_skips_media() {
         let s = spans(5000, 1000, 2000);
-        assert_eq!(s.iter().map(|s| (s.start_ms, s.end_ms)).collect::<Vec<_>>(), vec![(0, 1000), (2000, 3000), (4000, 5000)]);
+        assert_eq!(
+            s.iter().map(|s| (s.start_ms, s.end_ms)).collect::<Vec<_>>(),
+            vec![(0, 1000), (2000, 3000), (4000, 5000)]
+        );
     }
 
     #[test]

@@ -124,7 +124,10 @@ fn load_folders(dir: &Path, size: u32) -> Result<Dataset, EvalError> {
                 let data = std::fs::read(&file).map_err(|e| EvalError::Dataset(format!("{}: {e}", file.display())))?;
                 let windows = decode_segment(data, &decode)
                     .map_err(|e| EvalError::Dataset(format!("{}: {e}", file.display())))?;
-                let first = windows.into_iter().next().ok_or_else(|| EvalError::Dataset(format!("{}: no image", file.display())))?;
+                let first = windows
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| EvalError::Dataset(format!("{}: no image", file.display())))?;
                 // Window frames are H×W×3 (interleaved); the model reads planes.
                 let image = Tensor::from_slice(&first.frames).view([size as i64, size as i64, 3]).permute([2, 0, 1]);
                 bytes.push(image);

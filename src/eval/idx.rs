@@ -51,9 +51,8 @@ pub fn parse_idx(bytes: &[u8]) -> Result<Idx, String> {
     if n == 0 || bytes.len() < header {
         return Err("truncated IDX header".into());
     }
-    let dims: Vec<usize> = (0..n)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize)
-        .collect();
+    let dims: Vec<usize> =
+        (0..n).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize).collect();
     let count = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("IDX dimensions overflow")?;
     if bytes.len() - header != count {
         return Err(format!("IDX data holds {} bytes, dimensions {:?} need {count}", bytes.len() - header, dims));

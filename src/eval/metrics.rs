@@ -138,7 +138,11 @@ pub fn nmi(truth: &[usize], predicted: &[usize]) -> f64 {
         return 1.0; // both partitions are a single cluster: identical
     }
     let denom = (ha + hb) / 2.0;
-    if denom == 0.0 { 0.0 } else { (mi / denom).clamp(0.0, 1.0) }
+    if denom == 0.0 {
+        0.0
+    } else {
+        (mi / denom).clamp(0.0, 1.0)
+    }
 }
 
 /// Adjusted Rand index.

@@ -143,11 +143,22 @@ pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<(usize, Strin
     // The method.
     let train_started = Instant::now();
     let mut learner = Learner::new(&model, &options.train, options.device)?;
-    let final_losses = train_loop(&mut learner, &data.train, &labelled, &unlabelled, options.steps, &options.train, options, "method", &known_index)?;
+    let final_losses = train_loop(
+        &mut learner,
+        &data.train,
+        &labelled,
+        &unlabelled,
+        options.steps,
+        &options.train,
+        options,
+        "method",
+        &known_index,
+    )?;
     let train_seconds = train_started.elapsed().as_secs_f64();
     let novel_truth: Vec<usize> = test_novel.iter().map(|&i| data.test.labels[i as usize]).collect();
     let known_truth: Vec<i64> = test_known.iter().map(|&i| known_index(data.test.labels[i as usize])).collect();
-    let (novel_pred, known_pred, method_features) = predict(&learner, &data.test, &test_novel, &test_known, options.device);
+    let (novel_pred, known_pred, method_features) =
+        predict(&learner, &data.test, &test_novel, &test_known, options.device);
     let k = options.novel.len() as i64;
     let method = MethodResult {
         novel: Clustering::of(&novel_truth, &novel_pred),
@@ -170,7 +181,17 @@ pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<(usize, Strin
         ..options.train.clone()
     };
     let mut supervised = Learner::new(&model, &supervised_config, options.device)?;
-    train_loop(&mut supervised, &data.train, &labelled, &[], options.baseline_steps, &supervised_config, options, "baseline", &known_index)?;
+    train_loop(
+        &mut supervised,
+        &data.train,
+        &labelled,
+        &[],
+        options.baseline_steps,
+        &supervised_config,
+        options,
+        "baseline",
+        &known_index,
+    )?;
     let (_, supervised_known, features) = predict(&supervised, &data.test, &test_novel, &test_known, options.device);
     let feature_clusters = kmeans(&features, k, 3, 100, options.seed);
     let baselines = Baselines {
@@ -181,7 +202,11 @@ pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<(usize, Strin
 
     let mut rows = Vec::with_capacity(test_known.len() + test_novel.len());
     for (&i, &p) in test_known.iter().zip(&known_pred) {
-        rows.push((i as usize, data.classes[data.test.labels[i as usize]].clone(), model.known_classes[p as usize].clone()));
+        rows.push((
+            i as usize,
+            data.classes[data.test.labels[i as usize]].clone(),
+            model.known_classes[p as usize].clone(),
+        ));
     }
     for (&i, &p) in test_novel.iter().zip(&novel_pred) {
         rows.push((i as usize, data.classes[data.test.labels[i as usize]].clone(), format!("novel-{p}")));
@@ -239,7 +264,10 @@ fn train_loop(
             return Err(EvalError::Invalid(format!("{name}: loss became {} at step {step}", report.total)));
         }
         if step % 20 == 0 {
-            bar.set_message(format!("loss {:.3} bce {:.3} ce {:.3} pos {:.2}", report.total, report.bce, report.cross_entropy, report.positive_pair_rate));
+            bar.set_message(format!(
+                "loss {:.3} bce {:.3} ce {:.3} pos {:.2}",
+                report.total, report.bce, report.cross_entropy, report.positive_pair_rate
+            ));
         }
         recent.push(report);
         if recent.len() > 50 {
@@ -268,7 +296,13 @@ fn mean_report(reports: &[LossReport]) -> LossReport {
 
 /// Novel-head clusters of `novel`, known-head classes of `known`, and the features `z` of
 /// `novel` (on the CPU).
-fn predict(learner: &Learner, split: &Split, novel: &[i64], known: &[i64], device: Device) -> (Vec<usize>, Vec<i64>, Tensor) {
+fn predict(
+    learner: &Learner,
+    split: &Split,
+    novel: &[i64],
+    known: &[i64],
+    device: Device,
+) -> (Vec<usize>, Vec<i64>, Tensor) {
     let mut novel_pred = Vec::with_capacity(novel.len());
     let mut features = Vec::new();
     for chunk in novel.chunks(512) {
@@ -300,15 +334,22 @@ fn progress_bar(steps: u64, name: &str, visible: bool) -> indicatif::ProgressBar
     }
     let bar = indicatif::ProgressBar::new(steps);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix:>8} [{elapsed_precise}] {bar:30} {pos}/{len} steps, eta {eta} {msg}")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>8} [{elapsed_precise}] {bar:30} {pos}/{len} steps, eta {eta} {msg}",
+        )
+        .expect("valid template"),
     );
     bar.set_prefix(name.to_owned());
     bar
 }
 
 /// Writes `results.json` and `predictions.csv`.
-pub fn write_outputs(results: &EvalResults, rows: &[(usize, String, String)], out: &Path, predictions: &Path) -> Result<(), EvalError> {
+pub fn write_outputs(
+    results: &EvalResults,
+    rows: &[(usize, String, String)],
+    out: &Path,
+    predictions: &Path,
+) -> Result<(), EvalError> {
     let write = |path: &Path, bytes: &[u8]| {
         std::fs::write(path, bytes).map_err(|source| EvalError::Write { path: path.to_owned(), source })
     };

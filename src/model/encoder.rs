@@ -21,7 +21,10 @@ fn conv(path: nn::Path, input: i64, output: i64, kernel: i64, stride: i64) -> nn
 impl BasicBlock {
     fn new(path: &nn::Path, input: i64, output: i64, stride: i64) -> Self {
         let shortcut = (stride != 1 || input != output).then(|| {
-            (conv(path / "shortcut", input, output, 1, stride), nn::batch_norm2d(path / "shortcut_norm", output, Default::default()))
+            (
+                conv(path / "shortcut", input, output, 1, stride),
+                nn::batch_norm2d(path / "shortcut_norm", output, Default::default()),
+            )
         });
         Self {
             conv1: conv(path / "conv1", input, output, 3, stride),

@@ -78,9 +78,6 @@ pub fn frames_tensor(windows: &[&Window], decode: &DecodeConfig) -> Tensor {
         assert_eq!(window.frames.len(), (t * h * w * 3) as usize, "window frames do not match the decode config");
         bytes.extend_from_slice(&window.frames);
     }
-    Tensor::from_slice(&bytes)
-        .view([windows.len() as i64, t, h, w, 3])
-        .permute([0, 1, 4, 2, 3])
-        .to_kind(Kind::Float)
+    Tensor::from_slice(&bytes).view([windows.len() as i64, t, h, w, 3]).permute([0, 1, 4, 2, 3]).to_kind(Kind::Float)
         / 255.0
 }

@@ -58,7 +58,8 @@ mod tests {
         let value = serde_json::to_value(&a).unwrap();
         let mut fields: Vec<&String> = value.as_object().unwrap().keys().collect();
         let mut declared: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
-        let mut required: Vec<&str> = schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let mut required: Vec<&str> =
+            schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
         fields.sort();
         declared.sort();
         required.sort();

@@ -77,10 +77,7 @@ impl Publisher {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 Err((e, _)) => {
-                    return Err(Error::Kafka {
-                        context: format!("producing to {}", record.topic),
-                        source: e,
-                    })
+                    return Err(Error::Kafka { context: format!("producing to {}", record.topic), source: e })
                 }
             }
         }

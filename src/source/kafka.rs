@@ -63,7 +63,5 @@ pub fn consumer(config: &KafkaConfig, offsets: Arc<OffsetTracker>) -> Result<Seg
             client.set(key, default);
         }
     }
-    client
-        .create_with_context(SegmentConsumerContext { offsets })
-        .map_err(Error::kafka("creating consumer"))
+    client.create_with_context(SegmentConsumerContext { offsets }).map_err(Error::kafka("creating consumer"))
 }

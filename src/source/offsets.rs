@@ -57,11 +57,7 @@ impl OffsetTracker {
 
     /// The position last handed out for each partition, for a final synchronous commit.
     pub fn positions(&self) -> Vec<(String, i32, i64)> {
-        self.partitions
-            .iter()
-            .filter(|p| p.next > 0)
-            .map(|p| (p.key().0.clone(), p.key().1, p.committed))
-            .collect()
+        self.partitions.iter().filter(|p| p.next > 0).map(|p| (p.key().0.clone(), p.key().1, p.committed)).collect()
     }
 
     /// Offsets taken but not yet fully acknowledged, over all partitions.

@@ -96,10 +96,7 @@ pub fn parse_segment(
     check_ids(&segment)?;
     if let Media::Inline(bytes) = &segment.media {
         if bytes.len() as u64 > max_bytes {
-            return Err(InputError::Oversize {
-                bytes: bytes.len() as u64,
-                max: max_bytes,
-            });
+            return Err(InputError::Oversize { bytes: bytes.len() as u64, max: max_bytes });
         }
         if bytes.is_empty() {
             return Err(InputError::BadMessage("inline segment has no media bytes".into()));
@@ -120,8 +117,7 @@ fn parse_reference(payload: &[u8]) -> Result<Segment, InputError> {
     if payload.is_empty() {
         return Err(InputError::BadMessage("empty message".into()));
     }
-    let r: SegmentRef =
-        serde_json::from_slice(payload).map_err(|e| InputError::BadMessage(e.to_string()))?;
+    let r: SegmentRef = serde_json::from_slice(payload).map_err(|e| InputError::BadMessage(e.to_string()))?;
     check_schema(r.schema.as_deref())?;
     Ok(Segment {
         stream_id: r.stream_id,
@@ -157,9 +153,7 @@ fn parse_inline(payload: &[u8], headers: &[(&str, &[u8])]) -> Result<Segment, In
 }
 
 fn number<T: std::str::FromStr>(name: &str, text: String) -> Result<T, InputError> {
-    text.trim()
-        .parse()
-        .map_err(|_| InputError::BadMessage(format!("header `{name}` is not an integer: `{text}`")))
+    text.trim().parse().map_err(|_| InputError::BadMessage(format!("header `{name}` is not an integer: `{text}`")))
 }
 
 fn check_schema(schema: Option<&str>) -> Result<(), InputError> {
@@ -173,9 +167,7 @@ fn check_schema(schema: Option<&str>) -> Result<(), InputError> {
 fn check_ids(segment: &Segment) -> Result<(), InputError> {
     for (name, value) in [("stream_id", &segment.stream_id), ("segment_id", &segment.segment_id)] {
         if value.is_empty() || value.len() > MAX_ID_LEN || value.chars().any(char::is_control) {
-            return Err(InputError::BadMessage(format!(
-                "`{name}` must be 1 to {MAX_ID_LEN} printable characters"
-            )));
+            return Err(InputError::BadMessage(format!("`{name}` must be 1 to {MAX_ID_LEN} printable characters")));
         }
     }
     Ok(())

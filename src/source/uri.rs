@@ -20,24 +20,14 @@ impl UriPolicy {
         let roots = config
             .file_roots
             .iter()
-            .map(|root| {
-                root.canonicalize()
-                    .map_err(crate::Error::io(format!("source.file_roots: {}", root.display())))
-            })
+            .map(|root| root.canonicalize().map_err(crate::Error::io(format!("source.file_roots: {}", root.display()))))
             .collect::<Result<_, _>>()?;
-        Ok(Self {
-            schemes: config.allowed_schemes.clone(),
-            roots,
-            max_bytes: config.max_segment_bytes,
-        })
+        Ok(Self { schemes: config.allowed_schemes.clone(), roots, max_bytes: config.max_segment_bytes })
     }
 
     /// Reads the media `uri` names, if the policy allows it.
     pub fn fetch(&self, uri: &str) -> Result<Vec<u8>, InputError> {
-        let refuse = |why: &str| InputError::RefusedUri {
-            uri: uri.to_owned(),
-            why: why.to_owned(),
-        };
+        let refuse = |why: &str| InputError::RefusedUri { uri: uri.to_owned(), why: why.to_owned() };
         let parsed = url::Url::parse(uri).map_err(|e| refuse(&format!("not a URI: {e}")))?;
         if !self.schemes.iter().any(|s| s == parsed.scheme()) {
             return Err(refuse(&format!("scheme `{}` is not allowed", parsed.scheme())));
@@ -50,10 +40,7 @@ impl UriPolicy {
             return Err(refuse("file URIs must not name a host"));
         }
         let path = parsed.to_file_path().map_err(|()| refuse("not a local file path"))?;
-        let unreadable = |why: String| InputError::UnreadableUri {
-            uri: uri.to_owned(),
-            why,
-        };
+        let unreadable = |why: String| InputError::UnreadableUri { uri: uri.to_owned(), why };
         let real = path.canonicalize().map_err(|e| unreadable(e.to_string()))?;
         if !self.roots.iter().any(|root| real.starts_with(root)) {
             return Err(refuse("path is outside source.file_roots"));
@@ -64,21 +51,13 @@ impl UriPolicy {
             return Err(unreadable("not a regular file".into()));
         }
         if meta.len() > self.max_bytes {
-            return Err(InputError::Oversize {
-                bytes: meta.len(),
-                max: self.max_bytes,
-            });
+            return Err(InputError::Oversize { bytes: meta.len(), max: self.max_bytes });
         }
         let mut bytes = Vec::with_capacity(meta.len() as usize);
         // The file may grow between stat and read: never read past the limit.
-        file.take(self.max_bytes + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| unreadable(e.to_string()))?;
+        file.take(self.max_bytes + 1).read_to_end(&mut bytes).map_err(|e| unreadable(e.to_string()))?;
         if bytes.len() as u64 > self.max_bytes {
-            return Err(InputError::Oversize {
-                bytes: bytes.len() as u64,
-                max: self.max_bytes,
-            });
+            return Err(InputError::Oversize { bytes: bytes.len() as u64, max: self.max_bytes });
         }
         Ok(bytes)
     }

@@ -24,7 +24,8 @@ pub fn augment(frames: &Tensor, config: &AugmentConfig) -> Tensor {
     let tx = (Tensor::rand([b], options) * 2.0 - 1.0) * &max_shift;
     let ty = (Tensor::rand([b], options) * 2.0 - 1.0) * &max_shift;
     let (cos, sin) = (angle.cos() * &scale, angle.sin() * &scale);
-    let theta = Tensor::stack(&[&cos, &(-&sin), &tx, &sin, &cos, &ty], 1).view([b, 1, 2, 3]).expand([b, t, 2, 3], false);
+    let theta =
+        Tensor::stack(&[&cos, &(-&sin), &tx, &sin, &cos, &ty], 1).view([b, 1, 2, 3]).expand([b, t, 2, 3], false);
     let flat = frames.flatten(0, 1);
     let grid = Tensor::affine_grid_generator(&theta.reshape([b * t, 2, 3]), [b * t, 3, h, w], false);
     // Bilinear sampling, zeros outside the frame.
@@ -59,7 +60,14 @@ mod tests {
     fn identity_when_every_augmentation_is_off() {
         let _rng = crate::rng_lock();
         let frames = Tensor::rand([3, 1, 3, 8, 8], (Kind::Float, tch::Device::Cpu));
-        let off = AugmentConfig { min_crop_scale: 1.0, rotation_degrees: 0.0, translate: 0.0, brightness: 0.0, contrast: 0.0, noise: 0.0 };
+        let off = AugmentConfig {
+            min_crop_scale: 1.0,
+            rotation_degrees: 0.0,
+            translate: 0.0,
+            brightness: 0.0,
+            contrast: 0.0,
+            noise: 0.0,
+        };
         let out = augment(&frames, &off);
         let diff = (&out - &frames).abs().max().double_value(&[]);
         assert!(diff < 1e-5, "max difference {diff}");

@@ -4,7 +4,7 @@
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 use super::losses::{category_nce, consistency, instance_nce, instance_nce_in_batch, pairwise_bce, rampup};
-use super::{augment, pseudo_labels, MemoryBank, WtaHash};
+use super::{augment, pseudo_labels, MemoryBank, PairRule, WtaHash};
 use crate::config::{ModelConfig, TrainConfig};
 use crate::model::{JointModel, Outputs};
 
@@ -56,7 +56,8 @@ impl Learner {
             })
             .collect();
         ema_pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        let optimizer = nn::Adam { wd: config.weight_decay, ..Default::default() }.build(&vars, config.learning_rate)?;
+        let optimizer =
+            nn::Adam { wd: config.weight_decay, ..Default::default() }.build(&vars, config.learning_rate)?;
         let dim = *model_config.channels.last().expect("validated: channels is not empty") as usize;
         Ok(Self {
             wta: WtaHash::new(dim, config.wta_permutations, config.wta_window, model_config.seed as u64 ^ 0x5754_4148),
@@ -106,8 +107,7 @@ impl Learner {
         };
         let keys = momentum_out.projection.shallow_clone();
         let device = x.device();
-        let key_labels =
-            Tensor::cat(&[labels.to_kind(Kind::Int64), Tensor::full([nu], -1, (Kind::Int64, device))], 0);
+        let key_labels = Tensor::cat(&[labels.to_kind(Kind::Int64), Tensor::full([nu], -1, (Kind::Int64, device))], 0);
         let (bank_keys, bank_labels) = self.bank.contents();
         let use_bank = c.memory_bank && !self.bank.is_empty();
         let mut report = LossReport::default();
@@ -142,10 +142,17 @@ impl Learner {
         if c.pairwise_bce && nu > 1 {
             // Pseudo labels from the slowly moving momentum encoder are steadier than the online one's.
             let z = if c.pseudo_labels_from_momentum { &momentum_out.z } else { &out1.z }.narrow(0, nl, nu);
-            let targets = pseudo_labels(c.pseudo_labels, &z, &self.wta, c.wta_threshold, c.cosine_threshold, c.rank_k);
+            let rule = PairRule {
+                wta_threshold: c.wta_threshold,
+                cosine_threshold: c.cosine_threshold,
+                rank_k: c.rank_k,
+                negative_below: (c.negative_threshold > 0.0).then_some(c.negative_threshold),
+                positive_rate: (c.pair_positive_rate > 0.0).then_some(c.pair_positive_rate),
+            };
+            let (targets, mask) = pseudo_labels(c.pseudo_labels, &z, &self.wta, &rule);
             let p1 = out1.novel_logits.narrow(0, nl, nu).softmax(1, Kind::Float);
             let p2 = out2.novel_logits.narrow(0, nl, nu).softmax(1, Kind::Float);
-            let term = (pairwise_bce(&p1, &targets) + pairwise_bce(&p2, &targets)) / 2.0;
+            let term = (pairwise_bce(&p1, &targets, &mask) + pairwise_bce(&p2, &targets, &mask)) / 2.0;
             report.bce = term.double_value(&[]);
             report.positive_pair_rate = targets.mean(Kind::Float).double_value(&[]);
             let weight = if c.bce_rampup { rampup(self.step, c.rampup_steps) } else { 1.0 };
@@ -193,7 +200,13 @@ mod tests {
     #[test]
     fn every_term_runs_and_the_known_head_learns() {
         let _rng = crate::rng_lock();
-        let model = ModelConfig { known_classes: vec!["dark".into(), "bright".into()], novel_clusters: 2, channels: vec![8, 16], projection_dim: 8, ..Default::default() };
+        let model = ModelConfig {
+            known_classes: vec!["dark".into(), "bright".into()],
+            novel_clusters: 2,
+            channels: vec![8, 16],
+            projection_dim: 8,
+            ..Default::default()
+        };
         let train = TrainConfig { batch_size: 8, bank_size: 32, rampup_steps: 10, ..Default::default() };
         let mut learner = Learner::new(&model, &train, Device::Cpu).unwrap();
         let opts = (Kind::Float, Device::Cpu);
@@ -203,7 +216,13 @@ mod tests {
         let labels = Tensor::from_slice(&[0i64, 0, 0, 0, 1, 1, 1, 1]);
         let unlabelled = Tensor::rand([8, 1, 3, 12, 12], opts);
         let first = learner.step(&labelled, &labels, &unlabelled);
-        for (name, v) in [("instance", first.instance), ("category", first.category), ("bce", first.bce), ("ce", first.cross_entropy), ("consistency", first.consistency)] {
+        for (name, v) in [
+            ("instance", first.instance),
+            ("category", first.category),
+            ("bce", first.bce),
+            ("ce", first.cross_entropy),
+            ("consistency", first.consistency),
+        ] {
             assert!(v.is_finite() && v >= 0.0, "{name} = {v}");
         }
         assert!(first.instance > 0.0 && first.category > 0.0 && first.bce > 0.0 && first.cross_entropy > 0.0);

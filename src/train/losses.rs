@@ -41,12 +41,13 @@ pub fn category_nce(queries: &Tensor, labels: &Tensor, keys: &Tensor, key_labels
 }
 
 /// Pairwise binary cross-entropy through the unlabelled head: `P_ij = φ_i · φ_j` against the
-/// pseudo labels `ŷ_ij`.
-pub fn pairwise_bce(probabilities: &Tensor, targets: &Tensor) -> Tensor {
+/// pseudo labels `ŷ_ij`, averaged over the pairs `mask` keeps.
+pub fn pairwise_bce(probabilities: &Tensor, targets: &Tensor, mask: &Tensor) -> Tensor {
     let p = probabilities.matmul(&probabilities.tr()).clamp(1e-7, 1.0 - 1e-7);
     let negatives: Tensor = 1.0 - targets;
     let absent: Tensor = 1.0 - &p;
-    -(targets * p.log() + negatives * absent.log()).mean(Kind::Float)
+    let per_pair = -(targets * p.log() + negatives * absent.log());
+    (per_pair * mask).sum(Kind::Float) / mask.sum(Kind::Float).clamp_min(1.0)
 }
 
 /// Mean squared error between the softmax outputs of two views.
@@ -86,8 +87,14 @@ mod tests {
     fn bce_is_small_when_heads_agree_with_targets() {
         let confident = Tensor::from_slice(&[1.0f32, 0.0, 1.0, 0.0, 0.0, 1.0]).view([3, 2]);
         let targets = Tensor::from_slice(&[1.0f32, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0]).view([3, 3]);
-        assert!(pairwise_bce(&confident, &targets).double_value(&[]) < 1e-5);
+        let all = targets.ones_like();
+        assert!(pairwise_bce(&confident, &targets, &all).double_value(&[]) < 1e-5);
         let wrong = Tensor::ones([3, 3], (Kind::Float, tch::Device::Cpu)) - &targets;
-        assert!(pairwise_bce(&confident, &wrong).double_value(&[]) > 5.0);
+        assert!(pairwise_bce(&confident, &wrong, &all).double_value(&[]) > 5.0);
+        // Pairs left out by the mask do not count, however wrong.
+        assert_eq!(pairwise_bce(&confident, &wrong, &all.zeros_like()).double_value(&[]), 0.0);
+        // Keeping only the diagonal (always a true positive here) leaves a near-zero loss.
+        let diagonal = Tensor::eye(3, (Kind::Float, tch::Device::Cpu));
+        assert!(pairwise_bce(&confident, &targets, &diagonal).double_value(&[]) < 1e-5);
     }
 }

@@ -13,5 +13,5 @@ pub use augment::augment;
 pub use bank::MemoryBank;
 pub use learner::{Learner, LossReport};
 pub use losses::rampup;
-pub use pseudo::{pseudo_labels, PseudoLabelKind};
+pub use pseudo::{pseudo_labels, PairRule, PseudoLabelKind};
 pub use wta::{rows_tensor, WtaHash};

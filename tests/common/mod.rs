@@ -109,8 +109,7 @@ pub fn novelstream(args: &[&str]) -> String {
 /// `video` is a lavfi source such as `testsrc`; the container follows the file extension.
 pub fn make_clip(path: &Path, video: &str, seconds: f64, fps: u32, audio: bool) {
     let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("{video}=size=160x120:rate={fps}"));
+    cmd.args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"]).arg(format!("{video}=size=160x120:rate={fps}"));
     if audio {
         cmd.args(["-f", "lavfi", "-i"]).arg("sine=frequency=440:sample_rate=44100");
     }
