@@ -13,6 +13,16 @@ use novelstream::eval::metrics::cluster_accuracy;
 const SMALL_MODEL: &str =
     "[model]\nchannels = [8, 16]\nprojection_dim = 16\n[train]\nbatch_size = 16\nbank_size = 256\nrank_k = 4\n";
 
+/// Runs `novelstream eval` on the CPU with `config`, writing `out` and `predictions`.
+fn eval(dataset: &Path, args: &[&str], config: &Path, out: &Path, predictions: &Path) -> String {
+    let mut all = vec!["eval", "--dataset", dataset.to_str().unwrap(), "--device", "cpu"];
+    all.extend_from_slice(args);
+    for (flag, path) in [("--config", config), ("--out", out), ("--predictions", predictions)] {
+        all.extend([flag, path.to_str().unwrap()]);
+    }
+    novelstream(&all)
+}
+
 fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
@@ -44,29 +54,13 @@ fn mnist_short_run_writes_consistent_results_and_predictions() {
     let config = dir.path().join("small.toml");
     std::fs::write(&config, SMALL_MODEL).unwrap();
     let (out, predictions) = (dir.path().join("results.json"), dir.path().join("predictions.csv"));
-    let stdout = novelstream(&[
-        "eval",
-        "--dataset",
-        data.to_str().unwrap(),
-        "--known",
-        "0-4",
-        "--novel",
-        "5-9",
-        "--seed",
-        "1",
-        "--steps",
-        "20",
-        "--baseline-steps",
-        "10",
-        "--device",
-        "cpu",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--predictions",
-        predictions.to_str().unwrap(),
-    ]);
+    let stdout = eval(
+        &data,
+        &["--known", "0-4", "--novel", "5-9", "--seed", "1", "--steps", "20", "--baseline-steps", "10"],
+        &config,
+        &out,
+        &predictions,
+    );
     assert!(stdout.contains("novel classes"), "{stdout}");
     let results = read_json(&out);
     assert_eq!(results["novel_classes"], serde_json::json!(["5", "6", "7", "8", "9"]));
@@ -106,29 +100,13 @@ fn image_folders_are_a_data_set() {
     let (out, predictions) = (dir.path().join("r.json"), dir.path().join("p.csv"));
     let config = dir.path().join("small.toml");
     std::fs::write(&config, SMALL_MODEL).unwrap();
-    novelstream(&[
-        "eval",
-        "--dataset",
-        dir.path().to_str().unwrap(),
-        "--known",
-        "0-1",
-        "--novel",
-        "2-3",
-        "--steps",
-        "5",
-        "--baseline-steps",
-        "5",
-        "--image-size",
-        "16",
-        "--device",
-        "cpu",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--predictions",
-        predictions.to_str().unwrap(),
-    ]);
+    eval(
+        dir.path(),
+        &["--known", "0-1", "--novel", "2-3", "--steps", "5", "--baseline-steps", "5", "--image-size", "16"],
+        &config,
+        &out,
+        &predictions,
+    );
     let results = read_json(&out);
     // Class folders are sorted by name: blue, green, red, yellow.
     assert_eq!(results["known_classes"], serde_json::json!(["blue", "green"]));
