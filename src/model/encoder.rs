@@ -1,7 +1,7 @@
 //! The visual encoder `f_v`: a small ResNet applied to every frame, its features averaged over
 //! the window's frames.
 
-use tch::{nn, nn::ModuleT, Tensor};
+use tch::{nn, Tensor};
 
 /// Two 3×3 convolutions with batch norm and a shortcut (a 1×1 convolution when the shape changes).
 #[derive(Debug)]
@@ -86,11 +86,5 @@ impl VisualEncoder {
             x = block.forward_t(&x, train);
         }
         x.adaptive_avg_pool2d([1, 1]).view([b, t, self.dim]).mean_dim(1, false, tch::Kind::Float)
-    }
-}
-
-impl ModuleT for VisualEncoder {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        VisualEncoder::forward_t(self, xs, train)
     }
 }

@@ -57,11 +57,6 @@ impl MemoryBank {
         self.cursor = (self.cursor + n) % capacity;
         self.filled = (self.filled + n).min(capacity);
     }
-
-    /// The bank's tensors for a checkpoint: keys, labels, and `[cursor, filled]`.
-    pub fn state(&self) -> (Tensor, Tensor, Tensor) {
-        (self.keys.shallow_clone(), self.labels.shallow_clone(), Tensor::from_slice(&[self.cursor, self.filled]))
-    }
 }
 
 #[cfg(test)]

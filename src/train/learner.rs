@@ -26,7 +26,7 @@ pub struct LossReport {
 /// WTA permutations.
 pub struct Learner {
     config: TrainConfig,
-    vars: nn::VarStore,
+    _vars: nn::VarStore,
     model: JointModel,
     ema: JointModel,
     /// (momentum copy, online) pairs of every variable, matched by name.
@@ -67,7 +67,7 @@ impl Learner {
             ema,
             ema_pairs: ema_pairs.into_iter().map(|(_, e, o)| (e, o)).collect(),
             _ema_vars: ema_vars,
-            vars,
+            _vars: vars,
             optimizer,
             step: 0,
         })
@@ -75,14 +75,6 @@ impl Learner {
 
     pub fn step_count(&self) -> u64 {
         self.step
-    }
-
-    pub fn wta(&self) -> &WtaHash {
-        &self.wta
-    }
-
-    pub fn vars(&self) -> &nn::VarStore {
-        &self.vars
     }
 
     /// The online model in evaluation mode, without gradients.
