@@ -91,4 +91,15 @@ if [ ! -f "$DATA/spoken-digits/.complete" ]; then
 fi
 ln -sfn "$DATA" "$ROOT/data"
 
-log "ready (cache: $CACHE)"
+# 5. The audio-visual digit set (MNIST frames + spoken digits), built by novelstream itself.
+AV_STAMP="novelstream.av-digits.v1 seed=0 train=300 test=100 size=64 fps=10 clip=1s"
+if [ "$(cat "$DATA/av-digits/.complete" 2>/dev/null)" != "$AV_STAMP" ]; then
+  log "building the audio-visual digit set (a release build, then 5-7 minutes)"
+  (cd "$ROOT" && LIBTORCH="$(readlink -f "$CACHE/libtorch")" cargo build -q --release --locked)
+  rm -rf "$DATA/av-digits"
+  "$ROOT/target/release/novelstream" dataset av-digits --mnist "$DATA/mnist" --speech "$DATA/spoken-digits" \
+    --out "$DATA/av-digits" --seed 0 --train-per-class 300 --test-per-class 100 --size 64 --fps 10 --clip 1s
+  echo "$AV_STAMP" > "$DATA/av-digits/.complete"
+fi
+
+log "ready" (cache: $CACHE)"

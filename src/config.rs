@@ -137,6 +137,40 @@ impl Default for DecodeConfig {
     }
 }
 
+/// The encoders a model has.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Modality {
+    /// Frames only.
+    Visual,
+    /// The log-mel spectrogram of the window's audio only.
+    Audio,
+    /// Both, `z = [z_v; z_a]`.
+    Both,
+}
+
+impl Modality {
+    pub fn visual(self) -> bool {
+        matches!(self, Self::Visual | Self::Both)
+    }
+
+    pub fn audio(self) -> bool {
+        matches!(self, Self::Audio | Self::Both)
+    }
+}
+
+/// Which (query, key) modality pairs the contrastive terms compare.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Contrast {
+    /// Visual queries against visual keys, audio against audio.
+    Within,
+    /// Visual queries against audio keys and back (needs both modalities).
+    Cross,
+    /// Both kinds of pairs.
+    Both,
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum DevicePreference {
@@ -153,8 +187,12 @@ pub struct ModelConfig {
     pub known_classes: Vec<String>,
     /// Number of novel clusters (C_u) the unlabelled head partitions windows into.
     pub novel_clusters: i64,
+    /// Which encoders make `z`: frames, audio, or both (`z = [z_v; z_a]`).
+    pub modality: Modality,
     /// Channels of the visual encoder's residual blocks (each halves the resolution).
     pub channels: Vec<i64>,
+    /// Channels of the audio encoder's residual blocks over the log-mel spectrogram.
+    pub audio_channels: Vec<i64>,
     /// Width of the contrastive projection `ẑ`.
     pub projection_dim: i64,
     /// Seed of the initial weights.
@@ -170,7 +208,9 @@ impl Default for ModelConfig {
         Self {
             known_classes: Vec::new(),
             novel_clusters: 5,
+            modality: Modality::Visual,
             channels: vec![16, 32, 64],
+            audio_channels: vec![16, 32, 64],
             projection_dim: 64,
             seed: 0,
             device: DevicePreference::Auto,
@@ -261,6 +301,8 @@ pub struct TrainConfig {
     pub consistency: bool,
     /// Contrast against the memory bank (else only against the batch).
     pub memory_bank: bool,
+    /// Within-modal, cross-modal or both kinds of contrast (single-modal models: within).
+    pub contrast: Contrast,
     /// Augmentations that make the two views of a window.
     pub augment: AugmentConfig,
 }
@@ -292,6 +334,7 @@ impl Default for TrainConfig {
             cross_entropy: true,
             consistency: true,
             memory_bank: true,
+            contrast: Contrast::Both,
             augment: AugmentConfig::default(),
         }
     }
@@ -312,6 +355,12 @@ pub struct AugmentConfig {
     pub contrast: f64,
     /// Standard deviation of added Gaussian noise.
     pub noise: f64,
+    /// Audio: largest shift of the spectrogram in time, in frames (10 ms each), either way.
+    pub audio_shift_frames: i64,
+    /// Audio: largest gain change either way, in decibels.
+    pub audio_gain_db: f64,
+    /// Audio: widest band of mel bins and of frames masked out (SpecAugment), 0 for none.
+    pub audio_mask: i64,
 }
 
 impl Default for AugmentConfig {
@@ -323,6 +372,9 @@ impl Default for AugmentConfig {
             brightness: 0.1,
             contrast: 0.2,
             noise: 0.03,
+            audio_shift_frames: 10,
+            audio_gain_db: 6.0,
+            audio_mask: 8,
         }
     }
 }
@@ -384,6 +436,17 @@ impl Config {
         }
         if self.model.channels.is_empty() || self.model.channels.iter().any(|&c| c < 1) {
             return invalid("model.channels", "must list at least one positive channel count");
+        }
+        if self.model.modality.audio()
+            && (self.model.audio_channels.is_empty() || self.model.audio_channels.iter().any(|&c| c < 1))
+        {
+            return invalid("model.audio_channels", "must list at least one positive channel count");
+        }
+        if self.train.contrast == Contrast::Cross && self.model.modality != Modality::Both {
+            return invalid(
+                "train.contrast",
+                "`cross` compares visual with audio keys: it needs model.modality = \"both\"",
+            );
         }
         if self.model.projection_dim < 1 {
             return invalid("model.projection_dim", "must be at least 1");

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod model;
 pub mod pipeline;
 pub mod produce;
+pub mod rng;
 pub mod sink;
 pub mod source;
 pub mod summary;

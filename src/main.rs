@@ -32,6 +32,51 @@ enum Command {
     /// Train on a labelled data set (known classes labelled, novel ones not) and measure
     /// novel-class discovery on its test split against k-means baselines.
     Eval(EvalArgs),
+    /// Build a data set from the real data `make setup` fetched.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+}
+
+#[derive(Subcommand)]
+enum DatasetCommand {
+    /// Audio-visual digit clips: MNIST digits drifting across the frame while a person says the
+    /// digit (Tux Paint recordings), MP4 (H.264 + AAC) plus manifest.json. Test clips use MNIST
+    /// test images and speakers (languages) never heard in training.
+    AvDigits(AvDigitsArgs),
+}
+
+#[derive(Args)]
+struct AvDigitsArgs {
+    /// Folder of MNIST IDX files.
+    #[arg(long, default_value = "data/mnist")]
+    mnist: PathBuf,
+    /// Folder of spoken digits, `<digit>[_<language>].ogg`.
+    #[arg(long, default_value = "data/spoken-digits")]
+    speech: PathBuf,
+    /// Output folder (clips under train/ and test/, plus manifest.json).
+    #[arg(long, default_value = "data/av-digits")]
+    out: PathBuf,
+    /// Seed of every random choice: same seed, same bytes.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Training clips per digit.
+    #[arg(long, default_value_t = 300)]
+    train_per_class: usize,
+    /// Test clips per digit.
+    #[arg(long, default_value_t = 100)]
+    test_per_class: usize,
+    /// Languages (one speaker each) held out for the test split.
+    #[arg(long, default_value_t = 6)]
+    test_languages: usize,
+    /// Side of the square frames, in pixels (even).
+    #[arg(long, default_value_t = 64)]
+    size: u32,
+    /// Frames per second of the clips.
+    #[arg(long, default_value_t = 10)]
+    fps: u32,
+    /// Clip length, e.g. `1s` or `1500ms`.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    clip: Duration,
 }
 
 /// Overrides of the config file's [kafka] section; each also reads an environment variable.
@@ -129,8 +174,9 @@ struct SummaryArgs {
 
 #[derive(Args)]
 struct EvalArgs {
-    /// Data set directory: IDX files (MNIST layout, plain or .gz) or train/ and test/ folders
-    /// with one sub-folder of images per class.
+    /// Data set: an audio-visual manifest (manifest.json, or its folder; see `novelstream dataset
+    /// av-digits`), a folder of IDX files (MNIST layout, plain or .gz), or a folder with train/
+    /// and test/ folders holding one sub-folder of images per class.
     #[arg(long)]
     dataset: PathBuf,
     /// Known classes (labelled during training), e.g. `0-4`.
@@ -171,9 +217,20 @@ struct EvalArgs {
     no_consistency: bool,
     #[arg(long)]
     no_memory_bank: bool,
-    /// Side length images of folder data sets are scaled to.
+    /// Which encoders make `z` (default: model.modality of the config, else visual); audio and
+    /// both need an audio-visual data set.
+    #[arg(long, value_enum)]
+    modality: Option<novelstream::config::Modality>,
+    /// Contrastive pairs: within-modal, cross-modal (visual against audio keys and back) or both
+    /// (default: train.contrast of the config, else both).
+    #[arg(long, value_enum)]
+    contrast: Option<novelstream::config::Contrast>,
+    /// Side length images of folder data sets and clip frames are scaled to.
     #[arg(long, default_value_t = 32)]
     image_size: u32,
+    /// Frames per window of an audio-visual clip.
+    #[arg(long, default_value_t = 2)]
+    frames: usize,
     /// Where the model runs: auto, cpu or cuda.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -194,7 +251,38 @@ fn main() -> anyhow::Result<()> {
         Command::Produce(args) => runtime.block_on(produce_files(args)),
         Command::Summary(args) => summary(args),
         Command::Eval(args) => eval(args),
+        Command::Dataset(DatasetCommand::AvDigits(args)) => av_digits(args),
     }
+}
+
+fn av_digits(args: AvDigitsArgs) -> anyhow::Result<()> {
+    use novelstream::eval::av_digits::{build_av_digits, AvDigitsOptions};
+    let started = std::time::Instant::now();
+    let options = AvDigitsOptions {
+        mnist: args.mnist,
+        speech: args.speech,
+        out: args.out,
+        seed: args.seed,
+        train_per_class: args.train_per_class,
+        test_per_class: args.test_per_class,
+        test_languages: args.test_languages,
+        size: args.size,
+        fps: args.fps,
+        clip_ms: args.clip.as_millis() as u64,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ..Default::default()
+    };
+    let manifest = build_av_digits(&options)?;
+    let count = |split: &str| manifest.clips.iter().filter(|c| c.split == split).count();
+    println!(
+        "wrote {} train and {} test clips to {} in {}; test speakers: {}",
+        count("train"),
+        count("test"),
+        options.out.join("manifest.json").display(),
+        humantime::format_duration(Duration::from_secs(started.elapsed().as_secs())),
+        manifest.test_languages.join(", ")
+    );
+    Ok(())
 }
 
 fn eval(args: EvalArgs) -> anyhow::Result<()> {
@@ -213,6 +301,19 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
     train.pairwise_bce &= !args.no_bce;
     train.consistency &= !args.no_consistency;
     train.memory_bank &= !args.no_memory_bank;
+    let mut model = config.model.clone();
+    if let Some(modality) = args.modality {
+        model.modality = modality;
+    }
+    if let Some(contrast) = args.contrast {
+        train.contrast = contrast;
+    }
+    if train.contrast == novelstream::config::Contrast::Cross && model.modality != novelstream::config::Modality::Both {
+        bail!("--contrast cross compares visual with audio keys: it needs --modality both");
+    }
+    if args.frames == 0 {
+        bail!("--frames must be at least 1");
+    }
     let preference = match args.device.as_str() {
         "auto" => DevicePreference::Auto,
         "cpu" => DevicePreference::Cpu,
@@ -227,7 +328,8 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         steps: args.steps,
         baseline_steps: args.baseline_steps,
         image_size: args.image_size,
-        model: config.model.clone(),
+        frames: args.frames,
+        model,
         train,
         device: novelstream::model::select_device(preference)?,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),

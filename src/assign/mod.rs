@@ -4,7 +4,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{DecodeConfig, ModelConfig};
 use crate::decode::Window;
-use crate::model::{frames_tensor, JointModel};
+use crate::model::{window_input, JointModel, LogMel};
 use crate::sink::Kind as AssignmentKind;
 
 /// The verdict on one window.
@@ -24,6 +24,8 @@ pub struct Assigner {
     device: Device,
     known_classes: Vec<String>,
     decode: DecodeConfig,
+    modality: crate::config::Modality,
+    mel: LogMel,
     max_batch: usize,
     version: u64,
 }
@@ -40,6 +42,8 @@ impl Assigner {
             device,
             known_classes: model.known_classes.clone(),
             decode: decode.clone(),
+            modality: model.modality,
+            mel: LogMel::new(decode.sample_rate),
             max_batch: model.max_batch,
             version: 0,
         }
@@ -57,7 +61,8 @@ impl Assigner {
         let mut decisions = Vec::with_capacity(windows.len());
         for chunk in windows.chunks(self.max_batch) {
             let refs: Vec<&Window> = chunk.iter().collect();
-            let out = self.model.forward_t(&frames_tensor(&refs, &self.decode).to(self.device), false);
+            let input = window_input(&refs, &self.decode, self.modality, &self.mel).to(self.device);
+            let out = self.model.forward_t(&input, false);
             let known_class = label.and_then(|l| self.known_classes.iter().position(|c| c == l));
             match (known_class, &out.known_logits) {
                 (Some(class), Some(logits)) => {

@@ -1,32 +1,65 @@
-//! Labelled image data sets for `eval`: IDX files (MNIST layout) or image folders. An image is
-//! a window of one frame, so the model and trainer are the daemon's own.
+//! Labelled data sets for `eval`: IDX files (MNIST layout), image folders, or audio-visual clips
+//! listed in a manifest (`novelstream dataset av-digits` writes one). An image is a window of one
+//! frame and a clip is a window of frames and audio, decoded by the daemon's own decoder, so the
+//! model and trainer are the daemon's own.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use super::idx::read_idx;
 use super::EvalError;
-use crate::config::DecodeConfig;
+use crate::config::{DecodeConfig, Modality};
 use crate::decode::decode_segment;
+use crate::model::{mel_tensor, Input, LogMel};
 
-/// Images of one split: `[N, 1, C, H, W]` bytes (C = 1 for grey, 3 for RGB) and class indices.
+/// Samples of one split: frames `[N, T, C, H, W]` bytes (C = 1 for grey, 3 for RGB), log-mel
+/// spectrograms `[N, 1, M, F]` where the data has audio, and class indices.
 #[derive(Debug)]
 pub struct Split {
-    pub frames: Tensor,
+    pub frames: Option<Tensor>,
+    pub mel: Option<Tensor>,
     pub labels: Vec<usize>,
 }
 
 impl Split {
-    /// The rows `index` as the model's input: `[B, 1, 3, H, W]` floats in [0, 1] on `device`.
-    pub fn batch(&self, index: &Tensor, device: Device) -> Tensor {
-        let x = self.frames.index_select(0, &index.to(Device::Cpu)).to(device).to_kind(Kind::Float) / 255.0;
-        let size = x.size();
-        if size[2] == 1 {
-            x.expand([size[0], size[1], 3, size[3], size[4]], false)
+    /// The rows `index` as the model's input, with the modalities `modality` asks for (which the
+    /// split must have: see [`Dataset::check`]).
+    pub fn batch(&self, index: &Tensor, device: Device, modality: Modality) -> Input {
+        let index = index.to(Device::Cpu);
+        let frames = modality.visual().then(|| {
+            let frames = self.frames.as_ref().expect("checked: the data set has frames");
+            let x = frames.index_select(0, &index).to(device).to_kind(Kind::Float) / 255.0;
+            let size = x.size();
+            if size[2] == 1 {
+                x.expand([size[0], size[1], 3, size[3], size[4]], false)
+            } else {
+                x
+            }
+        });
+        let mel = modality
+            .audio()
+            .then(|| self.mel.as_ref().expect("checked: the data set has audio").index_select(0, &index).to(device));
+        Input { frames, mel }
+    }
+
+    /// The raw input of the rows `index` as one flat vector each (pixels in [0, 1], log-mel
+    /// standardised so neither modality dominates), for the k-means baseline.
+    pub fn raw(&self, index: &Tensor, modality: Modality) -> Tensor {
+        let input = self.batch(index, Device::Cpu, modality);
+        let standardise = |t: Tensor| {
+            let t = t.flatten(1, -1);
+            (&t - t.mean(Kind::Float)) / t.std(true).clamp_min(1e-6)
+        };
+        let parts: Vec<Tensor> =
+            [input.frames.map(|f| f.flatten(1, -1)), input.mel.map(standardise)].into_iter().flatten().collect();
+        if parts.len() == 1 {
+            parts.into_iter().next().expect("one part")
         } else {
-            x
+            // Pixels standardised too when both are present.
+            Tensor::cat(&parts.into_iter().map(standardise).collect::<Vec<_>>(), 1)
         }
     }
 
@@ -52,17 +85,40 @@ pub struct Dataset {
     pub test: Split,
 }
 
-/// Loads `dir`: IDX files (`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, `t10k-…`, plain
-/// or `.gz`), or folders `train/<class>/*` and `test/<class>/*` of images, scaled to `size`.
-pub fn load(dir: &Path, size: u32) -> Result<Dataset, EvalError> {
+impl Dataset {
+    /// Refuses a modality the data does not have.
+    pub fn check(&self, modality: Modality) -> Result<(), EvalError> {
+        if modality.visual() && self.train.frames.is_none() {
+            return Err(EvalError::Invalid("this data set has no frames: use --modality audio".into()));
+        }
+        if modality.audio() && self.train.mel.is_none() {
+            return Err(EvalError::Invalid(
+                "this data set has no audio (images only): use --modality visual, or an audio-visual manifest".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Loads `path`: an audio-visual manifest (`manifest.json`, or a folder holding one) whose clips
+/// are decoded to windows of `frames` frames of `size`×`size`; IDX files
+/// (`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, `t10k-…`, plain or `.gz`); or folders
+/// `train/<class>/*` and `test/<class>/*` of images, scaled to `size`.
+pub fn load(path: &Path, size: u32, frames: usize, progress: bool) -> Result<Dataset, EvalError> {
+    if path.is_file() {
+        return load_manifest(path, size, frames, progress);
+    }
+    let dir = path;
     let idx = dir.join("train-images-idx3-ubyte");
-    if idx.exists() || idx.with_extension("gz").exists() || dir.join("train-images-idx3-ubyte.gz").exists() {
+    if dir.join("manifest.json").is_file() {
+        load_manifest(&dir.join("manifest.json"), size, frames, progress)
+    } else if idx.exists() || idx.with_extension("gz").exists() || dir.join("train-images-idx3-ubyte.gz").exists() {
         load_idx(dir)
     } else if dir.join("train").is_dir() && dir.join("test").is_dir() {
         load_folders(dir, size)
     } else {
         Err(EvalError::Dataset(format!(
-            "{} holds neither IDX files (train-images-idx3-ubyte, …) nor train/ and test/ image folders",
+            "{} holds no manifest.json, no IDX files (train-images-idx3-ubyte, …) and no train/ and test/ image folders",
             dir.display()
         )))
     }
@@ -80,7 +136,8 @@ fn load_idx(dir: &Path) -> Result<Dataset, EvalError> {
         }
         let (n, h, w) = (images.dims[0] as i64, images.dims[1] as i64, images.dims[2] as i64);
         Ok(Split {
-            frames: Tensor::from_slice(&images.data).view([n, 1, 1, h, w]),
+            frames: Some(Tensor::from_slice(&images.data).view([n, 1, 1, h, w])),
+            mel: None,
             labels: labels.data.iter().map(|&l| l as usize).collect(),
         })
     };
@@ -137,7 +194,102 @@ fn load_folders(dir: &Path, size: u32) -> Result<Dataset, EvalError> {
         if bytes.is_empty() {
             return Err(EvalError::Dataset(format!("{} has no images", dir.join(name).display())));
         }
-        Ok(Split { frames: Tensor::stack(&bytes, 0).unsqueeze(1), labels })
+        Ok(Split { frames: Some(Tensor::stack(&bytes, 0).unsqueeze(1)), mel: None, labels })
     };
     Ok(Dataset { train: split("train")?, test: split("test")?, classes: classes.clone() })
+}
+
+/// The manifest `novelstream dataset av-digits` writes (only what loading needs).
+#[derive(Debug, Deserialize)]
+struct Manifest {
+    classes: Vec<String>,
+    clip_ms: u64,
+    sample_rate: u32,
+    clips: Vec<ManifestClip>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ManifestClip {
+    path: PathBuf,
+    split: String,
+    label: String,
+}
+
+/// Decodes every clip of the manifest with the daemon's decoder into one window of `frames`
+/// frames at `size`×`size` and its audio's log-mel spectrogram.
+fn load_manifest(path: &Path, size: u32, frames: usize, progress: bool) -> Result<Dataset, EvalError> {
+    let text = std::fs::read_to_string(path).map_err(|e| EvalError::Dataset(format!("{}: {e}", path.display())))?;
+    let manifest: Manifest =
+        serde_json::from_str(&text).map_err(|e| EvalError::Dataset(format!("{}: {e}", path.display())))?;
+    let root = path.parent().unwrap_or(Path::new("."));
+    let decode = DecodeConfig {
+        frames,
+        height: size,
+        width: size,
+        window: Duration::from_millis(manifest.clip_ms),
+        hop: Duration::from_millis(manifest.clip_ms),
+        sample_rate: manifest.sample_rate,
+        ..Default::default()
+    };
+    let mel = LogMel::new(manifest.sample_rate);
+    let bar = super::progress_bar(manifest.clips.len() as u64, "decode", progress, "clips");
+    let split = |name: &str| -> Result<Split, EvalError> {
+        let clips: Vec<&ManifestClip> = manifest.clips.iter().filter(|c| c.split == name).collect();
+        if clips.is_empty() {
+            return Err(EvalError::Dataset(format!("{}: no {name} clips", path.display())));
+        }
+        let mut labels = Vec::with_capacity(clips.len());
+        for clip in &clips {
+            let label = manifest.classes.iter().position(|c| *c == clip.label).ok_or_else(|| {
+                EvalError::Dataset(format!("{}: label `{}` is not in classes", clip.path.display(), clip.label))
+            })?;
+            labels.push(label);
+        }
+        // Two decoders at a time; each clip is small.
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
+        let chunk = clips.len().div_ceil(workers);
+        let decoded: Vec<Result<Vec<crate::decode::Window>, EvalError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = clips
+                .chunks(chunk)
+                .map(|part| {
+                    let (decode, bar) = (&decode, &bar);
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|clip| {
+                                let file = root.join(&clip.path);
+                                let fail = |e: String| EvalError::Dataset(format!("{}: {e}", file.display()));
+                                let data = std::fs::read(&file).map_err(|e| fail(e.to_string()))?;
+                                let window = decode_segment(data, decode)
+                                    .map_err(|e| fail(e.to_string()))?
+                                    .into_iter()
+                                    .next()
+                                    .ok_or_else(|| fail("no window".into()))?;
+                                bar.inc(1);
+                                Ok(window)
+                            })
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("decoder thread")).collect()
+        });
+        let windows: Vec<crate::decode::Window> =
+            decoded.into_iter().collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect();
+        let refs: Vec<&crate::decode::Window> = windows.iter().collect();
+        let (t, h, w) = (frames as i64, size as i64, size as i64);
+        let bytes: Vec<u8> = windows.iter().flat_map(|w| w.frames.iter().copied()).collect();
+        Ok(Split {
+            frames: Some(
+                Tensor::from_slice(&bytes)
+                    .view([windows.len() as i64, t, h, w, 3])
+                    .permute([0, 1, 4, 2, 3])
+                    .contiguous(),
+            ),
+            mel: Some(mel_tensor(&refs, &mel)),
+            labels,
+        })
+    };
+    let (train, test) = (split("train")?, split("test")?);
+    bar.finish_and_clear();
+    Ok(Dataset { classes: manifest.classes, train, test })
 }

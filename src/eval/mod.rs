@@ -2,6 +2,7 @@
 //! set (known classes labelled, novel classes unlabelled), then measures novel-class discovery
 //! on the test split against k-means baselines computed in the same run.
 
+pub mod av_digits;
 mod dataset;
 mod idx;
 mod kmeans;
@@ -18,7 +19,7 @@ pub use dataset::{load, Dataset, Split};
 pub use kmeans::kmeans;
 use metrics::{ari, cluster_accuracy, nmi};
 
-use crate::config::{ModelConfig, TrainConfig};
+use crate::config::{Modality, ModelConfig, TrainConfig};
 use crate::train::{Learner, LossReport};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +45,10 @@ pub struct EvalOptions {
     pub steps: u64,
     /// Training steps of the supervised baseline's encoder.
     pub baseline_steps: u64,
-    /// Side length images of folder data sets are scaled to.
+    /// Side length images of folder data sets and clip frames are scaled to.
     pub image_size: u32,
+    /// Frames `T` per window of an audio-visual clip.
+    pub frames: usize,
     pub model: ModelConfig,
     pub train: TrainConfig,
     pub device: Device,
@@ -111,7 +114,9 @@ pub struct EvalResults {
 /// sample of the known and novel classes.
 pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<(usize, String, String)>), EvalError> {
     let started = Instant::now();
-    let data = load(&options.dataset, options.image_size)?;
+    let data = load(&options.dataset, options.image_size, options.frames, options.progress)?;
+    let modality = options.model.modality;
+    data.check(modality)?;
     let n_classes = data.classes.len();
     for &c in options.known.iter().chain(&options.novel) {
         if c >= n_classes {
@@ -158,7 +163,7 @@ pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<(usize, Strin
     let novel_truth: Vec<usize> = test_novel.iter().map(|&i| data.test.labels[i as usize]).collect();
     let known_truth: Vec<i64> = test_known.iter().map(|&i| known_index(data.test.labels[i as usize])).collect();
     let (novel_pred, known_pred, method_features) =
-        predict(&learner, &data.test, &test_novel, &test_known, options.device);
+        predict(&learner, &data.test, &test_novel, &test_known, options.device, modality);
     let k = options.novel.len() as i64;
     let method = MethodResult {
         novel: Clustering::of(&novel_truth, &novel_pred),
@@ -169,8 +174,7 @@ pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<(usize, Strin
     };
 
     // Baseline 1: k-means on raw pixels.
-    let pixels = data.test.batch(&Tensor::from_slice(&test_novel), Device::Cpu).flatten(1, -1);
-    let raw = kmeans(&pixels, k, 3, 100, options.seed);
+    let raw = kmeans(&data.test.raw(&Tensor::from_slice(&test_novel), modality), k, 3, 100, options.seed);
     // Baseline 2: the same encoder trained with cross-entropy on the known classes only.
     let supervised_config = TrainConfig {
         instance_contrast: false,
@@ -192,7 +196,8 @@ pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<(usize, Strin
         "baseline",
         &known_index,
     )?;
-    let (_, supervised_known, features) = predict(&supervised, &data.test, &test_novel, &test_known, options.device);
+    let (_, supervised_known, features) =
+        predict(&supervised, &data.test, &test_novel, &test_known, options.device, modality);
     let feature_clusters = kmeans(&features, k, 3, 100, options.seed);
     let baselines = Baselines {
         kmeans_raw_pixels: Clustering::of(&novel_truth, &raw),
@@ -242,7 +247,8 @@ fn train_loop(
     name: &str,
     known_index: &dyn Fn(usize) -> i64,
 ) -> Result<LossReport, EvalError> {
-    let bar = progress_bar(steps, name, options.progress);
+    let bar = progress_bar(steps, name, options.progress, "steps");
+    let modality = options.model.modality;
     let labelled_t = Tensor::from_slice(labelled);
     let unlabelled_t = Tensor::from_slice(unlabelled);
     let labels_all: Vec<i64> = labelled.iter().map(|&i| known_index(train.labels[i as usize])).collect();
@@ -252,12 +258,12 @@ fn train_loop(
     for step in 0..steps {
         let pick = |pool: &Tensor| Tensor::randint(pool.size()[0], [b], (Kind::Int64, Device::Cpu));
         let li = pick(&labelled_t);
-        let lx = train.batch(&labelled_t.index_select(0, &li), options.device);
+        let lx = train.batch(&labelled_t.index_select(0, &li), options.device, modality);
         let ly = labels_all.index_select(0, &li).to(options.device);
         let ux = if unlabelled.is_empty() {
-            lx.narrow(0, 0, 0)
+            lx.narrow(0)
         } else {
-            train.batch(&unlabelled_t.index_select(0, &pick(&unlabelled_t)), options.device)
+            train.batch(&unlabelled_t.index_select(0, &pick(&unlabelled_t)), options.device, modality)
         };
         let report = learner.step(&lx, &ly, &ux);
         if !report.total.is_finite() {
@@ -286,6 +292,7 @@ fn mean_report(reports: &[LossReport]) -> LossReport {
         total: sum(|r| r.total),
         instance: sum(|r| r.instance),
         category: sum(|r| r.category),
+        cross_modal: sum(|r| r.cross_modal),
         bce: sum(|r| r.bce),
         cross_entropy: sum(|r| r.cross_entropy),
         consistency: sum(|r| r.consistency),
@@ -302,18 +309,19 @@ fn predict(
     novel: &[i64],
     known: &[i64],
     device: Device,
+    modality: Modality,
 ) -> (Vec<usize>, Vec<i64>, Tensor) {
     let mut novel_pred = Vec::with_capacity(novel.len());
     let mut features = Vec::new();
     for chunk in novel.chunks(512) {
-        let out = learner.predict(&split.batch(&Tensor::from_slice(chunk), device));
+        let out = learner.predict(&split.batch(&Tensor::from_slice(chunk), device, modality));
         let p: Vec<i64> = Vec::try_from(out.novel_logits.argmax(1, false).to(Device::Cpu)).expect("int64");
         novel_pred.extend(p.into_iter().map(|p| p as usize));
         features.push(out.z.to(Device::Cpu));
     }
     let mut known_pred = Vec::with_capacity(known.len());
     for chunk in known.chunks(512) {
-        let out = learner.predict(&split.batch(&Tensor::from_slice(chunk), device));
+        let out = learner.predict(&split.batch(&Tensor::from_slice(chunk), device, modality));
         if let Some(logits) = out.known_logits {
             known_pred.extend(Vec::<i64>::try_from(logits.argmax(1, false).to(Device::Cpu)).expect("int64"));
         }
@@ -328,17 +336,15 @@ fn accuracy(truth: &[i64], predicted: &[i64]) -> f64 {
     truth.iter().zip(predicted).filter(|(a, b)| a == b).count() as f64 / truth.len() as f64
 }
 
-fn progress_bar(steps: u64, name: &str, visible: bool) -> indicatif::ProgressBar {
+/// A progress bar on stderr counting `unit`s, hidden when `visible` is false.
+pub fn progress_bar(total: u64, name: &str, visible: bool, unit: &str) -> indicatif::ProgressBar {
     if !visible {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::new(steps);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix:>8} [{elapsed_precise}] {bar:30} {pos}/{len} steps, eta {eta} {msg}",
-        )
-        .expect("valid template"),
-    );
+    let bar = indicatif::ProgressBar::new(total);
+    let template =
+        format!("{{prefix:>8}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {unit}, eta {{eta}} {{msg}}");
+    bar.set_style(indicatif::ProgressStyle::with_template(&template).expect("valid template"));
     bar.set_prefix(name.to_owned());
     bar
 }

@@ -1,5 +1,5 @@
-//! The visual encoder `f_v`: a small ResNet applied to every frame, its features averaged over
-//! the window's frames.
+//! The encoders: a small ResNet over each frame (`f_v`, features averaged over the window's
+//! frames) and over the log-mel spectrogram (`f_a`).
 
 use tch::{nn, Tensor};
 
@@ -47,17 +47,17 @@ impl BasicBlock {
 }
 
 /// A stem convolution, then one residual block per entry of `channels`, each halving the
-/// resolution, then global average pooling.
+/// resolution, then global average pooling: `[N, C, H, W]` → `[N, D]`.
 #[derive(Debug)]
-pub struct VisualEncoder {
+struct ResNet {
     stem: nn::Conv2D,
     stem_norm: nn::BatchNorm,
     blocks: Vec<BasicBlock>,
     dim: i64,
 }
 
-impl VisualEncoder {
-    pub fn new(path: &nn::Path, channels: &[i64]) -> Self {
+impl ResNet {
+    fn new(path: &nn::Path, input_channels: i64, channels: &[i64], stem_stride: i64) -> Self {
         let first = channels[0];
         let mut blocks = Vec::with_capacity(channels.len());
         let mut input = first;
@@ -66,25 +66,73 @@ impl VisualEncoder {
             input = output;
         }
         Self {
-            stem: conv(path / "stem", 3, first, 3, 1),
+            stem: conv(path / "stem", input_channels, first, 3, stem_stride),
             stem_norm: nn::batch_norm2d(path / "stem_norm", first, Default::default()),
             blocks,
             dim: input,
         }
     }
 
-    /// Width of `z`.
-    pub fn dim(&self) -> i64 {
-        self.dim
-    }
-
-    /// `frames`: `[B, T, 3, H, W]` → `z`: `[B, D]`.
-    pub fn forward_t(&self, frames: &Tensor, train: bool) -> Tensor {
-        let (b, t) = (frames.size()[0], frames.size()[1]);
-        let mut x = (frames.flatten(0, 1) - 0.5).apply(&self.stem).apply_t(&self.stem_norm, train).relu();
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let mut x = x.apply(&self.stem).apply_t(&self.stem_norm, train).relu();
         for block in &self.blocks {
             x = block.forward_t(&x, train);
         }
-        x.adaptive_avg_pool2d([1, 1]).view([b, t, self.dim]).mean_dim(1, false, tch::Kind::Float)
+        x.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+}
+
+/// The visual encoder `f_v`: the ResNet on every frame, features averaged over the window's frames.
+#[derive(Debug)]
+pub struct VisualEncoder {
+    net: ResNet,
+}
+
+impl VisualEncoder {
+    pub fn new(path: &nn::Path, channels: &[i64]) -> Self {
+        Self { net: ResNet::new(path, 3, channels, 1) }
+    }
+
+    /// Width of `z_v`.
+    pub fn dim(&self) -> i64 {
+        self.net.dim
+    }
+
+    /// `frames`: `[B, T, 3, H, W]` in [0, 1] → `z_v`: `[B, D]`.
+    pub fn forward_t(&self, frames: &Tensor, train: bool) -> Tensor {
+        let (b, t) = (frames.size()[0], frames.size()[1]);
+        self.net.forward_t(&(frames.flatten(0, 1) - 0.5), train).view([b, t, self.dim()]).mean_dim(
+            1,
+            false,
+            tch::Kind::Float,
+        )
+    }
+}
+
+/// The audio encoder `f_a`: batch norm of the log-mel input (the log energies' scale depends on
+/// the source), then the ResNet over the `[mel bands × frames]` image, its stem striding 2 (a
+/// second of audio is 64 × 98, six times a 32 × 32 frame).
+#[derive(Debug)]
+pub struct AudioEncoder {
+    input_norm: nn::BatchNorm,
+    net: ResNet,
+}
+
+impl AudioEncoder {
+    pub fn new(path: &nn::Path, channels: &[i64]) -> Self {
+        Self {
+            input_norm: nn::batch_norm2d(path / "input_norm", 1, Default::default()),
+            net: ResNet::new(path, 1, channels, 2),
+        }
+    }
+
+    /// Width of `z_a`.
+    pub fn dim(&self) -> i64 {
+        self.net.dim
+    }
+
+    /// `mel`: `[B, 1, M, F]` log-mel → `z_a`: `[B, D]`.
+    pub fn forward_t(&self, mel: &Tensor, train: bool) -> Tensor {
+        self.net.forward_t(&mel.apply_t(&self.input_norm, train), train)
     }
 }

@@ -1,65 +1,151 @@
-//! The joint model of DESIGN.md §2, in tch: a visual encoder `f_v` giving `z`, a labelled head
-//! `η_l` over the known classes and an unlabelled head `φ` over the novel clusters.
+//! The joint model of DESIGN.md §2, in tch: a visual encoder `f_v` and an audio encoder `f_a`
+//! (either or both, per `model.modality`) giving `z = [z_v; z_a]`, contrastive projections per
+//! modality, a labelled head `η_l` over the known classes and an unlabelled head `φ` over the
+//! novel clusters.
 
 mod device;
 mod encoder;
+pub mod mel;
 
 pub use device::select_device;
-pub use encoder::VisualEncoder;
+pub use encoder::{AudioEncoder, VisualEncoder};
+pub use mel::LogMel;
 
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
-use crate::config::{DecodeConfig, ModelConfig};
+use crate::config::{DecodeConfig, Modality, ModelConfig};
 use crate::decode::Window;
+
+/// A batch of windows as the model reads them: frames and/or log-mel spectrograms.
+#[derive(Debug)]
+pub struct Input {
+    /// `[B, T, 3, H, W]` floats in [0, 1].
+    pub frames: Option<Tensor>,
+    /// `[B, 1, M, F]` log-mel spectrograms.
+    pub mel: Option<Tensor>,
+}
+
+impl Input {
+    pub fn len(&self) -> i64 {
+        self.frames.as_ref().or(self.mel.as_ref()).map_or(0, |t| t.size()[0])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The two batches one after the other (both must carry the same modalities).
+    pub fn cat(&self, other: &Input) -> Input {
+        let join = |a: &Option<Tensor>, b: &Option<Tensor>| match (a, b) {
+            (Some(a), Some(b)) => Some(Tensor::cat(&[a, b], 0)),
+            (None, None) => None,
+            _ => panic!("batches with different modalities"),
+        };
+        Input { frames: join(&self.frames, &other.frames), mel: join(&self.mel, &other.mel) }
+    }
+
+    /// The first `n` windows.
+    pub fn narrow(&self, n: i64) -> Input {
+        let take = |t: &Option<Tensor>| t.as_ref().map(|t| t.narrow(0, 0, n));
+        Input { frames: take(&self.frames), mel: take(&self.mel) }
+    }
+
+    pub fn to(&self, device: Device) -> Input {
+        let move_ = |t: &Option<Tensor>| t.as_ref().map(|t| t.to(device));
+        Input { frames: move_(&self.frames), mel: move_(&self.mel) }
+    }
+}
 
 /// What one forward pass gives for a batch of windows.
 #[derive(Debug)]
 pub struct Outputs {
-    /// The global representation `z`, `[B, D]`.
+    /// The global representation `z = [z_v; z_a]`, `[B, D]`.
     pub z: Tensor,
-    /// The contrastive projection `ẑ_v = l2norm(MLP_v(z))`, `[B, P]`.
-    pub projection: Tensor,
+    /// The visual contrastive projection `ẑ_v = l2norm(MLP_v(z_v))`, `[B, P]`.
+    pub projection_v: Option<Tensor>,
+    /// The audio contrastive projection `ẑ_a = l2norm(MLP_a(z_a))`, `[B, P]`.
+    pub projection_a: Option<Tensor>,
     /// Logits of the labelled head, `[B, C_l]` (`None` with no known classes).
     pub known_logits: Option<Tensor>,
     /// Logits of the unlabelled head, `[B, C_u]`.
     pub novel_logits: Tensor,
 }
 
-/// Encoder plus heads. Checkpoint keys are the `nn::Path` names: `visual.*`, `proj_v.*`,
-/// `known.*`, `novel.*`.
+#[derive(Debug)]
+struct Projection(nn::Linear, nn::Linear);
+
+impl Projection {
+    fn new(path: nn::Path, dim: i64, out: i64) -> Self {
+        Self(
+            nn::linear(&path / "hidden", dim, dim, Default::default()),
+            nn::linear(&path / "out", dim, out, Default::default()),
+        )
+    }
+
+    fn forward(&self, z: &Tensor) -> Tensor {
+        l2_normalize(&z.apply(&self.0).relu().apply(&self.1))
+    }
+}
+
+/// Encoders plus heads. Checkpoint keys are the `nn::Path` names: `visual.*`, `audio.*`,
+/// `proj_v.*`, `proj_a.*`, `known.*`, `novel.*`.
 #[derive(Debug)]
 pub struct JointModel {
-    visual: VisualEncoder,
-    projection: (nn::Linear, nn::Linear),
+    visual: Option<(VisualEncoder, Projection)>,
+    audio: Option<(AudioEncoder, Projection)>,
     known: Option<nn::Linear>,
     novel: nn::Linear,
 }
 
 impl JointModel {
     pub fn new(root: &nn::Path, config: &ModelConfig) -> Self {
-        let visual = VisualEncoder::new(&(root / "visual"), &config.channels);
-        let dim = visual.dim();
+        let p = config.projection_dim;
+        let visual = config.modality.visual().then(|| {
+            let encoder = VisualEncoder::new(&(root / "visual"), &config.channels);
+            let projection = Projection::new(root / "proj_v", encoder.dim(), p);
+            (encoder, projection)
+        });
+        let audio = config.modality.audio().then(|| {
+            let encoder = AudioEncoder::new(&(root / "audio"), &config.audio_channels);
+            let projection = Projection::new(root / "proj_a", encoder.dim(), p);
+            (encoder, projection)
+        });
+        let dim = visual.as_ref().map_or(0, |v| v.0.dim()) + audio.as_ref().map_or(0, |a| a.0.dim());
         let classes = config.known_classes.len() as i64;
-        let proj = root / "proj_v";
         Self {
-            projection: (
-                nn::linear(&proj / "hidden", dim, dim, Default::default()),
-                nn::linear(&proj / "out", dim, config.projection_dim, Default::default()),
-            ),
             known: (classes > 0).then(|| nn::linear(root / "known", dim, classes, Default::default())),
             novel: nn::linear(root / "novel", dim, config.novel_clusters, Default::default()),
             visual,
+            audio,
         }
     }
 
-    /// `frames`: `[B, T, 3, H, W]` floats in [0, 1].
-    pub fn forward_t(&self, frames: &Tensor, train: bool) -> Outputs {
-        let z = self.visual.forward_t(frames, train);
-        let projection = z.apply(&self.projection.0).relu().apply(&self.projection.1);
+    /// Width of `z`.
+    pub fn dim(&self) -> i64 {
+        self.visual.as_ref().map_or(0, |v| v.0.dim()) + self.audio.as_ref().map_or(0, |a| a.0.dim())
+    }
+
+    pub fn forward_t(&self, input: &Input, train: bool) -> Outputs {
+        fn encode<'a>(part: &'a Option<Tensor>, name: &str) -> &'a Tensor {
+            part.as_ref().unwrap_or_else(|| panic!("the model reads {name}, the batch has none"))
+        }
+        let visual = self.visual.as_ref().map(|(encoder, projection)| {
+            let z = encoder.forward_t(encode(&input.frames, "frames"), train);
+            let p = projection.forward(&z);
+            (z, p)
+        });
+        let audio = self.audio.as_ref().map(|(encoder, projection)| {
+            let z = encoder.forward_t(encode(&input.mel, "audio"), train);
+            let p = projection.forward(&z);
+            (z, p)
+        });
+        let parts: Vec<&Tensor> = visual.iter().chain(audio.iter()).map(|(z, _)| z).collect();
+        let z = if parts.len() == 1 { parts[0].shallow_clone() } else { Tensor::cat(&parts, 1) };
         Outputs {
-            projection: l2_normalize(&projection),
             known_logits: self.known.as_ref().map(|head| z.apply(head)),
             novel_logits: z.apply(&self.novel),
+            projection_v: visual.map(|(_, p)| p),
+            projection_a: audio.map(|(_, p)| p),
             z,
         }
     }
@@ -80,4 +166,26 @@ pub fn frames_tensor(windows: &[&Window], decode: &DecodeConfig) -> Tensor {
     }
     Tensor::from_slice(&bytes).view([windows.len() as i64, t, h, w, 3]).permute([0, 1, 4, 2, 3]).to_kind(Kind::Float)
         / 255.0
+}
+
+/// Log-mel spectrograms of windows' audio, `[B, 1, M, F]`; windows of one decode config all have
+/// the same number of samples, so the same `F`.
+pub fn mel_tensor(windows: &[&Window], mel: &LogMel) -> Tensor {
+    let samples = windows.iter().map(|w| w.audio.len()).max().unwrap_or(0);
+    let frames = mel.frames_for(samples) as i64;
+    let mut values = Vec::with_capacity(windows.len() * mel.bands() * frames as usize);
+    for window in windows {
+        let mut audio = window.audio.clone();
+        audio.resize(samples, 0.0);
+        values.extend(mel.compute(&audio));
+    }
+    Tensor::from_slice(&values).view([windows.len() as i64, 1, mel.bands() as i64, frames])
+}
+
+/// The model's input for windows, with the modalities `modality` asks for.
+pub fn window_input(windows: &[&Window], decode: &DecodeConfig, modality: Modality, mel: &LogMel) -> Input {
+    Input {
+        frames: modality.visual().then(|| frames_tensor(windows, decode)),
+        mel: modality.audio().then(|| mel_tensor(windows, mel)),
+    }
 }

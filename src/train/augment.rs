@@ -39,6 +39,43 @@ pub fn augment(frames: &Tensor, config: &AugmentConfig) -> Tensor {
     noisy.clamp(0.0, 1.0)
 }
 
+/// A second view of log-mel spectrograms `[B, 1, M, F]`: a random shift in time (wrapping
+/// around), a random gain (a constant in the log domain), and one band of mel bins and one of
+/// frames masked to each spectrogram's mean (SpecAugment).
+pub fn augment_mel(mel: &Tensor, config: &AugmentConfig) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    let size = mel.size();
+    let (b, m, f) = (size[0], size[2], size[3]);
+    let device = mel.device();
+    let options = (Kind::Float, device);
+    let shift = config.audio_shift_frames.min(f - 1);
+    let shifted = if shift > 0 {
+        // Per-sample roll: gather frame (j − s) mod F.
+        let s = Tensor::randint_low(-shift, shift + 1, [b, 1, 1, 1], (Kind::Int64, device));
+        let index = (Tensor::arange(f, (Kind::Int64, device)).view([1, 1, 1, f]) - s).remainder(f);
+        mel.gather(3, &index.expand([b, 1, m, f], false), false)
+    } else {
+        mel.shallow_clone()
+    };
+    // Power gain g dB is ln(10^(g/10)) in the natural-log domain.
+    let gain_db = (Tensor::rand([b, 1, 1, 1], options) * 2.0 - 1.0) * config.audio_gain_db;
+    let gained = shifted + gain_db * (10f64.ln() / 10.0);
+    if config.audio_mask <= 0 {
+        return gained;
+    }
+    let mean = gained.mean_dim(&[1i64, 2, 3][..], true, Kind::Float);
+    let band = |extent: i64, len: i64| {
+        let width = Tensor::randint_low(0, config.audio_mask.min(len) + 1, [b, 1, 1, 1], (Kind::Int64, device));
+        let start = (Tensor::rand([b, 1, 1, 1], options) * (len as f64)).to_kind(Kind::Int64);
+        let position = Tensor::arange(len, (Kind::Int64, device));
+        let shape: [i64; 4] = if extent == 2 { [1, 1, len, 1] } else { [1, 1, 1, len] };
+        let position = position.view(shape);
+        position.ge_tensor(&start).logical_and(&position.lt_tensor(&(&start + width)))
+    };
+    let masked = band(2, m).logical_or(&band(3, f));
+    gained.where_self(&masked.logical_not(), &mean)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +94,24 @@ mod tests {
     }
 
     #[test]
+    fn mel_views_keep_shape_differ_and_are_identity_when_off() {
+        let _rng = crate::rng_lock();
+        tch::manual_seed(1);
+        let mel = Tensor::randn([4, 1, 16, 30], (Kind::Float, tch::Device::Cpu));
+        let config = AugmentConfig::default();
+        let a = augment_mel(&mel, &config);
+        assert_eq!(a.size(), mel.size());
+        assert!((&a - &augment_mel(&mel, &config)).abs().mean(Kind::Float).double_value(&[]) > 1e-2);
+        let off = AugmentConfig { audio_shift_frames: 0, audio_gain_db: 0.0, audio_mask: 0, ..config };
+        assert!((augment_mel(&mel, &off) - &mel).abs().max().double_value(&[]) < 1e-6);
+        // A shift alone only moves frames: each spectrogram keeps its values.
+        let shift = AugmentConfig { audio_gain_db: 0.0, audio_mask: 0, ..AugmentConfig::default() };
+        let moved = augment_mel(&mel, &shift);
+        let total = |t: &Tensor| t.sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float);
+        assert!((total(&moved) - total(&mel)).abs().max().double_value(&[]) < 1e-3);
+    }
+
+    #[test]
     fn identity_when_every_augmentation_is_off() {
         let _rng = crate::rng_lock();
         let frames = Tensor::rand([3, 1, 3, 8, 8], (Kind::Float, tch::Device::Cpu));
@@ -67,6 +122,7 @@ mod tests {
             brightness: 0.0,
             contrast: 0.0,
             noise: 0.0,
+            ..AugmentConfig::default()
         };
         let out = augment(&frames, &off);
         let diff = (&out - &frames).abs().max().double_value(&[]);

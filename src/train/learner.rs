@@ -4,9 +4,20 @@
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 use super::losses::{category_nce, consistency, instance_nce, instance_nce_in_batch, pairwise_bce, rampup};
-use super::{augment, pseudo_labels, MemoryBank, PairRule, WtaHash};
-use crate::config::{ModelConfig, TrainConfig};
-use crate::model::{JointModel, Outputs};
+use super::{augment, augment_mel, pseudo_labels, MemoryBank, PairRule, WtaHash};
+use crate::config::{Contrast, ModelConfig, TrainConfig};
+use crate::model::{Input, JointModel, Outputs};
+
+/// A modality's slot: 0 visual, 1 audio.
+type Slot = usize;
+
+fn projection(out: &Outputs, slot: Slot) -> Option<&Tensor> {
+    if slot == 0 {
+        out.projection_v.as_ref()
+    } else {
+        out.projection_a.as_ref()
+    }
+}
 
 /// What one step measured: each loss term (0 when switched off), the consistency weight and the
 /// share of unlabelled pairs the pseudo labels called positive.
@@ -15,6 +26,8 @@ pub struct LossReport {
     pub total: f64,
     pub instance: f64,
     pub category: f64,
+    /// The cross-modal share of the contrast (0 without it).
+    pub cross_modal: f64,
     pub bce: f64,
     pub cross_entropy: f64,
     pub consistency: f64,
@@ -22,8 +35,8 @@ pub struct LossReport {
     pub positive_pair_rate: f64,
 }
 
-/// The model being trained, its momentum (key) encoder, the optimiser, the memory bank and the
-/// WTA permutations.
+/// The model being trained, its momentum (key) encoder, the optimiser, a memory bank per
+/// modality and the WTA permutations.
 pub struct Learner {
     config: TrainConfig,
     _vars: nn::VarStore,
@@ -33,7 +46,10 @@ pub struct Learner {
     ema_pairs: Vec<(Tensor, Tensor)>,
     _ema_vars: nn::VarStore,
     optimizer: nn::Optimizer,
-    bank: MemoryBank,
+    /// Memory banks of visual and audio keys, where the model has that modality.
+    banks: [Option<MemoryBank>; 2],
+    /// (query, key) modality pairs the contrast compares.
+    pairs: Vec<(Slot, Slot)>,
     wta: WtaHash,
     step: u64,
 }
@@ -58,10 +74,22 @@ impl Learner {
         ema_pairs.sort_by(|a, b| a.0.cmp(&b.0));
         let optimizer =
             nn::Adam { wd: config.weight_decay, ..Default::default() }.build(&vars, config.learning_rate)?;
-        let dim = *model_config.channels.last().expect("validated: channels is not empty") as usize;
+        let dim = model.dim() as usize;
+        let present = [model_config.modality.visual(), model_config.modality.audio()];
+        let bank =
+            |slot: usize| present[slot].then(|| MemoryBank::new(config.bank_size, model_config.projection_dim, device));
+        let both = present[0] && present[1];
+        let mut pairs = Vec::new();
+        if !both || matches!(config.contrast, Contrast::Within | Contrast::Both) {
+            pairs.extend((0..2).filter(|&s| present[s]).map(|s| (s, s)));
+        }
+        if both && matches!(config.contrast, Contrast::Cross | Contrast::Both) {
+            pairs.extend([(0, 1), (1, 0)]);
+        }
         Ok(Self {
             wta: WtaHash::new(dim, config.wta_permutations, config.wta_window, model_config.seed as u64 ^ 0x5754_4148),
-            bank: MemoryBank::new(config.bank_size, model_config.projection_dim, device),
+            banks: [bank(0), bank(1)],
+            pairs,
             config: config.clone(),
             model,
             ema,
@@ -78,51 +106,73 @@ impl Learner {
     }
 
     /// The online model in evaluation mode, without gradients.
-    pub fn predict(&self, frames: &Tensor) -> Outputs {
+    pub fn predict(&self, input: &Input) -> Outputs {
         let _guard = tch::no_grad_guard();
-        self.model.forward_t(frames, false)
+        self.model.forward_t(input, false)
     }
 
-    /// One optimisation step on `labelled` windows (`[B_l, T, 3, H, W]` with `labels` `[B_l]`)
-    /// and `unlabelled` windows (`[B_u, T, 3, H, W]`); either may be empty.
-    pub fn step(&mut self, labelled: &Tensor, labels: &Tensor, unlabelled: &Tensor) -> LossReport {
+    /// Two independently augmented views of a batch.
+    fn view(&self, x: &Input) -> Input {
+        let a = &self.config.augment;
+        Input { frames: x.frames.as_ref().map(|f| augment(f, a)), mel: x.mel.as_ref().map(|m| augment_mel(m, a)) }
+    }
+
+    /// One optimisation step on `labelled` windows (with `labels` `[B_l]`) and `unlabelled`
+    /// windows; either may be empty.
+    pub fn step(&mut self, labelled: &Input, labels: &Tensor, unlabelled: &Input) -> LossReport {
         let c = self.config.clone();
-        let nl = labelled.size()[0];
-        let nu = unlabelled.size()[0];
-        let x = Tensor::cat(&[labelled, unlabelled], 0);
-        let (view1, view2) = (augment(&x, &c.augment), augment(&x, &c.augment));
+        let nl = labelled.len();
+        let nu = unlabelled.len();
+        let x = labelled.cat(unlabelled);
+        let (view1, view2) = (self.view(&x), self.view(&x));
         let out1 = self.model.forward_t(&view1, true);
         let out2 = self.model.forward_t(&view2, true);
         let momentum_out = {
             let _guard = tch::no_grad_guard();
             self.ema.forward_t(&view2, true)
         };
-        let keys = momentum_out.projection.shallow_clone();
-        let device = x.device();
+        let device = labels.device();
         let key_labels = Tensor::cat(&[labels.to_kind(Kind::Int64), Tensor::full([nu], -1, (Kind::Int64, device))], 0);
-        let (bank_keys, bank_labels) = self.bank.contents();
-        let use_bank = c.memory_bank && !self.bank.is_empty();
         let mut report = LossReport::default();
         let mut loss = Tensor::zeros([], (Kind::Float, device));
 
-        if c.instance_contrast {
-            let term = if use_bank {
-                instance_nce(&out1.projection, &keys, &bank_keys, c.temperature)
-            } else {
-                instance_nce_in_batch(&out1.projection, &keys, c.temperature)
+        // Contrast, averaged over the (query modality, key modality) pairs: instance
+        // discrimination on every window, category discrimination on the labelled ones.
+        let pairs = self.pairs.len().max(1) as f64;
+        for &(q, k) in &self.pairs {
+            let queries = projection(&out1, q).expect("query modality present");
+            let keys = projection(&momentum_out, k).expect("key modality present");
+            let bank = self.banks[k].as_ref().filter(|bank| c.memory_bank && !bank.is_empty());
+            let (bank_keys, bank_labels) = match bank {
+                Some(bank) => {
+                    let (keys, labels) = bank.contents();
+                    (Some(keys), Some(labels))
+                }
+                None => (None, None),
             };
-            report.instance = term.double_value(&[]);
-            loss += term;
-        }
-        if c.category_contrast && nl > 0 {
-            let (all_keys, all_labels) = if use_bank {
-                (Tensor::cat(&[&keys, &bank_keys], 0), Tensor::cat(&[&key_labels, &bank_labels], 0))
-            } else {
-                (keys.shallow_clone(), key_labels.shallow_clone())
-            };
-            let term = category_nce(&out1.projection.narrow(0, 0, nl), labels, &all_keys, &all_labels, c.temperature);
-            report.category = term.double_value(&[]);
-            loss += term;
+            let mut pair_loss = Tensor::zeros([], (Kind::Float, device));
+            if c.instance_contrast {
+                let term = match &bank_keys {
+                    Some(negatives) => instance_nce(queries, keys, negatives, c.temperature),
+                    None => instance_nce_in_batch(queries, keys, c.temperature),
+                } / pairs;
+                report.instance += term.double_value(&[]);
+                pair_loss += term;
+            }
+            if c.category_contrast && nl > 0 {
+                let (all_keys, all_labels) = match (&bank_keys, &bank_labels) {
+                    (Some(bk), Some(bl)) => (Tensor::cat(&[keys, bk], 0), Tensor::cat(&[&key_labels, bl], 0)),
+                    _ => (keys.shallow_clone(), key_labels.shallow_clone()),
+                };
+                let term =
+                    category_nce(&queries.narrow(0, 0, nl), labels, &all_keys, &all_labels, c.temperature) / pairs;
+                report.category += term.double_value(&[]);
+                pair_loss += term;
+            }
+            if q != k {
+                report.cross_modal += pair_loss.double_value(&[]);
+            }
+            loss += pair_loss;
         }
         if let (true, true, Some(k1), Some(k2)) = (c.cross_entropy, nl > 0, &out1.known_logits, &out2.known_logits) {
             let term = (k1.narrow(0, 0, nl).cross_entropy_for_logits(labels)
@@ -166,7 +216,11 @@ impl Learner {
         }
         self.update_momentum_encoder();
         if c.memory_bank {
-            self.bank.push(&keys, &key_labels);
+            for (slot, bank) in self.banks.iter_mut().enumerate() {
+                if let (Some(bank), Some(keys)) = (bank, projection(&momentum_out, slot)) {
+                    bank.push(keys, &key_labels);
+                }
+            }
         }
         self.step += 1;
         report
@@ -187,6 +241,10 @@ impl Learner {
 mod tests {
     use super::*;
 
+    fn frames(x: Tensor) -> Input {
+        Input { frames: Some(x), mel: None }
+    }
+
     /// Two well-separated synthetic classes per split: one step must run every term, and a few
     /// dozen steps must teach the labelled head the known classes.
     #[test]
@@ -204,9 +262,9 @@ mod tests {
         let opts = (Kind::Float, Device::Cpu);
         let dark = Tensor::rand([4, 1, 3, 12, 12], opts) * 0.2;
         let bright = Tensor::rand([4, 1, 3, 12, 12], opts) * 0.2 + 0.8;
-        let labelled = Tensor::cat(&[&dark, &bright], 0);
+        let labelled = frames(Tensor::cat(&[&dark, &bright], 0));
         let labels = Tensor::from_slice(&[0i64, 0, 0, 0, 1, 1, 1, 1]);
-        let unlabelled = Tensor::rand([8, 1, 3, 12, 12], opts);
+        let unlabelled = frames(Tensor::rand([8, 1, 3, 12, 12], opts));
         let first = learner.step(&labelled, &labels, &unlabelled);
         for (name, v) in [
             ("instance", first.instance),
@@ -225,5 +283,40 @@ mod tests {
         let logits = learner.predict(&labelled).known_logits.unwrap();
         let predicted: Vec<i64> = Vec::try_from(logits.argmax(1, false)).unwrap();
         assert_eq!(predicted, vec![0, 0, 0, 0, 1, 1, 1, 1]);
+    }
+
+    /// Visual and audio encoders both train; the cross-modal share of the contrast is there only
+    /// when the contrast compares visual with audio keys.
+    #[test]
+    fn both_modalities_with_within_and_cross_contrast() {
+        let _rng = crate::rng_lock();
+        let opts = (Kind::Float, Device::Cpu);
+        let input = |n: i64| Input {
+            frames: Some(Tensor::rand([n, 2, 3, 12, 12], opts)),
+            mel: Some(Tensor::randn([n, 1, 16, 20], opts)),
+        };
+        let (labelled, unlabelled) = (input(6), input(6));
+        let labels = Tensor::from_slice(&[0i64, 1, 0, 1, 0, 1]);
+        for (contrast, cross) in [(Contrast::Within, false), (Contrast::Cross, true), (Contrast::Both, true)] {
+            let model = ModelConfig {
+                known_classes: vec!["a".into(), "b".into()],
+                novel_clusters: 2,
+                modality: crate::config::Modality::Both,
+                channels: vec![8],
+                audio_channels: vec![8],
+                projection_dim: 8,
+                ..Default::default()
+            };
+            let train = TrainConfig { batch_size: 6, bank_size: 16, contrast, ..Default::default() };
+            let mut learner = Learner::new(&model, &train, Device::Cpu).unwrap();
+            assert_eq!(learner.pairs.len(), if contrast == Contrast::Both { 4 } else { 2 });
+            for _ in 0..3 {
+                let report = learner.step(&labelled, &labels, &unlabelled);
+                assert!(report.total.is_finite() && report.instance > 0.0 && report.category > 0.0);
+                assert_eq!(report.cross_modal > 0.0, cross, "{contrast:?}");
+            }
+            let out = learner.predict(&unlabelled);
+            assert_eq!(out.z.size(), [6, 16], "z = [z_v; z_a]");
+        }
     }
 }

@@ -9,7 +9,7 @@ mod losses;
 mod pseudo;
 mod wta;
 
-pub use augment::augment;
+pub use augment::{augment, augment_mel};
 pub use bank::MemoryBank;
 pub use learner::{Learner, LossReport};
 pub use losses::rampup;

@@ -6,6 +6,7 @@
 //! Codes depend only on the order of entries, so they are invariant to positive scaling and to
 //! adding a constant — the property that makes them robust pseudo labels.
 
+use crate::rng::SplitMix64;
 use tch::{Device, Kind, Tensor};
 
 /// The seeded permutations; saved with the model so pseudo labels stay the same after restart.
@@ -17,30 +18,12 @@ pub struct WtaHash {
     prefixes: Vec<Vec<usize>>,
 }
 
-/// SplitMix64: a small deterministic generator, so permutations are identical on every platform
-/// and every libtorch version.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 impl WtaHash {
     /// `h` permutations of `dim` dimensions, each keeping its first `k` (2 ≤ k ≤ dim).
     pub fn new(dim: usize, h: usize, k: usize, seed: u64) -> Self {
         assert!(h >= 1, "WTA needs at least one permutation");
         assert!((2..=dim).contains(&k), "WTA window k must be between 2 and the feature width {dim}");
-        let mut rng = SplitMix64(seed);
+        let mut rng = SplitMix64::new(seed);
         let prefixes = (0..h)
             .map(|_| {
                 let mut perm: Vec<usize> = (0..dim).collect();
@@ -123,7 +106,7 @@ mod tests {
     use super::*;
 
     fn random_rows(n: usize, d: usize, seed: u64) -> Vec<Vec<f32>> {
-        let mut rng = SplitMix64(seed);
+        let mut rng = SplitMix64::new(seed);
         // Multiples of 1/1024 in [-2, 2]: integer shifts of them are exact in f32.
         (0..n).map(|_| (0..d).map(|_| ((rng.next() % 4097) as f32 - 2048.0) / 1024.0).collect()).collect()
     }

@@ -1,0 +1,150 @@
+//! The audio-visual digit set (`novelstream dataset av-digits`) from the real MNIST and spoken
+//! digits `make setup` fetched, and `novelstream eval` on it in every modality.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use common::novelstream;
+use novelstream::config::DecodeConfig;
+use novelstream::decode::decode_segment;
+
+fn data(name: &str) -> std::path::PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name);
+    assert!(path.exists(), "{} missing: run `make setup`", path.display());
+    path
+}
+
+fn build(out: &Path, seed: &str) -> serde_json::Value {
+    let (mnist, speech) = (data("mnist"), data("spoken-digits"));
+    novelstream(&[
+        "dataset",
+        "av-digits",
+        "--mnist",
+        mnist.to_str().unwrap(),
+        "--speech",
+        speech.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--seed",
+        seed,
+        "--train-per-class",
+        "3",
+        "--test-per-class",
+        "2",
+        "--size",
+        "32",
+    ]);
+    serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap()
+}
+
+fn strings(value: &serde_json::Value) -> BTreeSet<String> {
+    value.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+}
+
+/// Same seed, same bytes; test speakers are never heard in training; every clip decodes to
+/// frames that move and audio that is not silence.
+#[test]
+fn av_digits_are_repeatable_split_by_speaker_and_decodable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+    let manifest = build(&a, "3");
+    assert_eq!(manifest, build(&b, "3"));
+    assert_ne!(manifest["test_languages"], build(&c, "4")["test_languages"], "another seed, other speakers");
+
+    let clips = manifest["clips"].as_array().unwrap();
+    assert_eq!(clips.len(), 10 * 3 + 10 * 2);
+    let (train_languages, test_languages) =
+        (strings(&manifest["train_languages"]), strings(&manifest["test_languages"]));
+    assert!(train_languages.is_disjoint(&test_languages));
+    assert_eq!(test_languages.len(), 6);
+    let decode = DecodeConfig {
+        window: std::time::Duration::from_secs(1),
+        hop: std::time::Duration::from_secs(1),
+        frames: 2,
+        height: 32,
+        width: 32,
+        ..Default::default()
+    };
+    for clip in clips {
+        let (split, language) = (clip["split"].as_str().unwrap(), clip["language"].as_str().unwrap());
+        let languages = if split == "train" { &train_languages } else { &test_languages };
+        assert!(languages.contains(language), "{clip}");
+        let path = clip["path"].as_str().unwrap();
+        let bytes = std::fs::read(a.join(path)).unwrap();
+        assert_eq!(bytes, std::fs::read(b.join(path)).unwrap(), "{path} differs between two builds");
+        let windows = decode_segment(bytes, &decode).unwrap();
+        assert_eq!(windows.len(), 1, "{path}");
+        let w = &windows[0];
+        assert_ne!(w.frames[..32 * 32 * 3], w.frames[32 * 32 * 3..], "{path}: the digit moves");
+        let rms = (w.audio.iter().map(|s| s * s).sum::<f32>() / w.audio.len() as f32).sqrt();
+        assert!(rms > 0.01, "{path}: audio RMS {rms}");
+    }
+    for digit in 0..10 {
+        for split in ["train", "test"] {
+            assert!(clips.iter().any(|c| c["split"] == split && c["label"] == digit.to_string()));
+        }
+    }
+}
+
+/// A few steps of every modality and contrast run and write results that name them; a modality
+/// the data does not have, or cross-modal contrast on one modality, is refused clearly.
+#[test]
+fn eval_runs_on_av_clips_in_every_modality() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("set");
+    build(&set, "0");
+    let config = dir.path().join("small.toml");
+    std::fs::write(
+        &config,
+        "[model]\nchannels = [8, 16]\naudio_channels = [8, 16]\nprojection_dim = 16\n[train]\nbatch_size = 8\nbank_size = 64\n",
+    )
+    .unwrap();
+    let (out, predictions) = (dir.path().join("results.json"), dir.path().join("predictions.csv"));
+    let base = [
+        "eval",
+        "--dataset",
+        set.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--steps",
+        "4",
+        "--baseline-steps",
+        "2",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--predictions",
+        predictions.to_str().unwrap(),
+    ];
+    for (modality, contrast) in [("visual", "within"), ("audio", "within"), ("both", "within"), ("both", "cross")] {
+        let mut args = base.to_vec();
+        args.extend(["--modality", modality, "--contrast", contrast]);
+        novelstream(&args);
+        let results: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(results["model"]["modality"], modality);
+        assert_eq!(results["train"]["contrast"], contrast);
+        assert_eq!(results["test_samples"], serde_json::json!([10, 10]));
+        let accuracy = results["method"]["novel"]["accuracy"].as_f64().unwrap();
+        assert!((0.2..=1.0).contains(&accuracy), "{modality}/{contrast}: {accuracy}");
+        if contrast == "cross" {
+            assert!(results["method"]["final_losses"]["cross_modal"].as_f64().unwrap() > 0.0);
+        }
+    }
+
+    let refused = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_novelstream")).args(args).output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let mnist = data("mnist");
+    let mut args = base.to_vec();
+    args[2] = mnist.to_str().unwrap();
+    args.extend(["--modality", "audio"]);
+    assert!(refused(&args).contains("no audio"), "MNIST has no audio");
+    let mut args = base.to_vec();
+    args.extend(["--modality", "visual", "--contrast", "cross"]);
+    assert!(refused(&args).contains("needs --modality both"));
+}
