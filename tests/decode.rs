@@ -77,3 +77,52 @@ fn unusable_media_is_refused_with_a_reason() {
     let windows = decode_segment(half, &config()).unwrap();
     assert!(!windows.is_empty() && windows.len() < 5, "{} windows", windows.len());
 }
+
+/// Runs the `ffmpeg` CLI and returns its stdout (raw output written to `-`).
+fn ffmpeg_stdout(args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("ffmpeg").args(["-loglevel", "error"]).args(args).output().unwrap();
+    assert!(out.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// The product's decoder and the `ffmpeg` CLI agree on an H.264 + AAC clip: one window spanning
+/// the clip with one sampled frame per source frame gives the CLI's frames (same count, RGB values
+/// within colour-conversion rounding), and its audio is the CLI's 16 kHz mono samples.
+#[test]
+fn decoding_matches_the_ffmpeg_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clip.mp4");
+    make_clip(&path, "testsrc", 2.0, 10, true);
+    let config = DecodeConfig {
+        window: Duration::from_secs(2),
+        hop: Duration::from_secs(2),
+        frames: 20,
+        height: 120,
+        width: 160,
+        sample_rate: 16_000,
+        ..Default::default()
+    };
+    let windows = decode_segment(std::fs::read(&path).unwrap(), &config).unwrap();
+    assert_eq!(windows.len(), 1);
+    let file = path.to_str().unwrap();
+
+    let rgb = ffmpeg_stdout(&["-i", file, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]);
+    let frame_bytes = 160 * 120 * 3;
+    assert_eq!(rgb.len() % frame_bytes, 0);
+    assert_eq!(rgb.len() / frame_bytes, 20, "the CLI decodes 20 frames");
+    let ours = &windows[0].frames;
+    assert_eq!(ours.len(), rgb.len(), "one sampled frame per source frame");
+    let diffs: Vec<u32> = ours.iter().zip(&rgb).map(|(&a, &b)| u32::from(a.abs_diff(b))).collect();
+    let mean = diffs.iter().sum::<u32>() as f64 / diffs.len() as f64;
+    let max = *diffs.iter().max().unwrap();
+    assert!(mean < 1.0 && max <= 8, "pixels differ: mean {mean:.3}, max {max}");
+
+    let pcm = ffmpeg_stdout(&["-i", file, "-f", "f32le", "-ac", "1", "-ar", "16000", "-"]);
+    let cli: Vec<f32> = pcm.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let audio = &windows[0].audio;
+    assert_eq!(audio.len(), 32_000);
+    assert!(cli.len().abs_diff(32_000) <= 1024, "the CLI gives {} samples for 2 s", cli.len());
+    let n = cli.len().min(audio.len());
+    let max = cli[..n].iter().zip(&audio[..n]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(max < 1e-3, "samples differ by up to {max}");
+}
