@@ -10,6 +10,7 @@ pub mod assign;
 pub mod config;
 pub mod decode;
 pub mod eval;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod produce;

@@ -4,8 +4,9 @@
 //! slow stage slows consumption instead of losing input. An input offset is committed only
 //! after every record made from it (assignments or one dead letter) was acknowledged.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -18,9 +19,11 @@ use crate::admin::ensure_topics;
 use crate::assign::Assigner;
 use crate::config::Config;
 use crate::decode::{decode_segment, Window};
+use crate::metrics::Metrics;
 use crate::model::select_device;
 use crate::sink::{Assignment, DeadLetter, OutRecord, Publisher, ASSIGNMENT_SCHEMA};
 use crate::source::{consumer, parse_segment, Coordinates, Media, OffsetTracker, Segment, SegmentConsumer, UriPolicy};
+use crate::train::OnlineTrainer;
 use crate::{Error, Result};
 
 /// A segment on its way to a decoder.
@@ -53,6 +56,16 @@ pub struct RunStats {
 /// Runs the daemon until `shutdown` is cancelled, then drains what is in flight.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats> {
     config.validate()?;
+    let metrics = Arc::new(Metrics::default());
+    let endpoint = CancellationToken::new();
+    if !config.metrics.listen.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&config.metrics.listen)
+            .await
+            .map_err(Error::io(format!("listening for metrics on {}", config.metrics.listen)))?;
+        tracing::info!(listen = %config.metrics.listen, "metrics on /metrics, health on /healthz and /readyz");
+        tokio::spawn(crate::metrics::serve(listener, metrics.clone(), endpoint.clone()));
+    }
+    let _endpoint_guard = endpoint.drop_guard();
     let policy = UriPolicy::new(&config.source)?;
     let device = select_device(config.model.device)?;
     let k = &config.kafka;
@@ -74,7 +87,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
     let mut threads = Vec::new();
     for i in 0..p.decode_workers {
         let (rx, embed_tx, publish_tx) = (decode_rx.clone(), embed_tx.clone(), publish_tx.clone());
-        let (policy, decode) = (policy.clone(), config.decode.clone());
+        let (policy, decode, metrics) = (policy.clone(), config.decode.clone(), metrics.clone());
         let dead_letter_topic = config.kafka.dead_letter_topic.clone();
         threads.push(
             std::thread::Builder::new()
@@ -82,7 +95,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
                 .spawn(move || {
                     for job in rx.iter() {
                         let Job { coordinates, segment } = job;
-                        let sent = match decode_job(&segment, &policy, &decode) {
+                        let started = Instant::now();
+                        let decoded = decode_job(&segment, &policy, &decode);
+                        metrics.decode_seconds.observe(started.elapsed().as_secs_f64());
+                        let sent = match decoded {
                             Ok(windows) => embed_tx.send(Decoded { coordinates, segment, windows }).is_ok(),
                             Err((reason, detail)) => {
                                 let record = dead_letter_record(
@@ -103,36 +119,94 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
                 .map_err(Error::io("starting a decoder thread"))?,
         );
     }
-    drop((decode_rx, embed_tx));
+    drop(embed_tx);
+    let depths = (decode_rx, embed_rx.clone(), publish_rx.clone());
 
-    // The model: one thread owns the tch state; it assigns each decoded segment in batches.
+    // The model: one thread owns the assigner's tch state; it assigns each decoded segment in
+    // batches, then offers its windows to the online trainer (its own thread), and switches to
+    // each new model version the trainer publishes.
     let (model_config, decode_config, output_topic) =
         (config.model.clone(), config.decode.clone(), config.kafka.output_topic.clone());
+    let mut trainer = if config.online.enabled {
+        Some(OnlineTrainer::start(
+            &config.model,
+            &config.train,
+            &config.online,
+            &config.decode,
+            device,
+            metrics.clone(),
+        )?)
+    } else {
+        None
+    };
     let model_publish_tx = publish_tx.clone();
+    let model_metrics = metrics.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     threads.push(
         std::thread::Builder::new()
             .name("model".into())
             .spawn(move || {
-                let assigner = Assigner::untrained(&model_config, &decode_config, device);
+                let mut assigner = Assigner::untrained(&model_config, &decode_config, device);
                 let _ = ready_tx.send(assigner.version());
-                for decoded in embed_rx.iter() {
+                loop {
+                    // New versions are picked up between segments, and while idle.
+                    if let Some(snapshot) = trainer.as_ref().and_then(|t| t.take_snapshot()) {
+                        assigner.apply(snapshot.version, &snapshot.weights);
+                        model_metrics.model_version.set(snapshot.version as f64);
+                    }
+                    let decoded = match embed_rx.recv_timeout(Duration::from_millis(200)) {
+                        Ok(decoded) => decoded,
+                        Err(flume::RecvTimeoutError::Timeout) => continue,
+                        Err(flume::RecvTimeoutError::Disconnected) => break,
+                    };
+                    let started = Instant::now();
                     let records = assignment_records(&assigner, &decoded, &output_topic);
+                    model_metrics.assign_seconds.observe(started.elapsed().as_secs_f64());
+                    model_metrics.windows_assigned.fetch_add(decoded.windows.len() as u64, Ordering::Relaxed);
+                    if let Some(trainer) = trainer.as_mut() {
+                        let label = decoded.segment.label.as_deref().and_then(|l| assigner.known_index(l));
+                        trainer.offer(&decoded.windows, label);
+                    }
                     let outcome = Outcome { coordinates: decoded.coordinates, records };
                     if model_publish_tx.send(outcome).is_err() {
                         break;
                     }
                 }
+                // Dropping the trainer stops its thread.
+                drop(trainer);
             })
             .map_err(Error::io("starting the model thread"))?,
     );
     let version = ready_rx.recv().map_err(|_| Error::Pipeline("the model thread failed to start".into()))?;
+    metrics.ready.store(true, Ordering::Relaxed);
     tracing::info!(
         model_version = version,
+        online_training = config.online.enabled,
         input = %config.kafka.input_topic,
         output = %config.kafka.output_topic,
-        "serving with model version {version} (untrained initial weights)"
+        "serving with model version {version} (initial weights)"
     );
+
+    // Queue depths and consumer lag, every few seconds.
+    {
+        let (metrics, consumer, shutdown) = (metrics.clone(), consumer.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                metrics.decode_queue.set(depths.0.len() as f64);
+                metrics.embed_queue.set(depths.1.len() as f64);
+                metrics.publish_queue.set(depths.2.len() as f64);
+                let consumer = consumer.clone();
+                if let Ok(Some(lag)) = tokio::task::spawn_blocking(move || consumer_lag(&consumer)).await {
+                    metrics.consumer_lag.set(lag as f64);
+                }
+            }
+        });
+    }
 
     // Producing and committing: each outcome's records are awaited on their own task, so slow
     // acknowledgements of one segment do not hold up the next.
@@ -141,6 +215,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
     let publishing = {
         let (acks, consumer, offsets, stats, failure, shutdown) =
             (acks.clone(), consumer.clone(), offsets.clone(), stats.clone(), failure.clone(), shutdown.clone());
+        let metrics = metrics.clone();
         let dead_letter_topic = config.kafka.dead_letter_topic.clone();
         tokio::spawn(async move {
             while let Ok(outcome) = publish_rx.recv_async().await {
@@ -154,6 +229,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
                     shutdown.clone(),
                 );
                 let dead_letter_topic = dead_letter_topic.clone();
+                let metrics = metrics.clone();
                 acks.spawn(async move {
                     let _permit = permit;
                     let Outcome { coordinates: c, records } = outcome;
@@ -167,6 +243,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
                                 s.windows += windows;
                                 s.dead_letters += dead;
                             }
+                            metrics.windows_published.fetch_add(windows, Ordering::Relaxed);
+                            metrics.dead_letters.fetch_add(dead, Ordering::Relaxed);
                             if let Some(position) = offsets.finish(&c.topic, c.partition, c.offset) {
                                 commit(&*consumer, &c.topic, c.partition, position, CommitMode::Async);
                             }
@@ -211,6 +289,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
             .map(|h| h.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect())
             .unwrap_or_default();
         offsets.begin(&coordinates.topic, coordinates.partition, coordinates.offset);
+        metrics.segments_in.fetch_add(1, Ordering::Relaxed);
         let sent = match parse_segment(message.payload(), &headers, &known, max_bytes) {
             Ok(segment) => decode_tx.send_async(Job { coordinates, segment }).await.is_ok(),
             Err(e) => {
@@ -226,6 +305,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
 
     // Drain: stop feeding, let every stage empty its queue, wait for the broker's acks.
     tracing::info!("draining in-flight segments");
+    metrics.ready.store(false, Ordering::Relaxed);
     drop((decode_tx, publish_tx));
     let joined = tokio::task::spawn_blocking(move || threads.into_iter().map(|t| t.join().is_ok()).all(|ok| ok))
         .await
@@ -313,6 +393,19 @@ fn dead_letter_record(
         key: coordinates.key.clone().unwrap_or_default(),
         payload: serde_json::to_vec(&letter).expect("dead letters serialize"),
     }
+}
+
+/// Messages between the consumer's positions and the ends of its assigned partitions.
+fn consumer_lag(consumer: &SegmentConsumer) -> Option<i64> {
+    let positions = consumer.position().ok()?;
+    let mut lag = 0;
+    for element in positions.elements() {
+        let (_, high) = consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(1)).ok()?;
+        if let Offset::Offset(position) = element.offset() {
+            lag += (high - position).max(0);
+        }
+    }
+    Some(lag)
 }
 
 fn commit(consumer: &SegmentConsumer, topic: &str, partition: i32, position: i64, mode: CommitMode) {

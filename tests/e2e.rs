@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{make_clip, novelstream, Broker, Daemon};
+use common::{free_port, http_get, make_clip, metric, novelstream, Broker, Daemon};
 use novelstream::config::KafkaConfig;
 use novelstream::decode::spans;
 use novelstream::sink::{Assignment, DeadLetter, Kind, ASSIGNMENT_SCHEMA};
@@ -20,7 +20,7 @@ const OUTPUT: &str = "e2e.assignments";
 const DEAD: &str = "e2e.dead-letters";
 const GROUP: &str = "e2e-daemon";
 
-fn config(broker: &Broker, roots: &std::path::Path) -> String {
+fn config(broker: &Broker, roots: &std::path::Path, metrics_port: u16) -> String {
     format!(
         r#"
 [kafka]
@@ -47,6 +47,9 @@ known_classes = ["pattern"]
 novel_clusters = 3
 channels = [8, 16]
 device = "cpu"
+
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
 "#,
         brokers = broker.address,
         roots = roots.display()
@@ -94,12 +97,39 @@ fn segments_in_assignments_out_dead_letters_and_commits() {
     producer.flush(Duration::from_secs(10)).unwrap();
 
     let config_path = dir.path().join("novelstream.toml");
-    std::fs::write(&config_path, config(&broker, &clips)).unwrap();
+    let port = free_port();
+    std::fs::write(&config_path, config(&broker, &clips, port)).unwrap();
     let daemon = Daemon::start(&["run", "--config", config_path.to_str().unwrap()]);
 
     let expected_windows = 5 + 3 + 4;
     let assignments = read_topic(&kafka, OUTPUT, expected_windows, Duration::from_secs(120)).unwrap();
     let dead_letters = read_topic(&kafka, DEAD, 4, Duration::from_secs(30)).unwrap();
+    // The endpoint: health, readiness, and counts that match what was published. Fewer windows
+    // than one training batch arrived, so the model is still version 0.
+    assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
+    assert_eq!(http_get(port, "/readyz").unwrap().0, 200);
+    assert_eq!(http_get(port, "/nothing").unwrap().0, 404);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let body = http_get(port, "/metrics").unwrap().1;
+        if metric(&body, "novelstream_windows_published_total") == Some(expected_windows as f64)
+            || std::time::Instant::now() > deadline
+        {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for (name, value) in [
+        ("novelstream_segments_in_total", 7.0),
+        ("novelstream_windows_assigned_total", expected_windows as f64),
+        ("novelstream_windows_published_total", expected_windows as f64),
+        ("novelstream_dead_letters_total", 4.0),
+        ("novelstream_model_version", 0.0),
+        ("novelstream_ready", 1.0),
+    ] {
+        assert_eq!(metric(&body, name), Some(value), "{name} in\n{body}");
+    }
+    assert!(metric(&body, "novelstream_decode_seconds_count").unwrap() >= 5.0);
     let status = daemon.terminate(Duration::from_secs(30));
     assert!(status.success(), "daemon exited with {status}");
 
@@ -165,4 +195,62 @@ fn segments_in_assignments_out_dead_letters_and_commits() {
         }
     }
     assert_eq!(total, 7, "three clips and four bad inputs were produced");
+}
+
+/// With enough windows the trainer steps and publishes new versions while the daemon serves:
+/// windows assigned after a new version name it, and the stability metric is reported.
+#[test]
+fn the_daemon_learns_while_it_serves() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let clips = dir.path().join("clips");
+    std::fs::create_dir(&clips).unwrap();
+    let kafka = KafkaConfig {
+        brokers: broker.address.clone(),
+        topic_partitions: 2,
+        topic_replication_factor: 1,
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(novelstream::admin::ensure_topics(&kafka, &[INPUT, OUTPUT, DEAD])).unwrap();
+    make_clip(&clips.join("long.ts"), "testsrc", 8.0, 10, true);
+    make_clip(&clips.join("labelled.ts"), "mandelbrot", 4.0, 10, true);
+    let produce = |stream: &str, flags: &[&str]| {
+        let mut args = vec!["produce", "--brokers", &broker.address, "--topic", INPUT, "--stream-id", stream];
+        args.extend_from_slice(flags);
+        novelstream(&args)
+    };
+    let port = free_port();
+    let online = "\n[online]\nmin_unlabelled = 8\nsnapshot_every = 2\nreplay_size = 8\n[train]\nbatch_size = 4\nbank_size = 32\n";
+    let config_path = dir.path().join("novelstream.toml");
+    std::fs::write(&config_path, config(&broker, &clips, port) + online).unwrap();
+    let daemon = Daemon::start(&["run", "--config", config_path.to_str().unwrap()]);
+
+    // First wave: 15 unlabelled and 7 labelled windows, enough to start training.
+    produce("cam-1", &[clips.join("long.ts").to_str().unwrap()]);
+    produce("cam-2", &["--label", "pattern", clips.join("labelled.ts").to_str().unwrap()]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let body = loop {
+        let body = http_get(port, "/metrics").map(|r| r.1).unwrap_or_default();
+        if metric(&body, "novelstream_model_version").unwrap_or(0.0) >= 2.0 {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "no new model version:\n{body}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(metric(&body, "novelstream_train_steps_total").unwrap() >= 4.0);
+    assert!(metric(&body, "novelstream_buffered_labelled_windows").unwrap() > 0.0);
+    let changed = metric(&body, "novelstream_cluster_changed_fraction").unwrap();
+    assert!((0.0..=1.0).contains(&changed));
+    // Second wave, assigned by a trained version.
+    produce("cam-3", &["--first-seq", "0", clips.join("labelled.ts").to_str().unwrap()]);
+    let assignments = read_topic(&kafka, OUTPUT, 15 + 7 + 7, Duration::from_secs(120)).unwrap();
+    let status = daemon.terminate(Duration::from_secs(30));
+    assert!(status.success(), "daemon exited with {status}");
+    let versions: Vec<(String, u64)> = assignments
+        .iter()
+        .map(|(_, p)| serde_json::from_slice::<Assignment>(p).unwrap())
+        .map(|a| (a.stream_id, a.model_version))
+        .collect();
+    assert!(versions.iter().filter(|(s, _)| s == "cam-3").all(|(_, v)| *v >= 2), "{versions:?}");
 }

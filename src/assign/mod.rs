@@ -19,7 +19,7 @@ pub struct Decision {
 
 /// Holds the current model and assigns windows with it.
 pub struct Assigner {
-    _vars: nn::VarStore,
+    vars: nn::VarStore,
     model: JointModel,
     device: Device,
     known_classes: Vec<String>,
@@ -37,7 +37,7 @@ impl Assigner {
         let vars = nn::VarStore::new(device);
         let joint = JointModel::new(&vars.root(), model);
         Self {
-            _vars: vars,
+            vars,
             model: joint,
             device,
             known_classes: model.known_classes.clone(),
@@ -51,6 +51,24 @@ impl Assigner {
 
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// Index of a known class by name.
+    pub fn known_index(&self, label: &str) -> Option<i64> {
+        self.known_classes.iter().position(|c| c == label).map(|i| i as i64)
+    }
+
+    /// Switches to the trainer's weights `snapshot` as model version `version`. Every variable
+    /// of the assigner's model must be in the snapshot (same config, same names).
+    pub fn apply(&mut self, version: u64, weights: &[(String, Tensor)]) {
+        let _guard = tch::no_grad_guard();
+        let mut mine = self.vars.variables();
+        for (name, value) in weights {
+            if let Some(target) = mine.get_mut(name) {
+                target.copy_(&value.to(self.device));
+            }
+        }
+        self.version = version;
     }
 
     /// Assigns every window of one segment. Windows of a labelled segment are `known` as that

@@ -39,7 +39,7 @@ pub struct LossReport {
 /// modality and the WTA permutations.
 pub struct Learner {
     config: TrainConfig,
-    _vars: nn::VarStore,
+    vars: nn::VarStore,
     model: JointModel,
     ema: JointModel,
     /// (momentum copy, online) pairs of every variable, matched by name.
@@ -95,7 +95,7 @@ impl Learner {
             ema,
             ema_pairs: ema_pairs.into_iter().map(|(_, e, o)| (e, o)).collect(),
             _ema_vars: ema_vars,
-            _vars: vars,
+            vars,
             optimizer,
             step: 0,
         })
@@ -103,6 +103,15 @@ impl Learner {
 
     pub fn step_count(&self) -> u64 {
         self.step
+    }
+
+    /// A copy of the online model's weights and batch-norm statistics, by checkpoint name.
+    pub fn snapshot(&self) -> Vec<(String, Tensor)> {
+        let _guard = tch::no_grad_guard();
+        let mut weights: Vec<(String, Tensor)> =
+            self.vars.variables().into_iter().map(|(name, t)| (name, t.detach().copy())).collect();
+        weights.sort_by(|a, b| a.0.cmp(&b.0));
+        weights
     }
 
     /// The online model in evaluation mode, without gradients.

@@ -6,6 +6,7 @@ mod augment;
 mod bank;
 mod learner;
 mod losses;
+mod online;
 mod pseudo;
 mod wta;
 
@@ -13,5 +14,6 @@ pub use augment::{augment, augment_mel};
 pub use bank::MemoryBank;
 pub use learner::{Learner, LossReport};
 pub use losses::rampup;
+pub use online::{OnlineTrainer, Snapshot};
 pub use pseudo::{pseudo_labels, PairRule, PseudoLabelKind};
 pub use wta::{rows_tensor, WtaHash};

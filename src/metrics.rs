@@ -1,0 +1,226 @@
+//! The daemon's metrics in Prometheus text format, and a small HTTP endpoint serving them with
+//! `/healthz` (the process is up) and `/readyz` (the model is loaded and the consumer has
+//! partitions). No secrets ever go in here: only counts, times and model state.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// An `f64` gauge stored in an atomic.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, value: f64) {
+        self.0.store(value.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// A running sum and count of seconds (a Prometheus summary without quantiles).
+#[derive(Debug, Default)]
+pub struct Timer {
+    micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Timer {
+    pub fn observe(&self, seconds: f64) {
+        self.micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Every metric the daemon exposes.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub segments_in: AtomicU64,
+    pub windows_assigned: AtomicU64,
+    pub windows_published: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub decode_queue: Gauge,
+    pub embed_queue: Gauge,
+    pub publish_queue: Gauge,
+    pub decode_seconds: Timer,
+    pub assign_seconds: Timer,
+    pub train_step_seconds: Timer,
+    pub train_steps: AtomicU64,
+    /// Windows that skipped training because the trainer's queue was full.
+    pub train_skipped: AtomicU64,
+    pub buffered_labelled: Gauge,
+    pub buffered_unlabelled: Gauge,
+    pub loss_total: Gauge,
+    pub loss_instance: Gauge,
+    pub loss_category: Gauge,
+    pub loss_bce: Gauge,
+    pub loss_cross_entropy: Gauge,
+    pub loss_consistency: Gauge,
+    pub wta_positive_rate: Gauge,
+    pub model_version: Gauge,
+    /// Share of the replay set whose novel cluster changed at the last new version.
+    pub cluster_changed_fraction: Gauge,
+    pub consumer_lag: Gauge,
+    pub ready: AtomicBool,
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+            let _ = writeln!(out, "# HELP novelstream_{name} {help}\n# TYPE novelstream_{name} {kind}");
+            let _ = writeln!(out, "novelstream_{name} {value}");
+        };
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+        metric("segments_in_total", "counter", "Segments consumed.", count(&self.segments_in));
+        metric("windows_assigned_total", "counter", "Windows assigned by the model.", count(&self.windows_assigned));
+        metric(
+            "windows_published_total",
+            "counter",
+            "Assignments acknowledged by the broker.",
+            count(&self.windows_published),
+        );
+        metric("dead_letters_total", "counter", "Inputs sent to the dead-letter topic.", count(&self.dead_letters));
+        metric("decode_queue_depth", "gauge", "Segments waiting for a decoder.", self.decode_queue.get());
+        metric("embed_queue_depth", "gauge", "Decoded segments waiting for the model.", self.embed_queue.get());
+        metric("publish_queue_depth", "gauge", "Outcomes waiting to be produced.", self.publish_queue.get());
+        for (name, help, timer) in [
+            ("decode_seconds", "Time decoding segments.", &self.decode_seconds),
+            ("assign_seconds", "Time assigning segments' windows.", &self.assign_seconds),
+            ("train_step_seconds", "Time of training steps.", &self.train_step_seconds),
+        ] {
+            let _ = writeln!(out, "# HELP novelstream_{name} {help}\n# TYPE novelstream_{name} summary");
+            let _ = writeln!(out, "novelstream_{name}_sum {}", timer.micros.load(Ordering::Relaxed) as f64 / 1e6);
+            let _ = writeln!(out, "novelstream_{name}_count {}", timer.count.load(Ordering::Relaxed));
+        }
+        let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+            let _ = writeln!(out, "# HELP novelstream_{name} {help}\n# TYPE novelstream_{name} {kind}");
+            let _ = writeln!(out, "novelstream_{name} {value}");
+        };
+        metric("train_steps_total", "counter", "Training steps taken.", count(&self.train_steps));
+        metric(
+            "train_skipped_windows_total",
+            "counter",
+            "Windows not offered to training because the trainer was behind.",
+            count(&self.train_skipped),
+        );
+        metric(
+            "buffered_labelled_windows",
+            "gauge",
+            "Labelled windows in the training buffer.",
+            self.buffered_labelled.get(),
+        );
+        metric(
+            "buffered_unlabelled_windows",
+            "gauge",
+            "Unlabelled windows in the training buffer.",
+            self.buffered_unlabelled.get(),
+        );
+        for (term, gauge) in [
+            ("total", &self.loss_total),
+            ("instance", &self.loss_instance),
+            ("category", &self.loss_category),
+            ("bce", &self.loss_bce),
+            ("cross_entropy", &self.loss_cross_entropy),
+            ("consistency", &self.loss_consistency),
+        ] {
+            metric(&format!("loss_{term}"), "gauge", "Loss term of the last training step.", gauge.get());
+        }
+        metric(
+            "wta_positive_pair_rate",
+            "gauge",
+            "Share of unlabelled pairs the pseudo labels called positive at the last step.",
+            self.wta_positive_rate.get(),
+        );
+        metric("model_version", "gauge", "Model version the assigner uses.", self.model_version.get());
+        metric(
+            "cluster_changed_fraction",
+            "gauge",
+            "Share of the replay set whose novel cluster changed at the last version.",
+            self.cluster_changed_fraction.get(),
+        );
+        metric(
+            "consumer_lag_messages",
+            "gauge",
+            "Input messages behind the partitions' ends.",
+            self.consumer_lag.get(),
+        );
+        metric("ready", "gauge", "1 when serving.", f64::from(u8::from(self.ready.load(Ordering::Relaxed))));
+        out
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    loop {
+        let (mut stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                    continue;
+                }
+            },
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            // Read the whole request head, so closing never resets a connection with unread bytes.
+            let mut request = Vec::with_capacity(1024);
+            let mut buffer = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024 {
+                match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buffer)).await {
+                    Ok(Ok(n)) if n > 0 => request.extend_from_slice(&buffer[..n]),
+                    _ => return,
+                }
+            }
+            let line = String::from_utf8_lossy(&request);
+            let path = line.split_whitespace().nth(1).unwrap_or("");
+            let (status, content_type, body) = match path {
+                "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+                "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
+                "/readyz" if metrics.ready.load(Ordering::Relaxed) => ("200 OK", "text/plain", "ready\n".to_owned()),
+                "/readyz" => ("503 Service Unavailable", "text/plain", "not ready\n".to_owned()),
+                _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric_in_prometheus_text() {
+        let m = Metrics::default();
+        m.windows_assigned.fetch_add(3, Ordering::Relaxed);
+        m.train_step_seconds.observe(0.25);
+        m.train_step_seconds.observe(0.5);
+        m.model_version.set(7.0);
+        let text = m.render();
+        assert!(text.contains("novelstream_windows_assigned_total 3\n"));
+        assert!(text.contains("novelstream_train_step_seconds_sum 0.75\n"));
+        assert!(text.contains("novelstream_train_step_seconds_count 2\n"));
+        assert!(text.contains("novelstream_model_version 7\n"));
+        assert!(text.contains("novelstream_ready 0\n"));
+        // Every sample line follows its HELP and TYPE lines.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split_whitespace().next().unwrap();
+            let base = name.trim_end_matches("_sum").trim_end_matches("_count");
+            assert!(text.contains(&format!("# TYPE {base} ")), "{name} has no TYPE line");
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! Learning while serving (DESIGN.md §3): the assigner offers every window it has assigned to a
+//! trainer on its own thread, which keeps bounded buffers of recent labelled and unlabelled
+//! windows, samples mini-batches from them, steps at its own pace, and every
+//! `online.snapshot_every` steps publishes the weights as a new model version. Offering never
+//! blocks: when the trainer is behind, windows skip training (and are counted), assignment goes on.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tch::{Device, Kind, Tensor};
+
+use super::{Learner, LossReport};
+use crate::config::{DecodeConfig, ModelConfig, OnlineConfig, TrainConfig};
+use crate::decode::Window;
+use crate::metrics::Metrics;
+use crate::model::{window_input, Input, LogMel};
+use crate::rng::SplitMix64;
+
+/// A window's training input: its frames and/or log-mel spectrogram, and its known-class index
+/// when its segment carried a label.
+pub struct Sample {
+    input: Input,
+    label: Option<i64>,
+}
+
+/// Weights for the assigner, with the version they become.
+pub struct Snapshot {
+    pub version: u64,
+    pub weights: Vec<(String, Tensor)>,
+}
+
+/// A fixed-capacity buffer that forgets its oldest windows.
+struct Ring {
+    items: VecDeque<Input>,
+    labels: VecDeque<i64>,
+    capacity: usize,
+}
+
+impl Ring {
+    fn new(capacity: usize) -> Self {
+        Self { items: VecDeque::with_capacity(capacity), labels: VecDeque::with_capacity(capacity), capacity }
+    }
+
+    fn push(&mut self, input: Input, label: i64) {
+        if self.items.len() == self.capacity {
+            self.items.pop_front();
+            self.labels.pop_front();
+        }
+        self.items.push_back(input);
+        self.labels.push_back(label);
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// `n` windows drawn uniformly with replacement, stacked into one batch, and their labels.
+    fn sample(&self, n: usize, rng: &mut SplitMix64) -> (Input, Tensor) {
+        let picks: Vec<usize> = (0..n).map(|_| rng.below(self.items.len())).collect();
+        let stack = |part: fn(&Input) -> Option<&Tensor>| -> Option<Tensor> {
+            let rows: Option<Vec<&Tensor>> = picks.iter().map(|&i| part(&self.items[i])).collect();
+            rows.map(|rows| Tensor::cat(&rows, 0))
+        };
+        let labels: Vec<i64> = picks.iter().map(|&i| self.labels[i]).collect();
+        (Input { frames: stack(|x| x.frames.as_ref()), mel: stack(|x| x.mel.as_ref()) }, Tensor::from_slice(&labels))
+    }
+}
+
+/// The assigner's end: offers windows, picks up new versions, stops the trainer.
+pub struct OnlineTrainer {
+    offers: flume::Sender<Sample>,
+    latest: Arc<Mutex<Option<Snapshot>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    train_fraction: f64,
+    rng: SplitMix64,
+    metrics: Arc<Metrics>,
+    decode: DecodeConfig,
+    model: ModelConfig,
+    mel: LogMel,
+}
+
+impl OnlineTrainer {
+    /// Starts the trainer thread with a learner whose weights are those of `model`'s seed (the
+    /// assigner's version 0).
+    pub fn start(
+        model: &ModelConfig,
+        train: &TrainConfig,
+        online: &OnlineConfig,
+        decode: &DecodeConfig,
+        device: Device,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, tch::TchError> {
+        let learner = Learner::new(model, train, device)?;
+        let (offers, rx) = flume::bounded(online.trainer_queue);
+        let latest = Arc::new(Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = Worker {
+            learner,
+            rx,
+            labelled: Ring::new(online.labelled_buffer),
+            unlabelled: Ring::new(online.unlabelled_buffer),
+            replay: Vec::new(),
+            replay_clusters: None,
+            config: online.clone(),
+            batch: train.batch_size,
+            device,
+            latest: latest.clone(),
+            stop: stop.clone(),
+            metrics: metrics.clone(),
+            rng: SplitMix64::new(model.seed as u64 ^ 0x4f4e_4c49_4e45),
+            version: 0,
+        };
+        let thread = std::thread::Builder::new()
+            .name("trainer".into())
+            .spawn(move || worker.run())
+            .map_err(|e| tch::TchError::Kind(format!("starting the trainer thread: {e}")))?;
+        Ok(Self {
+            offers,
+            latest,
+            stop,
+            thread: Some(thread),
+            train_fraction: online.train_fraction,
+            rng: SplitMix64::new(model.seed as u64 ^ 0x4f46_4645_52),
+            metrics,
+            decode: decode.clone(),
+            model: model.clone(),
+            mel: LogMel::new(decode.sample_rate),
+        })
+    }
+
+    /// Offers a segment's windows to training (a `train_fraction` share of them); `label` is the
+    /// known-class index of a labelled segment. Never waits.
+    pub fn offer(&mut self, windows: &[Window], label: Option<i64>) {
+        for window in windows {
+            if self.train_fraction < 1.0 && self.rng.uniform(0.0, 1.0) >= self.train_fraction {
+                continue;
+            }
+            let input = window_input(&[window], &self.decode, self.model.modality, &self.mel);
+            if self.offers.try_send(Sample { input, label }).is_err() {
+                self.metrics.train_skipped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The newest snapshot, if one arrived since the last call.
+    pub fn take_snapshot(&self) -> Option<Snapshot> {
+        self.latest.lock().expect("snapshot lock").take()
+    }
+}
+
+impl Drop for OnlineTrainer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The trainer thread's state.
+struct Worker {
+    learner: Learner,
+    rx: flume::Receiver<Sample>,
+    labelled: Ring,
+    unlabelled: Ring,
+    /// The first unlabelled windows, kept for the stability metric, and their clusters under
+    /// the last published version.
+    replay: Vec<Input>,
+    replay_clusters: Option<Vec<i64>>,
+    config: OnlineConfig,
+    batch: usize,
+    device: Device,
+    latest: Arc<Mutex<Option<Snapshot>>>,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    rng: SplitMix64,
+    version: u64,
+}
+
+impl Worker {
+    fn run(mut self) {
+        while !self.stop.load(Ordering::Relaxed) {
+            // Take what arrived; wait briefly when there is nothing to train on yet.
+            let ready = self.unlabelled.len() >= self.config.min_unlabelled.max(2);
+            if !ready {
+                match self.rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(sample) => self.keep(sample),
+                    Err(flume::RecvTimeoutError::Timeout) => continue,
+                    Err(flume::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            while let Ok(sample) = self.rx.try_recv() {
+                self.keep(sample);
+            }
+            self.metrics.buffered_labelled.set(self.labelled.len() as f64);
+            self.metrics.buffered_unlabelled.set(self.unlabelled.len() as f64);
+            if self.unlabelled.len() >= self.config.min_unlabelled.max(2) {
+                self.step();
+            }
+        }
+    }
+
+    fn keep(&mut self, sample: Sample) {
+        match sample.label {
+            Some(label) => self.labelled.push(sample.input, label),
+            None => {
+                if self.replay.len() < self.config.replay_size {
+                    self.replay.push(Input {
+                        frames: sample.input.frames.as_ref().map(|t| t.shallow_clone()),
+                        mel: sample.input.mel.as_ref().map(|t| t.shallow_clone()),
+                    });
+                }
+                self.unlabelled.push(sample.input, -1)
+            }
+        }
+    }
+
+    fn step(&mut self) {
+        let started = Instant::now();
+        let (unlabelled, _) = self.unlabelled.sample(self.batch, &mut self.rng);
+        let (labelled, labels) = if self.labelled.len() >= 2 {
+            self.labelled.sample(self.batch, &mut self.rng)
+        } else {
+            (unlabelled.narrow(0), Tensor::zeros([0], (Kind::Int64, Device::Cpu)))
+        };
+        let report = self.learner.step(&labelled.to(self.device), &labels.to(self.device), &unlabelled.to(self.device));
+        self.metrics.train_step_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.train_steps.fetch_add(1, Ordering::Relaxed);
+        self.record(&report);
+        if self.learner.step_count() % self.config.snapshot_every == 0 {
+            self.publish();
+        }
+    }
+
+    fn record(&self, r: &LossReport) {
+        let m = &self.metrics;
+        m.loss_total.set(r.total);
+        m.loss_instance.set(r.instance);
+        m.loss_category.set(r.category);
+        m.loss_bce.set(r.bce);
+        m.loss_cross_entropy.set(r.cross_entropy);
+        m.loss_consistency.set(r.consistency);
+        m.wta_positive_rate.set(r.positive_pair_rate);
+    }
+
+    /// Publishes the weights as the next version and measures how many replay windows changed
+    /// cluster since the previous one.
+    fn publish(&mut self) {
+        self.version += 1;
+        if !self.replay.is_empty() {
+            let clusters: Vec<i64> = self
+                .replay
+                .chunks(256)
+                .flat_map(|chunk| {
+                    let batch = chunk.iter().fold(None::<Input>, |acc, x| {
+                        Some(match acc {
+                            None => x.narrow(x.len()),
+                            Some(acc) => acc.cat(x),
+                        })
+                    });
+                    let out = self.learner.predict(&batch.expect("non-empty chunk").to(self.device));
+                    Vec::<i64>::try_from(out.novel_logits.argmax(1, false).to(Device::Cpu)).expect("int64")
+                })
+                .collect();
+            if let Some(previous) = &self.replay_clusters {
+                let changed = previous.iter().zip(&clusters).filter(|(a, b)| a != b).count();
+                self.metrics.cluster_changed_fraction.set(changed as f64 / clusters.len().max(1) as f64);
+            }
+            self.replay_clusters = Some(clusters);
+        }
+        let snapshot = Snapshot { version: self.version, weights: self.learner.snapshot() };
+        *self.latest.lock().expect("snapshot lock") = Some(snapshot);
+        tracing::debug!(version = self.version, steps = self.learner.step_count(), "new model version");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The trainer learns from offered windows, publishes versions every `snapshot_every` steps,
+    /// and reports the stability of its replay set.
+    #[test]
+    fn trains_from_offers_and_publishes_versions() {
+        let _rng = crate::rng_lock();
+        let model = ModelConfig {
+            known_classes: vec!["a".into()],
+            novel_clusters: 2,
+            channels: vec![8],
+            projection_dim: 8,
+            ..Default::default()
+        };
+        let train = TrainConfig { batch_size: 4, bank_size: 16, ..Default::default() };
+        let online = OnlineConfig {
+            labelled_buffer: 8,
+            unlabelled_buffer: 8,
+            min_unlabelled: 4,
+            snapshot_every: 2,
+            replay_size: 4,
+            ..Default::default()
+        };
+        let decode = DecodeConfig { frames: 1, height: 8, width: 8, ..Default::default() };
+        let metrics = Arc::new(Metrics::default());
+        let mut trainer = OnlineTrainer::start(&model, &train, &online, &decode, Device::Cpu, metrics.clone()).unwrap();
+        let window = |v: u8| Window { index: 0, start_ms: 0, end_ms: 1000, frames: vec![v; 8 * 8 * 3], audio: vec![] };
+        let windows: Vec<Window> = (0..12).map(|i| window(i * 20)).collect();
+        trainer.offer(&windows[..6], None);
+        trainer.offer(&windows[6..], Some(0));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut versions = Vec::new();
+        while versions.len() < 2 && Instant::now() < deadline {
+            if let Some(s) = trainer.take_snapshot() {
+                assert!(s.weights.iter().any(|(name, _)| name.starts_with("novel.")));
+                versions.push(s.version);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(trainer);
+        assert!(versions.len() >= 2 && versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+        assert!(metrics.train_steps.load(Ordering::Relaxed) >= 4);
+        assert_eq!(metrics.buffered_unlabelled.get(), 6.0);
+        let changed = metrics.cluster_changed_fraction.get();
+        assert!((0.0..=1.0).contains(&changed));
+    }
+}
