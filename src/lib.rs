@@ -15,6 +15,7 @@ pub mod model;
 pub mod pipeline;
 pub mod produce;
 pub mod rng;
+pub mod score;
 pub mod sink;
 pub mod source;
 pub mod summary;

@@ -32,9 +32,44 @@ enum Command {
     /// Train on a labelled data set (known classes labelled, novel ones not) and measure
     /// novel-class discovery on its test split against k-means baselines.
     Eval(EvalArgs),
+    /// Score what the daemon published against the truth of the streamed clips: novel-class
+    /// accuracy (Hungarian), NMI, ARI over the run and per time slice, known-class accuracy,
+    /// and whether every window of every segment was published.
+    Score(ScoreArgs),
     /// Build a data set from the real data `make setup` fetched.
     #[command(subcommand)]
     Dataset(DatasetCommand),
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    /// Bootstrap servers.
+    #[arg(long, env = "NOVELSTREAM_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// The assignments topic.
+    #[arg(long, default_value = "novelstream.assignments")]
+    topic: String,
+    /// The av-digits manifest the streamed clips came from (`produce --manifest`).
+    #[arg(long)]
+    truth: PathBuf,
+    /// Only clips of this split count as expected (for the missing-segment count).
+    #[arg(long)]
+    split: Option<String>,
+    /// Time slices of the accuracy-over-time curve.
+    #[arg(long, default_value_t = 10)]
+    slices: usize,
+    /// Wait until at least this many assignments are there (or --timeout).
+    #[arg(long, default_value_t = 0)]
+    expect: usize,
+    /// How long to wait for --expect assignments.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Where the full report (JSON) goes.
+    #[arg(long, default_value = "score.json")]
+    out: PathBuf,
+    /// Where the accuracy-over-time curve (SVG) goes.
+    #[arg(long, default_value = "accuracy.svg")]
+    svg: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -148,8 +183,30 @@ struct ProduceArgs {
     /// Send the media bytes in the message (fields as headers) instead of a file:// reference.
     #[arg(long)]
     inline: bool,
+    /// Stream the clips of an av-digits manifest instead of files: interleaved over --streams
+    /// streams (av-0, av-1, …), each clip's segment id its path in the manifest.
+    #[arg(long, conflicts_with_all = ["paths", "label", "stream_id", "first_seq"])]
+    manifest: Option<PathBuf>,
+    /// With --manifest: only clips of this split (train or test).
+    #[arg(long, requires = "manifest")]
+    split: Option<String>,
+    /// With --manifest: classes whose clips carry their label, e.g. `0-4` (others go unlabelled).
+    #[arg(long, requires = "manifest")]
+    known: Option<String>,
+    /// With --manifest: number of interleaved streams.
+    #[arg(long, default_value_t = 4, requires = "manifest")]
+    streams: usize,
+    /// With --manifest: seed of the clips' random order.
+    #[arg(long, default_value_t = 0, requires = "manifest")]
+    seed: u64,
+    /// With --manifest: segments per second over all streams (0: as fast as acknowledged).
+    #[arg(long, default_value_t = 0.0, requires = "manifest")]
+    rate: f64,
+    /// With --manifest: at most this many clips (0: all).
+    #[arg(long, default_value_t = 0, requires = "manifest")]
+    limit: usize,
     /// Video files, or directories of them (taken in name order).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "manifest")]
     paths: Vec<PathBuf>,
 }
 
@@ -252,7 +309,43 @@ fn main() -> anyhow::Result<()> {
         Command::Summary(args) => summary(args),
         Command::Eval(args) => eval(args),
         Command::Dataset(DatasetCommand::AvDigits(args)) => av_digits(args),
+        Command::Score(args) => score(args),
     }
+}
+
+fn score(args: ScoreArgs) -> anyhow::Result<()> {
+    use novelstream::score::{accuracy_svg, score};
+    let text = std::fs::read_to_string(&args.truth).with_context(|| format!("reading {}", args.truth.display()))?;
+    let truth: novelstream::eval::av_digits::AvManifest =
+        serde_json::from_str(&text).with_context(|| format!("{}: not an av-digits manifest", args.truth.display()))?;
+    let kafka = KafkaConfig { brokers: args.brokers, ..Default::default() };
+    let records = novelstream::summary::read_topic_timed(&kafka, &args.topic, args.expect, args.timeout)?;
+    let records: Vec<(Vec<u8>, i64)> = records.into_iter().map(|(_, p, t)| (p, t)).collect();
+    let report = score(&records, &truth, args.split.as_deref(), args.slices);
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    std::fs::write(&args.svg, accuracy_svg(&report)).with_context(|| format!("writing {}", args.svg.display()))?;
+    println!(
+        "{} windows of {} segments: novel accuracy {:.1}% (last half {:.1}%), NMI {:.3}, ARI {:.3} over {} windows; known accuracy {:.1}% over {}",
+        report.windows,
+        report.segments,
+        100.0 * report.novel_accuracy,
+        100.0 * report.last_half_novel_accuracy,
+        report.novel_nmi,
+        report.novel_ari,
+        report.novel_windows,
+        100.0 * report.known_accuracy,
+        report.known_windows
+    );
+    let curve: Vec<String> =
+        report.slices.iter().map(|s| s.novel_accuracy.map_or("-".into(), |a| format!("{:.0}%", 100.0 * a))).collect();
+    println!("accuracy over time: {}", curve.join(" "));
+    println!(
+        "completeness: windows per segment {:?}, {} duplicate windows, {} segments missing, {} not in the truth",
+        report.windows_per_segment, report.duplicate_windows, report.missing_segments, report.unknown_segments
+    );
+    println!("wrote {} and {}", args.out.display(), args.svg.display());
+    Ok(())
 }
 
 fn av_digits(args: AvDigitsArgs) -> anyhow::Result<()> {
@@ -398,6 +491,30 @@ async fn stop_on_signal(shutdown: CancellationToken, run_for: Option<Duration>) 
 
 async fn produce_files(args: ProduceArgs) -> anyhow::Result<()> {
     let kafka = KafkaConfig { brokers: args.brokers, ..Default::default() };
+    if let Some(manifest) = args.manifest {
+        let known = match &args.known {
+            Some(text) => novelstream::eval::parse_classes(text)
+                .map_err(|e| anyhow::anyhow!("--known: {e}"))?
+                .into_iter()
+                .map(|c| c.to_string())
+                .collect(),
+            None => Vec::new(),
+        };
+        let options = novelstream::produce::ManifestOptions {
+            topic: args.topic,
+            manifest,
+            split: args.split,
+            known,
+            streams: args.streams,
+            seed: args.seed,
+            rate: args.rate,
+            limit: args.limit,
+            inline: args.inline,
+        };
+        let produced = novelstream::produce::produce_manifest(&kafka, &options).await?;
+        println!("published {} clips on {} streams to {}", produced.len(), options.streams, options.topic);
+        return Ok(());
+    }
     let options = ProduceOptions {
         topic: args.topic,
         paths: args.paths,

@@ -65,55 +65,132 @@ pub async fn produce(kafka: &KafkaConfig, options: &ProduceOptions) -> Result<Ve
     let mut produced = Vec::with_capacity(files.len());
     for (i, path) in files.iter().enumerate() {
         let seq = options.first_seq + i as u64;
-        let segment_id = format!("{}-{seq}-{}", options.stream_id, &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let start_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).ok();
-        let (payload, headers) = if options.inline {
-            let bytes = std::fs::read(path).map_err(Error::io(format!("reading {}", path.display())))?;
-            let seq_text = seq.to_string();
-            let start_text = start_ms.map(|t| t.to_string());
-            let mut headers = OwnedHeaders::new();
-            let mut fields = vec![
-                ("schema", SEGMENT_SCHEMA),
-                ("stream_id", options.stream_id.as_str()),
-                ("segment_id", segment_id.as_str()),
-                ("seq", seq_text.as_str()),
-            ];
-            if let Some(label) = &options.label {
-                fields.push(("label", label));
-            }
-            if let Some(start) = &start_text {
-                fields.push(("start_ms", start));
-            }
-            for (key, value) in fields {
-                headers = headers.insert(Header { key, value: Some(value) });
-            }
-            (bytes, Some(headers))
-        } else {
-            let reference = SegmentRef {
-                schema: Some(SEGMENT_SCHEMA.to_owned()),
-                stream_id: options.stream_id.clone(),
-                segment_id: segment_id.clone(),
-                seq,
-                uri: file_uri(path)?,
-                label: options.label.clone(),
-                start_ms,
-            };
-            (serde_json::to_vec(&reference).expect("segment references serialize"), None)
+        let segment = Outgoing {
+            stream_id: &options.stream_id,
+            segment_id: format!("{}-{seq}-{}", options.stream_id, &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            seq,
+            path,
+            label: options.label.as_deref(),
         };
-        let mut record = FutureRecord::to(&options.topic).key(&options.stream_id).payload(&payload);
-        if let Some(headers) = headers {
-            record = record.headers(headers);
+        produced.push(send_segment(&producer, &options.topic, options.inline, segment).await?);
+    }
+    Ok(produced)
+}
+
+/// One segment to publish.
+struct Outgoing<'a> {
+    stream_id: &'a str,
+    segment_id: String,
+    seq: u64,
+    path: &'a Path,
+    label: Option<&'a str>,
+}
+
+/// Publishes one segment (a `file://` reference, or inline bytes with the fields as headers) and
+/// waits for its acknowledgement.
+async fn send_segment(producer: &FutureProducer, topic: &str, inline: bool, s: Outgoing<'_>) -> Result<Produced> {
+    let start_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).ok();
+    let (payload, headers) = if inline {
+        let bytes = std::fs::read(s.path).map_err(Error::io(format!("reading {}", s.path.display())))?;
+        let seq_text = s.seq.to_string();
+        let start_text = start_ms.map(|t| t.to_string());
+        let mut headers = OwnedHeaders::new();
+        let mut fields = vec![
+            ("schema", SEGMENT_SCHEMA),
+            ("stream_id", s.stream_id),
+            ("segment_id", s.segment_id.as_str()),
+            ("seq", seq_text.as_str()),
+        ];
+        if let Some(label) = s.label {
+            fields.push(("label", label));
         }
-        let delivery = producer
-            .send(record, Timeout::Never)
-            .await
-            .map_err(|(e, _)| Error::Kafka { context: format!("producing {}", path.display()), source: e })?;
-        produced.push(Produced {
-            segment_id,
-            path: path.clone(),
-            partition: delivery.partition,
-            offset: delivery.offset,
-        });
+        if let Some(start) = &start_text {
+            fields.push(("start_ms", start));
+        }
+        for (key, value) in fields {
+            headers = headers.insert(Header { key, value: Some(value) });
+        }
+        (bytes, Some(headers))
+    } else {
+        let reference = SegmentRef {
+            schema: Some(SEGMENT_SCHEMA.to_owned()),
+            stream_id: s.stream_id.to_owned(),
+            segment_id: s.segment_id.clone(),
+            seq: s.seq,
+            uri: file_uri(s.path)?,
+            label: s.label.map(str::to_owned),
+            start_ms,
+        };
+        (serde_json::to_vec(&reference).expect("segment references serialize"), None)
+    };
+    let mut record = FutureRecord::to(topic).key(s.stream_id).payload(&payload);
+    if let Some(headers) = headers {
+        record = record.headers(headers);
+    }
+    let delivery = producer
+        .send(record, Timeout::Never)
+        .await
+        .map_err(|(e, _)| Error::Kafka { context: format!("producing {}", s.path.display()), source: e })?;
+    Ok(Produced {
+        segment_id: s.segment_id,
+        path: s.path.to_owned(),
+        partition: delivery.partition,
+        offset: delivery.offset,
+    })
+}
+
+/// Streaming a labelled clip set (an `av-digits` manifest) as several interleaved streams.
+#[derive(Debug, Clone)]
+pub struct ManifestOptions {
+    pub topic: String,
+    pub manifest: PathBuf,
+    /// Only clips of this split (`train`, `test`), or all.
+    pub split: Option<String>,
+    /// Classes whose clips carry their label; every other clip is sent unlabelled.
+    pub known: Vec<String>,
+    pub streams: usize,
+    /// Order of the clips: shuffled with this seed.
+    pub seed: u64,
+    /// Segments per second over all streams (0: as fast as the broker acknowledges).
+    pub rate: f64,
+    /// Clips sent at most (0: all).
+    pub limit: usize,
+    pub inline: bool,
+}
+
+/// Publishes the clips of a manifest in a seeded random order, round-robin over `streams`
+/// streams (`av-0`, `av-1`, …). A clip's segment id is its path in the manifest, so `score`
+/// can find its true class; only clips of `known` classes carry their label.
+pub async fn produce_manifest(kafka: &KafkaConfig, options: &ManifestOptions) -> Result<Vec<Produced>> {
+    let text = std::fs::read_to_string(&options.manifest)
+        .map_err(Error::io(format!("reading {}", options.manifest.display())))?;
+    let manifest: crate::eval::av_digits::AvManifest = serde_json::from_str(&text)
+        .map_err(|e| Error::Pipeline(format!("{}: not an av-digits manifest: {e}", options.manifest.display())))?;
+    let root = options.manifest.parent().unwrap_or(Path::new("."));
+    let mut clips: Vec<_> =
+        manifest.clips.iter().filter(|c| options.split.as_ref().is_none_or(|s| *s == c.split)).collect();
+    crate::rng::SplitMix64::new(options.seed).shuffle(&mut clips);
+    if options.limit > 0 {
+        clips.truncate(options.limit);
+    }
+    let producer: FutureProducer = kafka.client_config().create().map_err(Error::kafka("creating producer"))?;
+    let streams: Vec<String> = (0..options.streams.max(1)).map(|i| format!("av-{i}")).collect();
+    let started = std::time::Instant::now();
+    let mut produced = Vec::with_capacity(clips.len());
+    for (i, clip) in clips.iter().enumerate() {
+        if options.rate > 0.0 {
+            let due = started + std::time::Duration::from_secs_f64(i as f64 / options.rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let path = root.join(&clip.path);
+        let segment = Outgoing {
+            stream_id: &streams[i % streams.len()],
+            segment_id: clip.path.to_string_lossy().into_owned(),
+            seq: (i / streams.len()) as u64,
+            path: &path,
+            label: options.known.contains(&clip.label).then_some(clip.label.as_str()),
+        };
+        produced.push(send_segment(&producer, &options.topic, options.inline, segment).await?);
     }
     Ok(produced)
 }

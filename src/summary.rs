@@ -19,6 +19,16 @@ pub fn read_topic(
     expect: usize,
     timeout: Duration,
 ) -> Result<Vec<(String, Vec<u8>)>> {
+    Ok(read_topic_timed(kafka, topic, expect, timeout)?.into_iter().map(|(k, p, _)| (k, p)).collect())
+}
+
+/// Like [`read_topic`], with each record's timestamp (milliseconds since the epoch, 0 if none).
+pub fn read_topic_timed(
+    kafka: &KafkaConfig,
+    topic: &str,
+    expect: usize,
+    timeout: Duration,
+) -> Result<Vec<(String, Vec<u8>, i64)>> {
     let mut client = kafka.client_config();
     client
         .set("group.id", format!("novelstream-reader-{}", uuid::Uuid::new_v4().simple()))
@@ -47,7 +57,8 @@ pub fn read_topic(
         let idle = match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-                records.push((key, m.payload().unwrap_or_default().to_vec()));
+                let timestamp = m.timestamp().to_millis().unwrap_or(0);
+                records.push((key, m.payload().unwrap_or_default().to_vec(), timestamp));
                 false
             }
             Some(Err(e)) => {

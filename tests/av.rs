@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::novelstream;
+use common::{free_port, novelstream, Broker, Daemon};
 use novelstream::config::DecodeConfig;
 use novelstream::decode::decode_segment;
 
@@ -147,4 +147,114 @@ fn eval_runs_on_av_clips_in_every_modality() {
     let mut args = base.to_vec();
     args.extend(["--modality", "visual", "--contrast", "cross"]);
     assert!(refused(&args).contains("needs --modality both"));
+}
+
+/// The audio-visual set streamed through a real broker on several streams, known classes
+/// labelled: the daemon (both modalities, training online) publishes every window once, and
+/// `score` finds them all and writes its report and curve.
+#[test]
+fn av_stream_through_the_daemon_is_scored_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("set");
+    build(&set, "0");
+    let broker = Broker::start();
+    let config = dir.path().join("daemon.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+input_topic = "av.segments"
+output_topic = "av.assignments"
+dead_letter_topic = "av.dead"
+group_id = "av-daemon"
+topic_partitions = 2
+topic_replication_factor = 1
+[source]
+file_roots = ["{root}"]
+[decode]
+window = "1s"
+hop = "1s"
+frames = 2
+height = 32
+width = 32
+[model]
+known_classes = ["0", "1", "2", "3", "4"]
+novel_clusters = 5
+modality = "both"
+channels = [8, 16]
+audio_channels = [8, 16]
+projection_dim = 16
+device = "cpu"
+[online]
+min_unlabelled = 4
+snapshot_every = 2
+[train]
+batch_size = 4
+bank_size = 32
+[metrics]
+listen = "127.0.0.1:{port}"
+"#,
+            brokers = broker.address,
+            root = set.display(),
+            port = free_port()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&["run", "--config", config.to_str().unwrap()]);
+    let manifest = set.join("manifest.json");
+    let out = novelstream(&[
+        "produce",
+        "--brokers",
+        &broker.address,
+        "--topic",
+        "av.segments",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--split",
+        "test",
+        "--known",
+        "0-4",
+        "--streams",
+        "3",
+    ]);
+    assert!(out.contains("published 20 clips on 3 streams"), "{out}");
+    let (report, svg) = (dir.path().join("score.json"), dir.path().join("accuracy.svg"));
+    let out = novelstream(&[
+        "score",
+        "--brokers",
+        &broker.address,
+        "--topic",
+        "av.assignments",
+        "--truth",
+        manifest.to_str().unwrap(),
+        "--split",
+        "test",
+        "--expect",
+        "20",
+        "--timeout",
+        "120s",
+        "--slices",
+        "2",
+        "--out",
+        report.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    let status = daemon.terminate(std::time::Duration::from_secs(30));
+    assert!(status.success());
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["windows"], 20, "{out}");
+    assert_eq!(report["segments"], 20);
+    assert_eq!(report["windows_per_segment"], serde_json::json!({"1": 20}));
+    assert_eq!(report["missing_segments"], 0);
+    assert_eq!(report["duplicate_windows"], 0);
+    assert_eq!(report["unknown_segments"], 0);
+    // Labelled segments are answered with their class; the ten novel clips are clustered.
+    assert_eq!((report["known_windows"].as_u64(), report["known_accuracy"].as_f64()), (Some(10), Some(1.0)));
+    assert_eq!(report["novel_windows"], 10);
+    let accuracy = report["novel_accuracy"].as_f64().unwrap();
+    assert!((0.2..=1.0).contains(&accuracy));
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<polyline"));
 }

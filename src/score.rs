@@ -1,0 +1,276 @@
+//! `novelstream score`: what the daemon published, measured against the ground truth of the
+//! streamed clips (an av-digits manifest, whose clip paths are the segment ids `produce
+//! --manifest` sends). The daemon never sees the truth of unlabelled segments; this reads it
+//! only here, after the fact.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::eval::av_digits::AvManifest;
+use crate::eval::metrics::{ari, cluster_accuracy, nmi};
+use crate::sink::{Assignment, Kind};
+
+/// Accuracy of one stretch of the run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Slice {
+    pub index: usize,
+    /// Publish times of the slice's first and last assignment (ms since the epoch).
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub novel_windows: usize,
+    /// Novel-class clustering accuracy within the slice (Hungarian), `None` without novel windows.
+    pub novel_accuracy: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ScoreReport {
+    pub windows: usize,
+    pub segments: usize,
+    /// Novel-kind windows of clips with a truth, over the whole run.
+    pub novel_windows: usize,
+    pub novel_accuracy: f64,
+    pub novel_nmi: f64,
+    pub novel_ari: f64,
+    /// Novel accuracy over the second half of the run (by publish order).
+    pub last_half_novel_accuracy: f64,
+    pub known_windows: usize,
+    pub known_accuracy: f64,
+    pub slices: Vec<Slice>,
+    /// How many segments had 1, 2, … windows published.
+    pub windows_per_segment: BTreeMap<usize, usize>,
+    /// (segment, window) pairs published more than once (at-least-once redelivery).
+    pub duplicate_windows: usize,
+    /// Segments of the truth (of `split`, when given) with no assignment at all.
+    pub missing_segments: usize,
+    /// Assignments whose segment is not in the truth.
+    pub unknown_segments: usize,
+    /// Windows per model version.
+    pub model_versions: BTreeMap<u64, usize>,
+}
+
+/// Scores `records` (assignment payloads with their publish times). Duplicates of a
+/// (segment, window) count once, the first time.
+pub fn score(records: &[(Vec<u8>, i64)], truth: &AvManifest, split: Option<&str>, slices: usize) -> ScoreReport {
+    let labels: HashMap<String, &str> = truth
+        .clips
+        .iter()
+        .filter(|c| split.is_none_or(|s| c.split == s))
+        .map(|c| (c.path.to_string_lossy().into_owned(), c.label.as_str()))
+        .collect();
+    let mut assignments: Vec<(Assignment, i64)> =
+        records.iter().filter_map(|(p, t)| serde_json::from_slice::<Assignment>(p).ok().map(|a| (a, *t))).collect();
+    assignments.sort_by_key(|(_, t)| *t);
+
+    let mut seen = HashSet::new();
+    let mut duplicate_windows = 0;
+    let mut per_segment: HashMap<String, usize> = HashMap::new();
+    let mut model_versions = BTreeMap::new();
+    let mut unknown_segments = HashSet::new();
+    // (truth class, cluster) of novel windows in publish order, with their times.
+    let mut novel: Vec<(usize, String, i64)> = Vec::new();
+    let (mut known_windows, mut known_right) = (0, 0);
+    for (a, time) in &assignments {
+        if !seen.insert((a.segment_id.clone(), a.window)) {
+            duplicate_windows += 1;
+            continue;
+        }
+        *per_segment.entry(a.segment_id.clone()).or_default() += 1;
+        *model_versions.entry(a.model_version).or_default() += 1;
+        let Some(label) = labels.get(&a.segment_id) else {
+            unknown_segments.insert(a.segment_id.clone());
+            continue;
+        };
+        match a.kind {
+            Kind::Known => {
+                known_windows += 1;
+                known_right += usize::from(a.cluster == *label);
+            }
+            Kind::Novel => {
+                let class = truth.classes.iter().position(|c| c == label).unwrap_or(usize::MAX);
+                novel.push((class, a.cluster.clone(), *time));
+            }
+        }
+    }
+    let clustering = |part: &[(usize, String, i64)]| -> (f64, f64, f64) {
+        if part.is_empty() {
+            return (0.0, 0.0, 0.0);
+        }
+        let mut ids: HashMap<&str, usize> = HashMap::new();
+        let truth: Vec<usize> = part.iter().map(|p| p.0).collect();
+        let predicted: Vec<usize> = part
+            .iter()
+            .map(|p| {
+                let next = ids.len();
+                *ids.entry(p.1.as_str()).or_insert(next)
+            })
+            .collect();
+        (cluster_accuracy(&truth, &predicted), nmi(&truth, &predicted), ari(&truth, &predicted))
+    };
+    let (novel_accuracy, novel_nmi, novel_ari) = clustering(&novel);
+    let slices = slices.max(1);
+    let slice_list = (0..slices)
+        .filter_map(|i| {
+            let (from, to) = (i * novel.len() / slices, (i + 1) * novel.len() / slices);
+            let part = &novel[from..to];
+            (!part.is_empty()).then(|| Slice {
+                index: i,
+                first_ms: part[0].2,
+                last_ms: part[part.len() - 1].2,
+                novel_windows: part.len(),
+                novel_accuracy: Some(clustering(part).0),
+            })
+        })
+        .collect();
+    let mut windows_per_segment = BTreeMap::new();
+    for count in per_segment.values() {
+        *windows_per_segment.entry(*count).or_default() += 1;
+    }
+    ScoreReport {
+        windows: seen.len(),
+        segments: per_segment.len(),
+        novel_windows: novel.len(),
+        novel_accuracy,
+        novel_nmi,
+        novel_ari,
+        last_half_novel_accuracy: clustering(&novel[novel.len() / 2..]).0,
+        known_windows,
+        known_accuracy: if known_windows > 0 { known_right as f64 / known_windows as f64 } else { 0.0 },
+        slices: slice_list,
+        windows_per_segment,
+        duplicate_windows,
+        missing_segments: labels.keys().filter(|s| !per_segment.contains_key(*s)).count(),
+        unknown_segments: unknown_segments.len(),
+        model_versions,
+    }
+}
+
+/// The accuracy-over-time curve as a self-contained SVG: novel accuracy per slice.
+pub fn accuracy_svg(report: &ScoreReport) -> String {
+    let (width, height, margin) = (640.0, 320.0, 48.0);
+    let n = report.slices.len().max(1) as f64;
+    let x = |i: f64| margin + (width - 2.0 * margin) * if n > 1.0 { i / (n - 1.0) } else { 0.5 };
+    let y = |acc: f64| height - margin - (height - 2.0 * margin) * acc;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = write!(svg, r#"<rect width="{width}" height="{height}" fill="white"/>"#);
+    for tick in [0.0, 0.25, 0.5, 0.75, 1.0] {
+        let _ = write!(
+            svg,
+            r##"<line x1="{m}" x2="{r}" y1="{yy}" y2="{yy}" stroke="#ddd"/><text x="{t}" y="{ty}" text-anchor="end">{p:.0}%</text>"##,
+            m = margin,
+            r = width - margin,
+            yy = y(tick),
+            t = margin - 6.0,
+            ty = y(tick) + 4.0,
+            p = tick * 100.0
+        );
+    }
+    let points: Vec<String> = report
+        .slices
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.novel_accuracy.map(|a| format!("{:.1},{:.1}", x(i as f64), y(a))))
+        .collect();
+    let _ = write!(svg, r##"<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{}"/>"##, points.join(" "));
+    for p in &points {
+        let (px, py) = p.split_once(',').expect("x,y");
+        let _ = write!(svg, r##"<circle cx="{px}" cy="{py}" r="3" fill="#1f77b4"/>"##);
+    }
+    let _ = write!(
+        svg,
+        r#"<text x="{cx}" y="20" text-anchor="middle">Novel-class accuracy over the run ({n} slices of published windows)</text><text x="{cx}" y="{by}" text-anchor="middle">time →</text></svg>"#,
+        cx = width / 2.0,
+        n = report.slices.len(),
+        by = height - 12.0
+    );
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::av_digits::AvClip;
+
+    fn manifest() -> AvManifest {
+        let clip = |path: &str, label: &str| AvClip {
+            path: path.into(),
+            split: "test".into(),
+            label: label.into(),
+            image: 0,
+            speech: String::new(),
+            language: String::new(),
+        };
+        AvManifest {
+            schema: String::new(),
+            seed: 0,
+            classes: (0..10).map(|d| d.to_string()).collect(),
+            clip_ms: 1000,
+            fps: 10,
+            width: 64,
+            height: 64,
+            sample_rate: 16000,
+            train_languages: vec![],
+            test_languages: vec![],
+            clips: vec![
+                clip("k0", "0"),
+                clip("n5a", "5"),
+                clip("n5b", "5"),
+                clip("n6a", "6"),
+                clip("n6b", "6"),
+                clip("lost", "7"),
+            ],
+        }
+    }
+
+    fn record(segment: &str, kind: Kind, cluster: &str, version: u64, time: i64) -> (Vec<u8>, i64) {
+        let a = Assignment {
+            schema: crate::sink::ASSIGNMENT_SCHEMA.into(),
+            stream_id: "av-0".into(),
+            segment_id: segment.into(),
+            seq: 0,
+            window: 0,
+            start_ms: 0,
+            end_ms: 1000,
+            kind,
+            cluster: cluster.into(),
+            confidence: 0.9,
+            model_version: version,
+        };
+        (serde_json::to_vec(&a).unwrap(), time)
+    }
+
+    #[test]
+    fn scores_novel_and_known_windows_over_time() {
+        let records = vec![
+            record("k0", Kind::Known, "0", 0, 1),
+            record("n5a", Kind::Novel, "novel-1", 0, 2),
+            record("n6a", Kind::Novel, "novel-1", 0, 3),
+            record("n5b", Kind::Novel, "novel-0", 1, 4),
+            record("n6b", Kind::Novel, "novel-2", 1, 5),
+            record("n6b", Kind::Novel, "novel-2", 1, 6),
+            record("other", Kind::Novel, "novel-2", 1, 7),
+        ];
+        let report = score(&records, &manifest(), Some("test"), 2);
+        assert_eq!(report.windows, 6);
+        assert_eq!(report.duplicate_windows, 1);
+        assert_eq!(report.unknown_segments, 1);
+        assert_eq!(report.missing_segments, 1, "`lost` was never published");
+        assert_eq!((report.known_windows, report.known_accuracy), (1, 1.0));
+        assert_eq!(report.novel_windows, 4);
+        // Clusters 1, 1, 0, 2 for classes 5, 6, 5, 6: the best matching gets 2 of 4 right.
+        assert_eq!(report.novel_accuracy, 0.5);
+        // The second half (n5b → 0, n6b → 2) is perfectly separated.
+        assert_eq!(report.last_half_novel_accuracy, 1.0);
+        assert_eq!(report.slices.len(), 2);
+        assert_eq!(report.slices[0].novel_accuracy, Some(0.5));
+        assert_eq!(report.windows_per_segment, BTreeMap::from([(1, 6)]));
+        assert_eq!(report.model_versions, BTreeMap::from([(0, 3), (1, 3)]));
+        let svg = accuracy_svg(&report);
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>") && svg.contains("<polyline"));
+    }
+}
