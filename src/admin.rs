@@ -12,12 +12,27 @@ use crate::{Error, Result};
 /// Creates each of `names` that does not exist yet, with the configured partitions and
 /// replication factor.
 pub async fn ensure_topics(kafka: &KafkaConfig, names: &[&str]) -> Result<()> {
+    create(kafka, names, false).await
+}
+
+/// Like [`ensure_topics`], with `cleanup.policy=compact` (the latest record per key is kept).
+pub async fn ensure_compacted_topics(kafka: &KafkaConfig, names: &[&str]) -> Result<()> {
+    create(kafka, names, true).await
+}
+
+async fn create(kafka: &KafkaConfig, names: &[&str], compacted: bool) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> =
         kafka.client_config().create().map_err(Error::kafka("creating admin client"))?;
     let topics: Vec<NewTopic> = names
         .iter()
         .map(|name| {
-            NewTopic::new(name, kafka.topic_partitions, TopicReplication::Fixed(kafka.topic_replication_factor))
+            let topic =
+                NewTopic::new(name, kafka.topic_partitions, TopicReplication::Fixed(kafka.topic_replication_factor));
+            if compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

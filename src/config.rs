@@ -92,6 +92,8 @@ pub struct KafkaConfig {
     pub output_topic: String,
     /// Topic every unusable input is reported to, with the reason.
     pub dead_letter_topic: String,
+    /// Compacted topic with one record per cluster (keyed by cluster id), updated as clusters change.
+    pub clusters_topic: String,
     /// Consumer group of the daemon; offsets are committed under it.
     pub group_id: String,
     /// Create missing topics at start-up (needs the broker's permission to create topics).
@@ -111,6 +113,7 @@ impl Default for KafkaConfig {
             input_topic: "novelstream.segments".into(),
             output_topic: "novelstream.assignments".into(),
             dead_letter_topic: "novelstream.dead-letters".into(),
+            clusters_topic: "novelstream.clusters".into(),
             group_id: "novelstream".into(),
             create_topics: true,
             topic_partitions: 3,
@@ -291,6 +294,9 @@ pub struct PipelineConfig {
     /// How long shutdown waits for the broker to acknowledge what is in flight.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// How often records of changed clusters are published to the clusters topic.
+    #[serde(with = "humantime_serde")]
+    pub clusters_interval: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -302,6 +308,7 @@ impl Default for PipelineConfig {
             publish_queue: 16,
             max_unacknowledged: 64,
             drain_timeout: Duration::from_secs(30),
+            clusters_interval: Duration::from_secs(5),
         }
     }
 }
@@ -568,6 +575,9 @@ impl Config {
             }
         }
         let p = &self.pipeline;
+        if p.clusters_interval.is_zero() {
+            return invalid("pipeline.clusters_interval", "must be longer than zero");
+        }
         if [p.decode_workers, p.decode_queue, p.embed_queue, p.publish_queue, p.max_unacknowledged].contains(&0) {
             return invalid("pipeline", "workers and queue sizes must be at least 1");
         }
@@ -575,6 +585,7 @@ impl Config {
             ("kafka.input_topic", &self.kafka.input_topic),
             ("kafka.output_topic", &self.kafka.output_topic),
             ("kafka.dead_letter_topic", &self.kafka.dead_letter_topic),
+            ("kafka.clusters_topic", &self.kafka.clusters_topic),
             ("kafka.group_id", &self.kafka.group_id),
             ("kafka.brokers", &self.kafka.brokers),
         ] {

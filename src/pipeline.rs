@@ -15,13 +15,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::ensure_topics;
+use crate::admin::{ensure_compacted_topics, ensure_topics};
 use crate::assign::Assigner;
 use crate::config::Config;
 use crate::decode::{decode_segment, Window};
 use crate::metrics::Metrics;
 use crate::model::select_device;
-use crate::sink::{Assignment, DeadLetter, OutRecord, Publisher, ASSIGNMENT_SCHEMA};
+use crate::sink::{Assignment, ClusterTable, DeadLetter, OutRecord, Publisher, ASSIGNMENT_SCHEMA};
 use crate::source::{consumer, parse_segment, Coordinates, Media, OffsetTracker, Segment, SegmentConsumer, UriPolicy};
 use crate::train::OnlineTrainer;
 use crate::{Error, Result};
@@ -71,11 +71,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
     let k = &config.kafka;
     if k.create_topics {
         ensure_topics(k, &[&k.input_topic, &k.output_topic, &k.dead_letter_topic]).await?;
+        ensure_compacted_topics(k, &[&k.clusters_topic]).await?;
     }
     let offsets = Arc::new(OffsetTracker::new());
     let consumer = Arc::new(consumer(&config.kafka, offsets.clone())?);
     consumer.subscribe(&[&config.kafka.input_topic]).map_err(Error::kafka("subscribing to the input topic"))?;
     let publisher = Publisher::new(&config.kafka)?;
+    let cluster_publisher = publisher.clone();
     let p = &config.pipeline;
     let (decode_tx, decode_rx) = flume::bounded::<Job>(p.decode_queue);
     let (embed_tx, embed_rx) = flume::bounded::<Decoded>(p.embed_queue);
@@ -141,6 +143,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
     };
     let model_publish_tx = publish_tx.clone();
     let model_metrics = metrics.clone();
+    let clusters = Arc::new(Mutex::new(ClusterTable::default()));
+    let model_clusters = clusters.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     threads.push(
         std::thread::Builder::new()
@@ -160,7 +164,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
                         Err(flume::RecvTimeoutError::Disconnected) => break,
                     };
                     let started = Instant::now();
-                    let records = assignment_records(&assigner, &decoded, &output_topic);
+                    let records = assignment_records(&assigner, &decoded, &output_topic, &model_clusters);
                     model_metrics.assign_seconds.observe(started.elapsed().as_secs_f64());
                     model_metrics.windows_assigned.fetch_add(decoded.windows.len() as u64, Ordering::Relaxed);
                     if let Some(trainer) = trainer.as_mut() {
@@ -207,6 +211,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
             }
         });
     }
+
+    // The clusters topic: changed clusters' records, every `clusters_interval` and once more at
+    // the end of the drain.
+    let clusters_task = {
+        let (clusters, shutdown, topic) = (clusters.clone(), shutdown.clone(), config.kafka.clusters_topic.clone());
+        let publisher = publisher.clone();
+        let interval = config.pipeline.clusters_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                let stopping = tokio::select! {
+                    _ = shutdown.cancelled() => true,
+                    _ = tick.tick() => false,
+                };
+                publish_clusters(&clusters, &publisher, &topic).await;
+                if stopping {
+                    break;
+                }
+            }
+        })
+    };
 
     // Producing and committing: each outcome's records are awaited on their own task, so slow
     // acknowledgements of one segment do not hold up the next.
@@ -318,6 +343,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
     for (topic, partition, position) in offsets.positions() {
         commit(&*consumer, &topic, partition, position, CommitMode::Sync);
     }
+    let _ = clusters_task.await;
+    publish_clusters(&clusters, &cluster_publisher, &config.kafka.clusters_topic).await;
     consumer.unsubscribe();
     if let Some(e) = failure.lock().expect("failure lock").take() {
         return Err(e);
@@ -346,9 +373,16 @@ fn decode_job(
     decoded.map_err(|e| (e.reason(), e.to_string()))
 }
 
-fn assignment_records(assigner: &Assigner, decoded: &Decoded, topic: &str) -> Vec<OutRecord> {
+fn assignment_records(
+    assigner: &Assigner,
+    decoded: &Decoded,
+    topic: &str,
+    clusters: &Mutex<ClusterTable>,
+) -> Vec<OutRecord> {
     let segment = &decoded.segment;
     let decisions = assigner.assign(&decoded.windows, segment.label.as_deref());
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let mut clusters = clusters.lock().expect("cluster table lock");
     decoded
         .windows
         .iter()
@@ -367,6 +401,7 @@ fn assignment_records(assigner: &Assigner, decoded: &Decoded, topic: &str) -> Ve
                 confidence: decision.confidence,
                 model_version: assigner.version(),
             };
+            clusters.observe(&assignment, now_ms);
             OutRecord {
                 topic: topic.to_owned(),
                 key: segment.stream_id.clone(),
@@ -392,6 +427,27 @@ fn dead_letter_record(
         topic: topic.to_owned(),
         key: coordinates.key.clone().unwrap_or_default(),
         payload: serde_json::to_vec(&letter).expect("dead letters serialize"),
+    }
+}
+
+/// Publishes the records of clusters that changed; on failure they stay marked for next time.
+async fn publish_clusters(clusters: &Mutex<ClusterTable>, publisher: &Publisher, topic: &str) {
+    let changed = clusters.lock().expect("cluster table lock").take_changed();
+    if changed.is_empty() {
+        return;
+    }
+    let names: Vec<String> = changed.iter().map(|c| c.cluster.clone()).collect();
+    let records = changed
+        .iter()
+        .map(|c| OutRecord {
+            topic: topic.to_owned(),
+            key: c.cluster.clone(),
+            payload: serde_json::to_vec(c).expect("cluster records serialize"),
+        })
+        .collect();
+    if let Err(e) = publisher.send_all(records).await {
+        tracing::warn!(error = %e, "cluster records not published; retrying with the next update");
+        clusters.lock().expect("cluster table lock").mark_changed(names);
     }
 }
 

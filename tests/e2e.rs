@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{free_port, http_get, make_clip, metric, novelstream, Broker, Daemon};
 use novelstream::config::KafkaConfig;
 use novelstream::decode::spans;
-use novelstream::sink::{Assignment, DeadLetter, Kind, ASSIGNMENT_SCHEMA};
+use novelstream::sink::{Assignment, ClusterRecord, DeadLetter, Kind, ASSIGNMENT_SCHEMA, CLUSTER_SCHEMA};
 use novelstream::summary::read_topic;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -18,6 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 const INPUT: &str = "e2e.segments";
 const OUTPUT: &str = "e2e.assignments";
 const DEAD: &str = "e2e.dead-letters";
+const CLUSTERS: &str = "e2e.clusters";
 const GROUP: &str = "e2e-daemon";
 
 fn config(broker: &Broker, roots: &std::path::Path, metrics_port: u16) -> String {
@@ -28,6 +29,7 @@ brokers = "{brokers}"
 input_topic = "{INPUT}"
 output_topic = "{OUTPUT}"
 dead_letter_topic = "{DEAD}"
+clusters_topic = "{CLUSTERS}"
 group_id = "{GROUP}"
 topic_partitions = 2
 topic_replication_factor = 1
@@ -132,6 +134,20 @@ fn segments_in_assignments_out_dead_letters_and_commits() {
     assert!(metric(&body, "novelstream_decode_seconds_count").unwrap() >= 5.0);
     let status = daemon.terminate(Duration::from_secs(30));
     assert!(status.success(), "daemon exited with {status}");
+
+    // The clusters topic: the latest record per cluster accounts for every window, and the
+    // labelled stream's class holds its 4 windows with exemplars from that stream.
+    let mut latest: BTreeMap<String, ClusterRecord> = BTreeMap::new();
+    for (key, payload) in read_topic(&kafka, CLUSTERS, 1, Duration::from_secs(30)).unwrap() {
+        let record: ClusterRecord = serde_json::from_slice(&payload).unwrap();
+        assert_eq!((record.schema.as_str(), record.cluster.as_str()), (CLUSTER_SCHEMA, key.as_str()));
+        latest.insert(key, record);
+    }
+    assert_eq!(latest.values().map(|r| r.size).sum::<u64>(), expected_windows as u64, "{latest:?}");
+    let pattern = &latest["pattern"];
+    assert_eq!((pattern.kind, pattern.size), (Kind::Known, 4));
+    assert!(!pattern.exemplars.is_empty() && pattern.exemplars.iter().all(|e| e.stream_id == "cam-b"));
+    assert!(pattern.first_seen_ms <= pattern.last_seen_ms);
 
     // Exactly the expected windows, each once, with the right coordinates.
     let segment_ids = |out: &str| out.lines().map(|l| l.split(' ').next().unwrap().to_owned()).collect::<Vec<_>>();

@@ -1,10 +1,12 @@
-//! Kafka output: assignment records, dead-letter records, and the producer that waits for the
+//! Kafka output: assignment records, dead-letter records, cluster records, and the producer that waits for the
 //! broker's acknowledgement of each.
 
 mod assignment;
+mod cluster;
 mod dead_letter;
 mod kafka;
 
 pub use assignment::{Assignment, Kind, ASSIGNMENT_SCHEMA};
+pub use cluster::{ClusterRecord, ClusterTable, Exemplar, CLUSTER_SCHEMA};
 pub use dead_letter::{DeadLetter, DEAD_LETTER_SCHEMA};
 pub use kafka::{OutRecord, Publisher};

@@ -1,0 +1,149 @@
+//! The clusters topic (`schema/cluster.v1.json`): one record per known class or novel cluster,
+//! keyed by its id on a compacted topic, so a consumer reading it from the start learns the current state of every
+//! cluster. Records are re-published (at most every `pipeline.clusters_interval`) whenever a
+//! cluster received windows.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Assignment, Kind};
+
+/// Schema version written into every cluster record.
+pub const CLUSTER_SCHEMA: &str = "novelstream.cluster.v1";
+
+/// Exemplars kept per cluster: its most confident windows.
+pub const EXEMPLARS: usize = 3;
+
+/// Where to find one window of a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exemplar {
+    pub stream_id: String,
+    pub segment_id: String,
+    pub window: u32,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub confidence: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    pub schema: String,
+    /// Known class name, or `novel-<k>`: the record's key.
+    pub cluster: String,
+    pub kind: Kind,
+    /// Windows assigned to it since the daemon's state began.
+    pub size: u64,
+    /// Wall-clock times (ms since the epoch) of its first and latest window.
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    /// The model version of its latest window.
+    pub model_version: u64,
+    pub exemplars: Vec<Exemplar>,
+}
+
+/// Every cluster's record, and which changed since the last publication.
+#[derive(Debug, Default)]
+pub struct ClusterTable {
+    clusters: BTreeMap<String, ClusterRecord>,
+    changed: std::collections::BTreeSet<String>,
+}
+
+impl ClusterTable {
+    /// Counts one assignment, seen at `now_ms`.
+    pub fn observe(&mut self, a: &Assignment, now_ms: i64) {
+        let record = self.clusters.entry(a.cluster.clone()).or_insert_with(|| ClusterRecord {
+            schema: CLUSTER_SCHEMA.into(),
+            cluster: a.cluster.clone(),
+            kind: a.kind,
+            size: 0,
+            first_seen_ms: now_ms,
+            last_seen_ms: now_ms,
+            model_version: a.model_version,
+            exemplars: Vec::new(),
+        });
+        record.size += 1;
+        record.last_seen_ms = now_ms;
+        record.model_version = a.model_version;
+        let weakest = record.exemplars.last().map_or(f64::NEG_INFINITY, |e| e.confidence);
+        if record.exemplars.len() < EXEMPLARS || a.confidence > weakest {
+            record.exemplars.push(Exemplar {
+                stream_id: a.stream_id.clone(),
+                segment_id: a.segment_id.clone(),
+                window: a.window,
+                start_ms: a.start_ms,
+                end_ms: a.end_ms,
+                confidence: a.confidence,
+            });
+            record.exemplars.sort_by(|x, y| y.confidence.total_cmp(&x.confidence));
+            record.exemplars.truncate(EXEMPLARS);
+        }
+        self.changed.insert(a.cluster.clone());
+    }
+
+    /// The records of clusters that changed since the last call.
+    pub fn take_changed(&mut self) -> Vec<ClusterRecord> {
+        std::mem::take(&mut self.changed).into_iter().map(|c| self.clusters[&c].clone()).collect()
+    }
+
+    /// Marks clusters as changed again (their publication failed).
+    pub fn mark_changed(&mut self, clusters: impl IntoIterator<Item = String>) {
+        self.changed.extend(clusters);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(cluster: &str, window: u32, confidence: f64) -> Assignment {
+        Assignment {
+            schema: super::super::ASSIGNMENT_SCHEMA.into(),
+            stream_id: "cam".into(),
+            segment_id: "s".into(),
+            seq: 0,
+            window,
+            start_ms: 0,
+            end_ms: 1000,
+            kind: Kind::Novel,
+            cluster: cluster.into(),
+            confidence,
+            model_version: window as u64,
+        }
+    }
+
+    #[test]
+    fn sizes_times_and_the_most_confident_exemplars() {
+        let mut table = ClusterTable::default();
+        for (i, confidence) in [0.5, 0.9, 0.3, 0.8, 0.95].into_iter().enumerate() {
+            table.observe(&assignment("novel-1", i as u32, confidence), 100 + i as i64);
+        }
+        table.observe(&assignment("novel-0", 9, 0.4), 200);
+        let changed = table.take_changed();
+        assert_eq!(changed.len(), 2);
+        let one = changed.iter().find(|r| r.cluster == "novel-1").unwrap();
+        assert_eq!((one.size, one.first_seen_ms, one.last_seen_ms, one.model_version), (5, 100, 104, 4));
+        let windows: Vec<u32> = one.exemplars.iter().map(|e| e.window).collect();
+        assert_eq!(windows, vec![4, 1, 3], "the three most confident, best first");
+        assert!(table.take_changed().is_empty(), "nothing changed since");
+        table.mark_changed(["novel-0".to_owned()]);
+        assert_eq!(table.take_changed()[0].size, 1);
+    }
+
+    /// The JSON Schema in `schema/` and the struct name the same fields, exemplars included.
+    #[test]
+    fn matches_its_json_schema() {
+        let schema: serde_json::Value = serde_json::from_str(include_str!("../../schema/cluster.v1.json")).unwrap();
+        let mut table = ClusterTable::default();
+        table.observe(&assignment("novel-2", 0, 0.7), 5);
+        let value = serde_json::to_value(&table.take_changed()[0]).unwrap();
+        let keys = |v: &serde_json::Value| {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&value), keys(&schema["properties"]));
+        assert_eq!(keys(&value["exemplars"][0]), keys(&schema["properties"]["exemplars"]["items"]["properties"]));
+        assert_eq!(value["schema"], schema["properties"]["schema"]["const"]);
+    }
+}
