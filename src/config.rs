@@ -81,7 +81,7 @@ impl Default for MetricsConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// Bootstrap servers, comma separated (`host:port,host:port`).
@@ -103,7 +103,37 @@ pub struct KafkaConfig {
     /// Replication factor of topics the daemon creates (-1: the broker's default).
     pub topic_replication_factor: i32,
     /// Extra librdkafka properties passed through unchanged, e.g. `"security.protocol" = "SASL_SSL"`.
+    /// A value `env:NAME` is read from the environment variable `NAME` (keep secrets out of files).
     pub properties: BTreeMap<String, String>,
+}
+
+/// Whether a librdkafka property holds a secret: its value is never printed.
+pub fn is_secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "jaas", "token", "key.pem", "private"].iter().any(|s| key.contains(s))
+}
+
+/// Debug output with the values of secret properties replaced, so a logged config never leaks them.
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_secret_property(k) { "<redacted>" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("input_topic", &self.input_topic)
+            .field("output_topic", &self.output_topic)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("clusters_topic", &self.clusters_topic)
+            .field("group_id", &self.group_id)
+            .field("create_topics", &self.create_topics)
+            .field("topic_partitions", &self.topic_partitions)
+            .field("topic_replication_factor", &self.topic_replication_factor)
+            .field("properties", &properties)
+            .finish()
+    }
 }
 
 impl Default for KafkaConfig {
@@ -129,7 +159,11 @@ impl KafkaConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
         for (key, value) in &self.properties {
-            config.set(key, value);
+            match value.strip_prefix("env:") {
+                // Validated at load time: the variable exists.
+                Some(name) => config.set(key, std::env::var(name).unwrap_or_default()),
+                None => config.set(key, value),
+            };
         }
         config
     }
@@ -513,6 +547,16 @@ impl Config {
         if self.model.projection_dim < 1 {
             return invalid("model.projection_dim", "must be at least 1");
         }
+        for (key, value) in &self.kafka.properties {
+            if let Some(name) = value.strip_prefix("env:") {
+                if std::env::var(name).is_err() {
+                    return Err(ConfigError::Invalid {
+                        key: "kafka.properties",
+                        problem: format!("`{key}` reads the environment variable {name}, which is not set"),
+                    });
+                }
+            }
+        }
         let o = &self.online;
         if o.labelled_buffer < 2 || o.unlabelled_buffer < 2 {
             return invalid("online.labelled_buffer/unlabelled_buffer", "must hold at least 2 windows");
@@ -612,6 +656,25 @@ mod tests {
         let config = Config::parse(text).unwrap();
         // The shipped file documents the defaults: parsing it changes nothing.
         assert_eq!(config, Config::default());
+    }
+
+    /// Secret properties never show in Debug output (what logs would print); `env:` values come
+    /// from the environment, and a missing variable is a config error naming the key, not a value.
+    #[test]
+    fn secrets_are_redacted_and_read_from_the_environment() {
+        let text = "[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.password\" = \"hunter2\"\n\"sasl.oauthbearer.client.secret\" = \"env:NOVELSTREAM_TEST_SECRET\"\n";
+        std::env::set_var("NOVELSTREAM_TEST_SECRET", "s3cr3t-value");
+        let config = Config::parse(text).unwrap();
+        config.validate().unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2") && printed.contains("<redacted>") && printed.contains("SASL_SSL"));
+        let client = config.kafka.client_config();
+        assert_eq!(client.get("sasl.oauthbearer.client.secret"), Some("s3cr3t-value"));
+        assert_eq!(client.get("sasl.password"), Some("hunter2"));
+        let err = Config::parse("[kafka.properties]\n\"sasl.password\" = \"env:NOVELSTREAM_TEST_UNSET\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sasl.password") && err.contains("NOVELSTREAM_TEST_UNSET"), "{err}");
     }
 
     #[test]
