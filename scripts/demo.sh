@@ -10,6 +10,7 @@ TANSU="${NOVELSTREAM_TANSU:-$CACHE/tansu-0.6.0/bin/tansu}"
 WORK=$(mktemp -d /tmp/novelstream-demo.XXXXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 BROKERS="127.0.0.1:$PORT"
+MPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -55,6 +56,8 @@ width = 64
 [model]
 known_classes = ["test-pattern"]
 novel_clusters = 4
+[metrics]
+listen = "127.0.0.1:$MPORT"
 TOML
 
 say "starting the daemon (stops by itself after 3 minutes at the latest)"
@@ -70,6 +73,9 @@ say "producing segments: the lobby stream inline and labelled, the others as fil
 
 say "assignments published (9 segments x 3 windows expected, plus 1 dead letter)"
 "$BIN" summary --brokers "$BROKERS" --expect 27 --timeout 150s
+
+say "a few of the daemon's metrics (http://127.0.0.1:$MPORT/metrics)"
+curl -sf "http://127.0.0.1:$MPORT/metrics" | grep -E '^novelstream_(windows_published_total|dead_letters_total|model_version|decode_seconds_count) ' || true
 
 say "stopping the daemon (SIGTERM drains in-flight work)"
 kill -TERM "$daemon"

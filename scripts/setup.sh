@@ -102,4 +102,4 @@ if [ "$(cat "$DATA/av-digits/.complete" 2>/dev/null)" != "$AV_STAMP" ]; then
   echo "$AV_STAMP" > "$DATA/av-digits/.complete"
 fi
 
-log "ready" (cache: $CACHE)"
+log "ready (cache: $CACHE)"

@@ -55,6 +55,10 @@ struct ScoreArgs {
     /// Only clips of this split count as expected (for the missing-segment count).
     #[arg(long)]
     split: Option<String>,
+    /// Only the segments listed here (first word of each line, as `produce` prints them) count
+    /// as expected.
+    #[arg(long)]
+    segments: Option<PathBuf>,
     /// Time slices of the accuracy-over-time curve.
     #[arg(long, default_value_t = 10)]
     slices: usize,
@@ -316,8 +320,13 @@ fn main() -> anyhow::Result<()> {
 fn score(args: ScoreArgs) -> anyhow::Result<()> {
     use novelstream::score::{accuracy_svg, score};
     let text = std::fs::read_to_string(&args.truth).with_context(|| format!("reading {}", args.truth.display()))?;
-    let truth: novelstream::eval::av_digits::AvManifest =
+    let mut truth: novelstream::eval::av_digits::AvManifest =
         serde_json::from_str(&text).with_context(|| format!("{}: not an av-digits manifest", args.truth.display()))?;
+    if let Some(list) = &args.segments {
+        let text = std::fs::read_to_string(list).with_context(|| format!("reading {}", list.display()))?;
+        let sent: std::collections::HashSet<&str> = text.lines().filter_map(|l| l.split_whitespace().next()).collect();
+        truth.clips.retain(|c| sent.contains(c.path.to_string_lossy().as_ref()));
+    }
     let kafka = KafkaConfig { brokers: args.brokers, ..Default::default() };
     let records = novelstream::summary::read_topic_timed(&kafka, &args.topic, args.expect, args.timeout)?;
     let records: Vec<(Vec<u8>, i64)> = records.into_iter().map(|(_, p, t)| (p, t)).collect();
@@ -512,7 +521,10 @@ async fn produce_files(args: ProduceArgs) -> anyhow::Result<()> {
             inline: args.inline,
         };
         let produced = novelstream::produce::produce_manifest(&kafka, &options).await?;
-        println!("published {} clips on {} streams to {}", produced.len(), options.streams, options.topic);
+        for p in &produced {
+            println!("{} {} partition {} offset {}", p.segment_id, p.path.display(), p.partition, p.offset);
+        }
+        eprintln!("published {} clips on {} streams to {}", produced.len(), options.streams, options.topic);
         return Ok(());
     }
     let options = ProduceOptions {

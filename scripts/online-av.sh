@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Online discovery measured end to end: streams the av-digits training clips through a local
+# tansu broker into the daemon — known classes 0-4 labelled, 5-9 unlabelled, interleaved over
+# STREAMS streams at RATE segments per second for at most MINUTES — then scores what the daemon
+# published (`novelstream score`) and records its resident memory over time.
+#   scripts/online-av.sh [OUT]        (default OUT: results/online-av)
+#   env: MINUTES=30 RATE=2 STREAMS=8 DEVICE=auto
+# Writes OUT/score.json, OUT/accuracy.svg, OUT/metrics.txt, OUT/rss.tsv and OUT/summary.txt.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BIN="$ROOT/target/release/novelstream"
+CACHE="${NOVELSTREAM_CACHE:-$HOME/.cache/novelstream}"
+TANSU="${NOVELSTREAM_TANSU:-$CACHE/tansu-0.6.0/bin/tansu}"
+OUT="$(mkdir -p "${1:-$ROOT/results/online-av}" && cd "${1:-$ROOT/results/online-av}" && pwd)"
+MINUTES="${MINUTES:-30}" RATE="${RATE:-2}" STREAMS="${STREAMS:-8}" DEVICE="${DEVICE:-auto}"
+SET="$ROOT/data/av-digits"
+[ -f "$SET/manifest.json" ] || { echo "no $SET/manifest.json: run make setup" >&2; exit 1; }
+WORK=$(mktemp -d /tmp/novelstream-online.XXXXXX)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT=$(free_port) MPORT=$(free_port)
+BROKERS="127.0.0.1:$PORT"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$TANSU" broker --listener-url "tcp://$BROKERS" --advertised-listener-url "tcp://$BROKERS" \
+  --storage-engine memory://tansu/ >"$WORK/tansu.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+
+cat >"$WORK/online.toml" <<TOML
+[kafka]
+brokers = "$BROKERS"
+input_topic = "online.segments"
+output_topic = "online.assignments"
+dead_letter_topic = "online.dead-letters"
+clusters_topic = "online.clusters"
+topic_partitions = 4
+topic_replication_factor = 1
+[source]
+file_roots = ["$(readlink -f "$SET")"]
+[decode]
+window = "1s"
+hop = "1s"
+frames = 2
+height = 32
+width = 32
+[model]
+known_classes = ["0", "1", "2", "3", "4"]
+novel_clusters = 5
+modality = "both"
+device = "$DEVICE"
+[metrics]
+listen = "127.0.0.1:$MPORT"
+TOML
+
+clips=$(python3 -c "import json; n = sum(c['split'] == 'train' for c in json.load(open('$SET/manifest.json'))['clips']); print(min(n, int($MINUTES * 60 * $RATE)))")
+run_for=$(python3 -c "print(int($MINUTES * 60) + 300)")
+"$BIN" run --config "$WORK/online.toml" --run-for "${run_for}s" >"$WORK/daemon.out" 2>"$OUT/daemon.log" &
+daemon=$!
+pids+=($daemon)
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$MPORT/readyz" >/dev/null && break; sleep 0.2; done
+
+# Resident memory of the daemon every 30 s while streaming.
+printf 'seconds\trss_kib\n' >"$OUT/rss.tsv"
+(start=$SECONDS; while kill -0 "$daemon" 2>/dev/null; do
+   printf '%s\t%s\n' "$((SECONDS - start))" "$(awk '/VmRSS/ {print $2}' "/proc/$daemon/status" 2>/dev/null)" >>"$OUT/rss.tsv"
+   sleep 30; done) &
+pids+=($!)
+
+echo "streaming $clips clips on $STREAMS streams at $RATE/s (known 0-4 labelled)"
+"$BIN" produce --brokers "$BROKERS" --topic online.segments --manifest "$SET/manifest.json" --split train \
+  --known 0-4 --streams "$STREAMS" --rate "$RATE" --limit "$clips" >"$WORK/sent.txt"
+"$BIN" score --brokers "$BROKERS" --topic online.assignments --truth "$SET/manifest.json" --segments "$WORK/sent.txt" \
+  --expect "$clips" --timeout 10m --slices 10 --out "$OUT/score.json" --svg "$OUT/accuracy.svg" | tee "$OUT/summary.txt"
+curl -sf "http://127.0.0.1:$MPORT/metrics" >"$OUT/metrics.txt" || true
+grep -E '^novelstream_(model_version|train_steps_total|cluster_changed_fraction|train_skipped_windows_total|consumer_lag_messages) ' \
+  "$OUT/metrics.txt" | tee -a "$OUT/summary.txt" || true
+kill -TERM "$daemon"
+wait "$daemon" || true
