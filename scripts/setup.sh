@@ -60,7 +60,7 @@ ln -sfn "$TORCH_DIR" "$CACHE/libtorch"
 
 # 3. The Kafka-compatible broker tansu, for tests and the local demo.
 TANSU_BIN="$CACHE/tansu-$TANSU_VERSION/bin/tansu"
-if [ ! -x "$TANSU_BIN" ]; then
+if [ ! -x "$TANSU_BIN" ] && [ -z "${NOVELSTREAM_SKIP_TANSU:-}" ]; then
   log "building tansu $TANSU_VERSION (long: 20-50 minutes on 2 cores, once per machine)"
   cargo install -q tansu@"$TANSU_VERSION" --locked --features dynostore,libsql \
     --root "$CACHE/tansu-$TANSU_VERSION"

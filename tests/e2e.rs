@@ -211,6 +211,26 @@ fn segments_in_assignments_out_dead_letters_and_commits() {
         }
     }
     assert_eq!(total, 7, "three clips and four bad inputs were produced");
+
+    // The example downstream consumer handles each window once: a redelivered assignment is
+    // skipped, and a restart of the consumer resumes after its committed offsets.
+    producer.send(BaseRecord::to(OUTPUT).key(&assignments[0].0).payload(&assignments[0].1)).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let example = Path::new(env!("CARGO_BIN_EXE_novelstream")).parent().unwrap().join("examples/consume_assignments");
+    assert!(example.exists(), "{} missing: `cargo test` builds the examples", example.display());
+    let consume = || {
+        let out = std::process::Command::new(&example)
+            .args(["--brokers", &broker.address, "--topic", OUTPUT, "--group-id", "e2e-example", "--idle-exit", "4s"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (first, summary) = consume();
+    assert_eq!(first.lines().count(), expected_windows, "{first}");
+    assert!(summary.contains("1 repeats skipped"), "{summary}");
+    let (again, _) = consume();
+    assert_eq!(again, "", "a restarted consumer resumes after its commits");
 }
 
 /// With enough windows the trainer steps and publishes new versions while the daemon serves:
