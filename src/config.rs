@@ -28,6 +28,24 @@ pub struct Config {
     pub online: OnlineConfig,
     /// The HTTP endpoint with Prometheus metrics and health checks.
     pub metrics: MetricsConfig,
+    /// Where and how often the learner's state is saved.
+    pub checkpoint: CheckpointConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// The checkpoint file (its previous generation is kept as `<path>.prev`); empty: none.
+    pub path: PathBuf,
+    /// Time between checkpoints while training (one is also written at shutdown).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self { path: PathBuf::new(), interval: Duration::from_secs(300) }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -556,6 +574,9 @@ impl Config {
                     });
                 }
             }
+        }
+        if self.checkpoint.interval.is_zero() {
+            return invalid("checkpoint.interval", "must be longer than zero");
         }
         let o = &self.online;
         if o.labelled_buffer < 2 || o.unlabelled_buffer < 2 {

@@ -134,6 +134,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
             &config.model,
             &config.train,
             &config.online,
+            &config.checkpoint,
             &config.decode,
             device,
             metrics.clone(),

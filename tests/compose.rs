@@ -33,7 +33,8 @@ fn flag<'a>(command: &'a [String], name: &str) -> &'a str {
 
 #[test]
 fn compose_file_agrees_with_the_cli_and_the_config() {
-    let compose: Value = serde_yaml::from_str(&std::fs::read_to_string(root().join("docker-compose.yml")).unwrap()).unwrap();
+    let compose: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root().join("docker-compose.yml")).unwrap()).unwrap();
     let services = compose["services"].as_mapping().unwrap();
     let config = Config::load(&root().join("deploy/compose.toml")).unwrap();
     let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();

@@ -257,9 +257,13 @@ fn the_daemon_learns_while_it_serves() {
         novelstream(&args)
     };
     let port = free_port();
-    let online = "\n[online]\nmin_unlabelled = 8\nsnapshot_every = 2\nreplay_size = 8\n[train]\nbatch_size = 4\nbank_size = 32\n";
+    let checkpoint = dir.path().join("state/learner.ckpt");
+    let online = format!(
+        "\n[online]\nmin_unlabelled = 8\nsnapshot_every = 2\nreplay_size = 8\n[train]\nbatch_size = 4\nbank_size = 32\n[checkpoint]\npath = \"{}\"\n",
+        checkpoint.display()
+    );
     let config_path = dir.path().join("novelstream.toml");
-    std::fs::write(&config_path, config(&broker, &clips, port) + online).unwrap();
+    std::fs::write(&config_path, config(&broker, &clips, port) + &online).unwrap();
     let daemon = Daemon::start(&["run", "--config", config_path.to_str().unwrap()]);
 
     // First wave: 15 unlabelled and 7 labelled windows, enough to start training.
@@ -289,4 +293,22 @@ fn the_daemon_learns_while_it_serves() {
         .map(|a| (a.stream_id, a.model_version))
         .collect();
     assert!(versions.iter().filter(|(s, _)| s == "cam-3").all(|(_, v)| *v >= 2), "{versions:?}");
+
+    // Shutdown wrote a checkpoint; a restarted daemon resumes from it: its first assignments
+    // carry a version no older than the last one before the restart.
+    let (meta, _) = novelstream::train::checkpoint::load(&checkpoint).unwrap();
+    let last = versions.iter().map(|(_, v)| *v).max().unwrap();
+    assert!(meta.version >= last, "checkpoint version {} < {last}", meta.version);
+    let daemon = Daemon::start(&["run", "--config", config_path.to_str().unwrap()]);
+    produce("cam-4", &[clips.join("labelled.ts").to_str().unwrap()]);
+    let assignments = read_topic(&kafka, OUTPUT, 15 + 7 + 7 + 7, Duration::from_secs(120)).unwrap();
+    assert!(daemon.terminate(Duration::from_secs(30)).success());
+    let resumed: Vec<u64> = assignments
+        .iter()
+        .map(|(_, p)| serde_json::from_slice::<Assignment>(p).unwrap())
+        .filter(|a| a.stream_id == "cam-4")
+        .map(|a| a.model_version)
+        .collect();
+    assert_eq!(resumed.len(), 7);
+    assert!(resumed.iter().all(|&v| v >= meta.version), "{resumed:?} after checkpoint version {}", meta.version);
 }

@@ -42,6 +42,24 @@ impl MemoryBank {
     }
 
     /// Enqueues `keys` `[B, P]` (detached) with `labels` `[B]`, overwriting the oldest rows.
+    /// The whole state, for checkpoints: keys, labels, and `[cursor, filled]`.
+    pub fn state(&self) -> [Tensor; 3] {
+        [self.keys.copy(), self.labels.copy(), Tensor::from_slice(&[self.cursor, self.filled])]
+    }
+
+    /// Restores [`MemoryBank::state`]; refuses a state of another shape.
+    pub fn restore(&mut self, keys: &Tensor, labels: &Tensor, position: &Tensor) -> Result<(), String> {
+        if keys.size() != self.keys.size() || labels.size() != self.labels.size() {
+            return Err(format!("memory bank of shape {:?}, checkpoint has {:?}", self.keys.size(), keys.size()));
+        }
+        let position = Vec::<i64>::try_from(position).map_err(|e| e.to_string())?;
+        let _guard = tch::no_grad_guard();
+        self.keys.copy_(keys);
+        self.labels.copy_(labels);
+        (self.cursor, self.filled) = (position[0], position[1]);
+        Ok(())
+    }
+
     pub fn push(&mut self, keys: &Tensor, labels: &Tensor) {
         let _guard = tch::no_grad_guard();
         let capacity = self.capacity();

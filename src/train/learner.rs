@@ -44,7 +44,7 @@ pub struct Learner {
     ema: JointModel,
     /// (momentum copy, online) pairs of every variable, matched by name.
     ema_pairs: Vec<(Tensor, Tensor)>,
-    _ema_vars: nn::VarStore,
+    ema_vars: nn::VarStore,
     optimizer: nn::Optimizer,
     /// Memory banks of visual and audio keys, where the model has that modality.
     banks: [Option<MemoryBank>; 2],
@@ -94,7 +94,7 @@ impl Learner {
             model,
             ema,
             ema_pairs: ema_pairs.into_iter().map(|(_, e, o)| (e, o)).collect(),
-            _ema_vars: ema_vars,
+            ema_vars,
             vars,
             optimizer,
             step: 0,
@@ -103,6 +103,64 @@ impl Learner {
 
     pub fn step_count(&self) -> u64 {
         self.step
+    }
+
+    /// Everything a checkpoint needs: the online and momentum weights (`online.*`, `ema.*`), the
+    /// memory banks (`bank.<slot>.*`), the step and the WTA permutations.
+    pub fn state(&self) -> (u64, &WtaHash, Vec<(String, Tensor)>) {
+        let _guard = tch::no_grad_guard();
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        for (prefix, vars) in [("online", &self.vars), ("ema", &self.ema_vars)] {
+            tensors.extend(vars.variables().into_iter().map(|(n, t)| (format!("{prefix}.{n}"), t.detach().copy())));
+        }
+        for (slot, bank) in self.banks.iter().enumerate() {
+            if let Some(bank) = bank {
+                let [keys, labels, position] = bank.state();
+                tensors.push((format!("bank.{slot}.keys"), keys));
+                tensors.push((format!("bank.{slot}.labels"), labels));
+                tensors.push((format!("bank.{slot}.position"), position));
+            }
+        }
+        (self.step, &self.wta, tensors)
+    }
+
+    /// Restores [`Learner::state`]: every variable of this model must be in `tensors` with its
+    /// shape (same model config), else nothing is changed and the mismatch is returned.
+    pub fn restore(&mut self, step: u64, wta: WtaHash, tensors: &[(String, Tensor)]) -> Result<(), String> {
+        let found: std::collections::HashMap<&str, &Tensor> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let mut copies = Vec::new();
+        for (prefix, vars) in [("online", &self.vars), ("ema", &self.ema_vars)] {
+            for (name, target) in vars.variables() {
+                let key = format!("{prefix}.{name}");
+                let source = found.get(key.as_str()).ok_or_else(|| format!("checkpoint lacks {key}"))?;
+                if source.size() != target.size() {
+                    return Err(format!(
+                        "{key}: shape {:?} in the checkpoint, {:?} here",
+                        source.size(),
+                        target.size()
+                    ));
+                }
+                copies.push((target, (*source).shallow_clone()));
+            }
+        }
+        if wta.dim() != self.wta.dim() {
+            return Err(format!("WTA over {} dimensions in the checkpoint, {} here", wta.dim(), self.wta.dim()));
+        }
+        let _guard = tch::no_grad_guard();
+        for (mut target, source) in copies {
+            target.copy_(&source.to(target.device()));
+        }
+        for (slot, bank) in self.banks.iter_mut().enumerate() {
+            if let Some(bank) = bank {
+                let get = |part: &str| found.get(format!("bank.{slot}.{part}").as_str()).copied();
+                if let (Some(k), Some(l), Some(p)) = (get("keys"), get("labels"), get("position")) {
+                    bank.restore(k, l, p)?;
+                }
+            }
+        }
+        self.step = step;
+        self.wta = wta;
+        Ok(())
     }
 
     /// A copy of the online model's weights and batch-norm statistics, by checkpoint name.

@@ -4,6 +4,7 @@
 
 mod augment;
 mod bank;
+pub mod checkpoint;
 mod learner;
 mod losses;
 mod online;

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use tch::{Device, Kind, Tensor};
 
-use super::{Learner, LossReport};
-use crate::config::{DecodeConfig, ModelConfig, OnlineConfig, TrainConfig};
+use super::checkpoint::{self, CheckpointMeta};
+use super::{Learner, LossReport, WtaHash};
+use crate::config::{CheckpointConfig, DecodeConfig, ModelConfig, OnlineConfig, TrainConfig};
 use crate::decode::Window;
 use crate::metrics::Metrics;
 use crate::model::{window_input, Input, LogMel};
@@ -83,19 +84,36 @@ pub struct OnlineTrainer {
 }
 
 impl OnlineTrainer {
-    /// Starts the trainer thread with a learner whose weights are those of `model`'s seed (the
-    /// assigner's version 0).
+    /// Starts the trainer thread. Its learner resumes from the checkpoint when there is a usable
+    /// one (and the first snapshot hands its weights and version to the assigner at once), else
+    /// starts from `model`'s seed (the assigner's version 0).
     pub fn start(
         model: &ModelConfig,
         train: &TrainConfig,
         online: &OnlineConfig,
+        checkpoint: &CheckpointConfig,
         decode: &DecodeConfig,
         device: Device,
         metrics: Arc<Metrics>,
     ) -> Result<Self, tch::TchError> {
-        let learner = Learner::new(model, train, device)?;
-        let (offers, rx) = flume::bounded(online.trainer_queue);
+        let mut learner = Learner::new(model, train, device)?;
+        let mut version = 0;
         let latest = Arc::new(Mutex::new(None));
+        if !checkpoint.path.as_os_str().is_empty() {
+            if let Some((meta, tensors)) = checkpoint::load_latest(&checkpoint.path) {
+                let wta = WtaHash::from_prefixes(meta.wta_dim, meta.wta_prefixes.clone());
+                match learner.restore(meta.step, wta, &tensors) {
+                    Ok(()) => {
+                        version = meta.version;
+                        *latest.lock().expect("snapshot lock") =
+                            Some(Snapshot { version, weights: learner.snapshot() });
+                    }
+                    Err(problem) => tracing::error!(path = %checkpoint.path.display(), %problem,
+                        "checkpoint does not fit this model config; starting from initial weights"),
+                }
+            }
+        }
+        let (offers, rx) = flume::bounded(online.trainer_queue);
         let stop = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             learner,
@@ -111,7 +129,9 @@ impl OnlineTrainer {
             stop: stop.clone(),
             metrics: metrics.clone(),
             rng: SplitMix64::new(model.seed as u64 ^ 0x4f4e_4c49_4e45),
-            version: 0,
+            version,
+            checkpoint: checkpoint.clone(),
+            last_checkpoint: Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name("trainer".into())
@@ -178,6 +198,8 @@ struct Worker {
     metrics: Arc<Metrics>,
     rng: SplitMix64,
     version: u64,
+    checkpoint: CheckpointConfig,
+    last_checkpoint: Instant,
 }
 
 impl Worker {
@@ -200,6 +222,35 @@ impl Worker {
             if self.unlabelled.len() >= self.config.min_unlabelled.max(2) {
                 self.step();
             }
+            if self.last_checkpoint.elapsed() >= self.checkpoint.interval {
+                self.save_checkpoint();
+            }
+        }
+        self.save_checkpoint();
+    }
+
+    /// Saves the learner's state (when a path is configured and it has trained since start).
+    fn save_checkpoint(&mut self) {
+        self.last_checkpoint = Instant::now();
+        if self.checkpoint.path.as_os_str().is_empty() || self.learner.step_count() == 0 {
+            return;
+        }
+        let (step, wta, tensors) = self.learner.state();
+        let meta = CheckpointMeta {
+            format: checkpoint::FORMAT,
+            version: self.version,
+            step,
+            wta_dim: wta.dim(),
+            wta_prefixes: wta.prefixes().to_vec(),
+            saved_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        };
+        let started = Instant::now();
+        match checkpoint::save(&self.checkpoint.path, &meta, &tensors) {
+            Ok(()) => tracing::info!(path = %self.checkpoint.path.display(), version = self.version, step,
+                seconds = started.elapsed().as_secs_f64(), "checkpoint written"),
+            Err(e) => tracing::error!(error = %e, "checkpoint not written; the previous one stays"),
         }
     }
 
@@ -304,7 +355,10 @@ mod tests {
         };
         let decode = DecodeConfig { frames: 1, height: 8, width: 8, ..Default::default() };
         let metrics = Arc::new(Metrics::default());
-        let mut trainer = OnlineTrainer::start(&model, &train, &online, &decode, Device::Cpu, metrics.clone()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = CheckpointConfig { path: dir.path().join("learner.ckpt"), ..Default::default() };
+        let mut trainer =
+            OnlineTrainer::start(&model, &train, &online, &checkpoint, &decode, Device::Cpu, metrics.clone()).unwrap();
         let window = |v: u8| Window { index: 0, start_ms: 0, end_ms: 1000, frames: vec![v; 8 * 8 * 3], audio: vec![] };
         let windows: Vec<Window> = (0..12).map(|i| window(i * 20)).collect();
         trainer.offer(&windows[..6], None);
@@ -324,5 +378,14 @@ mod tests {
         assert_eq!(metrics.buffered_unlabelled.get(), 6.0);
         let changed = metrics.cluster_changed_fraction.get();
         assert!((0.0..=1.0).contains(&changed));
+
+        // Stopping wrote a checkpoint; a new trainer resumes from it: its first snapshot is the
+        // last version, with the same weights.
+        let (meta, _) = checkpoint::load(&checkpoint.path).unwrap();
+        assert!(meta.version >= *versions.last().unwrap());
+        let resumed =
+            OnlineTrainer::start(&model, &train, &online, &checkpoint, &decode, Device::Cpu, metrics).unwrap();
+        let first = resumed.take_snapshot().expect("a restored trainer hands over its weights at once");
+        assert_eq!(first.version, meta.version);
     }
 }

@@ -1,0 +1,171 @@
+//! Checkpoints of the online learner: weights of the model and of its momentum encoder, the
+//! memory banks, the WTA permutations, the step and the model version, in one file written
+//! atomically (temporary file, fsync, rename; the previous checkpoint is kept as `*.prev`).
+//! A CRC-32 trailer detects torn or corrupt files; loading falls back to the previous one.
+//!
+//! File: libtorch's named-tensor archive (`Tensor::save_multi`), with the metadata as JSON bytes in
+//! the tensor `__meta__`, then 8 bytes: the CRC-32 of everything before, and the magic `NSCK`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+const MAGIC: &[u8; 4] = b"NSCK";
+const META: &str = "__meta__";
+/// Bumped when the layout changes; older files are refused with a clear error.
+pub const FORMAT: u32 = 1;
+
+/// What is saved besides tensors.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointMeta {
+    pub format: u32,
+    pub version: u64,
+    pub step: u64,
+    pub wta_dim: usize,
+    pub wta_prefixes: Vec<Vec<usize>>,
+    /// Wall-clock time of the save, ms since the epoch.
+    pub saved_at_ms: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: corrupt or torn checkpoint ({problem})")]
+    Corrupt { path: PathBuf, problem: String },
+    #[error("{path}: {source}")]
+    Tensors { path: PathBuf, source: tch::TchError },
+}
+
+/// The previous generation of `path`.
+pub fn previous(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".prev");
+    path.with_file_name(name)
+}
+
+/// Writes a checkpoint atomically; the one it replaces becomes [`previous`].
+pub fn save(path: &Path, meta: &CheckpointMeta, tensors: &[(String, Tensor)]) -> Result<(), CheckpointError> {
+    let io = |source| CheckpointError::Io { path: path.to_owned(), source };
+    let meta_bytes = serde_json::to_vec(meta).expect("checkpoint metadata serializes");
+    let mut named: Vec<(&str, Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t.to(tch::Device::Cpu))).collect();
+    named.push((META, Tensor::from_slice(&meta_bytes)));
+    let mut bytes = Vec::new();
+    Tensor::save_multi_to_stream(&named, &mut bytes)
+        .map_err(|source| CheckpointError::Tensors { path: path.to_owned(), source })?;
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    bytes.extend_from_slice(MAGIC);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        file.write_all(&bytes).map_err(io)?;
+        file.sync_all().map_err(io)?;
+    }
+    if path.exists() {
+        std::fs::rename(path, previous(path)).map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(dir) = std::fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Reads and verifies one checkpoint file.
+pub fn load(path: &Path) -> Result<(CheckpointMeta, Vec<(String, Tensor)>), CheckpointError> {
+    let io = |source| CheckpointError::Io { path: path.to_owned(), source };
+    let corrupt = |problem: &str| CheckpointError::Corrupt { path: path.to_owned(), problem: problem.to_owned() };
+    let bytes = std::fs::read(path).map_err(io)?;
+    if bytes.len() < 8 || &bytes[bytes.len() - 4..] != MAGIC {
+        return Err(corrupt("no trailer"));
+    }
+    let (body, trailer) = bytes.split_at(bytes.len() - 8);
+    let stored = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes"));
+    if crc32fast::hash(body) != stored {
+        return Err(corrupt("checksum mismatch"));
+    }
+    // libtorch reads archives from files: the verified body goes to a scratch file.
+    let scratch = path.with_extension("verified");
+    std::fs::write(&scratch, body).map_err(io)?;
+    let loaded = Tensor::load_multi(&scratch);
+    let _ = std::fs::remove_file(&scratch);
+    let mut tensors = loaded.map_err(|source| CheckpointError::Tensors { path: path.to_owned(), source })?;
+    let at = tensors.iter().position(|(n, _)| n == META).ok_or_else(|| corrupt("no metadata"))?;
+    let (_, meta) = tensors.swap_remove(at);
+    let meta: CheckpointMeta =
+        serde_json::from_slice(&Vec::<u8>::try_from(meta).map_err(|_| corrupt("metadata is not bytes"))?)
+            .map_err(|e| corrupt(&format!("metadata: {e}")))?;
+    if meta.format != FORMAT {
+        return Err(corrupt(&format!("format {} (this build reads {FORMAT})", meta.format)));
+    }
+    Ok((meta, tensors))
+}
+
+/// The newest good checkpoint: `path`, else its previous generation (saying why in the log);
+/// `None` when neither exists or both are unusable.
+pub fn load_latest(path: &Path) -> Option<(CheckpointMeta, Vec<(String, Tensor)>)> {
+    for candidate in [path.to_owned(), previous(path)] {
+        if !candidate.exists() {
+            continue;
+        }
+        match load(&candidate) {
+            Ok(found) => {
+                tracing::info!(path = %candidate.display(), version = found.0.version, step = found.0.step,
+                    "restored checkpoint");
+                return Some(found);
+            }
+            Err(e) => tracing::error!(error = %e, "checkpoint unusable; trying the previous one"),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(version: u64) -> CheckpointMeta {
+        CheckpointMeta {
+            format: FORMAT,
+            version,
+            step: version * 10,
+            wta_dim: 4,
+            wta_prefixes: vec![vec![0, 2], vec![3, 1]],
+            saved_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_fallback_to_the_previous_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join("learner.ckpt");
+        let w = |v: f32| vec![("online.w".to_owned(), Tensor::from_slice(&[v, v + 1.0]))];
+        save(&path, &meta(1), &w(1.0)).unwrap();
+        save(&path, &meta(2), &w(5.0)).unwrap();
+        let (m, t) = load(&path).unwrap();
+        assert_eq!(m, meta(2));
+        assert_eq!(Vec::<f32>::try_from(&t[0].1).unwrap(), vec![5.0, 6.0]);
+
+        // A torn write (truncated) and a flipped byte are both detected; the previous one is used.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(matches!(load(&path), Err(CheckpointError::Corrupt { .. })));
+        let mut flipped = bytes.clone();
+        flipped[bytes.len() / 3] ^= 0x40;
+        std::fs::write(&path, &flipped).unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
+        let (m, t) = load_latest(&path).unwrap();
+        assert_eq!(m.version, 1);
+        assert_eq!(Vec::<f32>::try_from(&t[0].1).unwrap(), vec![1.0, 2.0]);
+        assert!(load_latest(&dir.path().join("none.ckpt")).is_none());
+    }
+}
