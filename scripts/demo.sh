@@ -3,28 +3,14 @@
 # sources, H.264 + AAC), the daemon assigning every window, and a summary of what it published.
 # Everything started here is stopped on exit.
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-BIN="$ROOT/target/release/novelstream"
-CACHE="${NOVELSTREAM_CACHE:-$HOME/.cache/novelstream}"
-TANSU="${NOVELSTREAM_TANSU:-$CACHE/tansu-0.6.0/bin/tansu}"
 WORK=$(mktemp -d /tmp/novelstream-demo.XXXXXX)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+source "$(dirname "$0")/lib.sh"
+PORT=$(free_port) MPORT=$(free_port)
 BROKERS="127.0.0.1:$PORT"
-MPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 say() { printf '\n== %s\n' "$*"; }
 
 say "starting tansu on $BROKERS"
-"$TANSU" broker --listener-url "tcp://$BROKERS" --advertised-listener-url "tcp://$BROKERS" \
-  --storage-engine memory://tansu/ >"$WORK/tansu.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+start_tansu "$PORT"
 
 say "making clips: 3 camera streams x 3 segments of 2 s (25 fps, 320x240, H.264 + AAC)"
 mkdir -p "$WORK/clips"/{lobby,garden,server-room}
@@ -63,7 +49,7 @@ TOML
 say "starting the daemon (stops by itself after 3 minutes at the latest)"
 "$BIN" run --config "$WORK/demo.toml" --run-for 180s >"$WORK/daemon.out" 2>"$WORK/daemon.log" &
 daemon=$!
-pids+=($daemon)
+started $daemon
 
 say "producing segments: the lobby stream inline and labelled, the others as file:// references"
 "$BIN" produce --brokers "$BROKERS" --stream-id lobby --label test-pattern --inline "$WORK/clips/lobby" >/dev/null

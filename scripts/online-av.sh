@@ -7,30 +7,15 @@
 #   env: MINUTES=30 RATE=2 STREAMS=8 DEVICE=auto
 # Writes OUT/score.json, OUT/accuracy.svg, OUT/metrics.txt, OUT/rss.tsv and OUT/summary.txt.
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-BIN="$ROOT/target/release/novelstream"
-CACHE="${NOVELSTREAM_CACHE:-$HOME/.cache/novelstream}"
-TANSU="${NOVELSTREAM_TANSU:-$CACHE/tansu-0.6.0/bin/tansu}"
+WORK=$(mktemp -d /tmp/novelstream-online.XXXXXX)
+source "$(dirname "$0")/lib.sh"
 OUT="$(mkdir -p "${1:-$ROOT/results/online-av}" && cd "${1:-$ROOT/results/online-av}" && pwd)"
 MINUTES="${MINUTES:-30}" RATE="${RATE:-2}" STREAMS="${STREAMS:-8}" DEVICE="${DEVICE:-auto}"
 SET="$ROOT/data/av-digits"
 [ -f "$SET/manifest.json" ] || { echo "no $SET/manifest.json: run make setup" >&2; exit 1; }
-WORK=$(mktemp -d /tmp/novelstream-online.XXXXXX)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT=$(free_port) MPORT=$(free_port)
 BROKERS="127.0.0.1:$PORT"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"$TANSU" broker --listener-url "tcp://$BROKERS" --advertised-listener-url "tcp://$BROKERS" \
-  --storage-engine memory://tansu/ >"$WORK/tansu.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+start_tansu "$PORT"
 
 cat >"$WORK/online.toml" <<TOML
 [kafka]
@@ -62,7 +47,7 @@ clips=$(python3 -c "import json; n = sum(c['split'] == 'train' for c in json.loa
 run_for=$(python3 -c "print(int($MINUTES * 60) + 300)")
 "$BIN" run --config "$WORK/online.toml" --run-for "${run_for}s" >"$WORK/daemon.out" 2>"$OUT/daemon.log" &
 daemon=$!
-pids+=($daemon)
+started $daemon
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$MPORT/readyz" >/dev/null && break; sleep 0.2; done
 
 # Resident memory of the daemon every 30 s while streaming.
@@ -70,7 +55,7 @@ printf 'seconds\trss_kib\n' >"$OUT/rss.tsv"
 (start=$SECONDS; while kill -0 "$daemon" 2>/dev/null; do
    printf '%s\t%s\n' "$((SECONDS - start))" "$(awk '/VmRSS/ {print $2}' "/proc/$daemon/status" 2>/dev/null)" >>"$OUT/rss.tsv"
    sleep 30; done) &
-pids+=($!)
+started $!
 
 echo "streaming $clips clips on $STREAMS streams at $RATE/s (known 0-4 labelled)"
 "$BIN" produce --brokers "$BROKERS" --topic online.segments --manifest "$SET/manifest.json" --split train \

@@ -73,23 +73,33 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
-            let _ = writeln!(out, "# HELP novelstream_{name} {help}\n# TYPE novelstream_{name} {kind}");
-            let _ = writeln!(out, "novelstream_{name} {value}");
-        };
+        let out = &mut out;
         let count = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
-        metric("segments_in_total", "counter", "Segments consumed.", count(&self.segments_in));
-        metric("windows_assigned_total", "counter", "Windows assigned by the model.", count(&self.windows_assigned));
-        metric(
+        sample(out, "segments_in_total", "counter", "Segments consumed.", count(&self.segments_in));
+        sample(
+            out,
+            "windows_assigned_total",
+            "counter",
+            "Windows assigned by the model.",
+            count(&self.windows_assigned),
+        );
+        sample(
+            out,
             "windows_published_total",
             "counter",
             "Assignments acknowledged by the broker.",
             count(&self.windows_published),
         );
-        metric("dead_letters_total", "counter", "Inputs sent to the dead-letter topic.", count(&self.dead_letters));
-        metric("decode_queue_depth", "gauge", "Segments waiting for a decoder.", self.decode_queue.get());
-        metric("embed_queue_depth", "gauge", "Decoded segments waiting for the model.", self.embed_queue.get());
-        metric("publish_queue_depth", "gauge", "Outcomes waiting to be produced.", self.publish_queue.get());
+        sample(
+            out,
+            "dead_letters_total",
+            "counter",
+            "Inputs sent to the dead-letter topic.",
+            count(&self.dead_letters),
+        );
+        sample(out, "decode_queue_depth", "gauge", "Segments waiting for a decoder.", self.decode_queue.get());
+        sample(out, "embed_queue_depth", "gauge", "Decoded segments waiting for the model.", self.embed_queue.get());
+        sample(out, "publish_queue_depth", "gauge", "Outcomes waiting to be produced.", self.publish_queue.get());
         for (name, help, timer) in [
             ("decode_seconds", "Time decoding segments.", &self.decode_seconds),
             ("assign_seconds", "Time assigning segments' windows.", &self.assign_seconds),
@@ -99,24 +109,23 @@ impl Metrics {
             let _ = writeln!(out, "novelstream_{name}_sum {}", timer.micros.load(Ordering::Relaxed) as f64 / 1e6);
             let _ = writeln!(out, "novelstream_{name}_count {}", timer.count.load(Ordering::Relaxed));
         }
-        let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
-            let _ = writeln!(out, "# HELP novelstream_{name} {help}\n# TYPE novelstream_{name} {kind}");
-            let _ = writeln!(out, "novelstream_{name} {value}");
-        };
-        metric("train_steps_total", "counter", "Training steps taken.", count(&self.train_steps));
-        metric(
+        sample(out, "train_steps_total", "counter", "Training steps taken.", count(&self.train_steps));
+        sample(
+            out,
             "train_skipped_windows_total",
             "counter",
             "Windows not offered to training because the trainer was behind.",
             count(&self.train_skipped),
         );
-        metric(
+        sample(
+            out,
             "buffered_labelled_windows",
             "gauge",
             "Labelled windows in the training buffer.",
             self.buffered_labelled.get(),
         );
-        metric(
+        sample(
+            out,
             "buffered_unlabelled_windows",
             "gauge",
             "Unlabelled windows in the training buffer.",
@@ -130,30 +139,39 @@ impl Metrics {
             ("cross_entropy", &self.loss_cross_entropy),
             ("consistency", &self.loss_consistency),
         ] {
-            metric(&format!("loss_{term}"), "gauge", "Loss term of the last training step.", gauge.get());
+            sample(out, &format!("loss_{term}"), "gauge", "Loss term of the last training step.", gauge.get());
         }
-        metric(
+        sample(
+            out,
             "wta_positive_pair_rate",
             "gauge",
             "Share of unlabelled pairs the pseudo labels called positive at the last step.",
             self.wta_positive_rate.get(),
         );
-        metric("model_version", "gauge", "Model version the assigner uses.", self.model_version.get());
-        metric(
+        sample(out, "model_version", "gauge", "Model version the assigner uses.", self.model_version.get());
+        sample(
+            out,
             "cluster_changed_fraction",
             "gauge",
             "Share of the replay set whose novel cluster changed at the last version.",
             self.cluster_changed_fraction.get(),
         );
-        metric(
+        sample(
+            out,
             "consumer_lag_messages",
             "gauge",
             "Input messages behind the partitions' ends.",
             self.consumer_lag.get(),
         );
-        metric("ready", "gauge", "1 when serving.", f64::from(u8::from(self.ready.load(Ordering::Relaxed))));
-        out
+        sample(out, "ready", "gauge", "1 when serving.", f64::from(u8::from(self.ready.load(Ordering::Relaxed))));
+        std::mem::take(out)
     }
+}
+
+/// One metric with its HELP and TYPE lines.
+fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+    let _ = writeln!(out, "# HELP novelstream_{name} {help}\n# TYPE novelstream_{name} {kind}");
+    let _ = writeln!(out, "novelstream_{name} {value}");
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.

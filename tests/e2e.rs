@@ -58,8 +58,8 @@ listen = "127.0.0.1:{metrics_port}"
     )
 }
 
-#[test]
-fn segments_in_assignments_out_dead_letters_and_commits() {
+/// A broker with the three topics, a scratch folder and its `clips/` (the allowed root).
+fn start() -> (Broker, tempfile::TempDir, std::path::PathBuf, KafkaConfig) {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let clips = dir.path().join("clips");
@@ -72,6 +72,12 @@ fn segments_in_assignments_out_dead_letters_and_commits() {
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(novelstream::admin::ensure_topics(&kafka, &[INPUT, OUTPUT, DEAD])).unwrap();
+    (broker, dir, clips, kafka)
+}
+
+#[test]
+fn segments_in_assignments_out_dead_letters_and_commits() {
+    let (broker, dir, clips, kafka) = start();
 
     // Stream "cam-a": two referenced MPEG-TS clips with audio. Stream "cam-b": one labelled
     // inline MP4 clip without audio. Durations are chosen for distinct window counts.
@@ -237,18 +243,7 @@ fn segments_in_assignments_out_dead_letters_and_commits() {
 /// windows assigned after a new version name it, and the stability metric is reported.
 #[test]
 fn the_daemon_learns_while_it_serves() {
-    let broker = Broker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let clips = dir.path().join("clips");
-    std::fs::create_dir(&clips).unwrap();
-    let kafka = KafkaConfig {
-        brokers: broker.address.clone(),
-        topic_partitions: 2,
-        topic_replication_factor: 1,
-        ..Default::default()
-    };
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(novelstream::admin::ensure_topics(&kafka, &[INPUT, OUTPUT, DEAD])).unwrap();
+    let (broker, dir, clips, kafka) = start();
     make_clip(&clips.join("long.ts"), "testsrc", 8.0, 10, true);
     make_clip(&clips.join("labelled.ts"), "mandelbrot", 4.0, 10, true);
     let produce = |stream: &str, flags: &[&str]| {
