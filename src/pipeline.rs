@@ -272,7 +272,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
                             metrics.windows_published.fetch_add(windows, Ordering::Relaxed);
                             metrics.dead_letters.fetch_add(dead, Ordering::Relaxed);
                             if let Some(position) = offsets.finish(&c.topic, c.partition, c.offset) {
-                                commit(&*consumer, &c.topic, c.partition, position, CommitMode::Async);
+                                commit(&consumer, &c.topic, c.partition, position, CommitMode::Async);
                             }
                         }
                         Err(e) => {
@@ -333,16 +333,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
     tracing::info!("draining in-flight segments");
     metrics.ready.store(false, Ordering::Relaxed);
     drop((decode_tx, publish_tx));
-    let joined = tokio::task::spawn_blocking(move || threads.into_iter().map(|t| t.join().is_ok()).all(|ok| ok))
-        .await
-        .unwrap_or(false);
+    let joined =
+        tokio::task::spawn_blocking(move || threads.into_iter().all(|t| t.join().is_ok())).await.unwrap_or(false);
     let _ = publishing.await;
     acks.close();
     if tokio::time::timeout(p.drain_timeout, acks.wait()).await.is_err() {
         tracing::warn!(unacknowledged = offsets.in_flight(), "drain timed out; those offsets stay uncommitted");
     }
     for (topic, partition, position) in offsets.positions() {
-        commit(&*consumer, &topic, partition, position, CommitMode::Sync);
+        commit(&consumer, &topic, partition, position, CommitMode::Sync);
     }
     let _ = clusters_task.await;
     publish_clusters(&clusters, &cluster_publisher, &config.kafka.clusters_topic).await;

@@ -178,7 +178,7 @@ listen = "127.0.0.1:{port}"
 
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for (_, payload) in &dead {
-        let letter: DeadLetter = serde_json::from_slice(&payload).unwrap();
+        let letter: DeadLetter = serde_json::from_slice(payload).unwrap();
         assert!(!letter.detail.is_empty());
         *reasons.entry(letter.reason).or_default() += 1;
     }

@@ -193,7 +193,7 @@ pub fn build_av_digits(options: &AvDigitsOptions) -> Result<AvManifest, EvalErro
                     gain: rng.uniform(0.4, 0.9),
                     offset: rng.below(clip_samples - len + 1),
                     noise: rng.uniform(0.002, 0.01),
-                    noise_seed: rng.next(),
+                    noise_seed: rng.next_u64(),
                 });
             }
         }

@@ -110,9 +110,12 @@ pub struct EvalResults {
     pub train: TrainConfig,
 }
 
-/// Runs the evaluation; returns the results and one `(index, true_label, cluster)` row per test
-/// sample of the known and novel classes.
-pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<(usize, String, String)>), EvalError> {
+/// One row of predictions.csv: test index, true label, cluster as the model gave it.
+pub type PredictionRow = (usize, String, String);
+
+/// Runs the evaluation; returns the results and one row per test sample of the known and novel
+/// classes.
+pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<PredictionRow>), EvalError> {
     let started = Instant::now();
     let data = load(&options.dataset, options.image_size, options.frames, options.progress)?;
     let modality = options.model.modality;

@@ -143,7 +143,7 @@ impl OnlineTrainer {
             stop,
             thread: Some(thread),
             train_fraction: online.train_fraction,
-            rng: SplitMix64::new(model.seed as u64 ^ 0x4f46_4645_52),
+            rng: SplitMix64::new(model.seed as u64 ^ 0x004f_4646_4552),
             metrics,
             decode: decode.clone(),
             model: model.clone(),

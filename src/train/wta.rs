@@ -108,7 +108,7 @@ mod tests {
     fn random_rows(n: usize, d: usize, seed: u64) -> Vec<Vec<f32>> {
         let mut rng = SplitMix64::new(seed);
         // Multiples of 1/1024 in [-2, 2]: integer shifts of them are exact in f32.
-        (0..n).map(|_| (0..d).map(|_| ((rng.next() % 4097) as f32 - 2048.0) / 1024.0).collect()).collect()
+        (0..n).map(|_| (0..d).map(|_| ((rng.next_u64() % 4097) as f32 - 2048.0) / 1024.0).collect()).collect()
     }
 
     #[test]
