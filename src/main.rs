@@ -267,15 +267,19 @@ struct EvalArgs {
     /// Pairwise pseudo labels: the method's WTA hash, or an ablation.
     #[arg(long, value_enum)]
     pseudo_labels: Option<novelstream::train::PseudoLabelKind>,
-    /// Ablations: switch off one loss term or the memory bank.
+    /// Ablation: no instance discrimination (two views of a window as the positive pair).
     #[arg(long)]
     no_instance: bool,
+    /// Ablation: no category discrimination (labelled windows of one class as positives).
     #[arg(long)]
     no_category: bool,
+    /// Ablation: no pairwise BCE through the unlabelled head (the pseudo labels go unused).
     #[arg(long)]
     no_bce: bool,
+    /// Ablation: no consistency between the heads' outputs on two views.
     #[arg(long)]
     no_consistency: bool,
+    /// Ablation: contrast against the batch only, without the memory bank of momentum keys.
     #[arg(long)]
     no_memory_bank: bool,
     /// Which encoders make `z` (default: model.modality of the config, else visual); audio and
@@ -454,9 +458,11 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         100.0 * b.kmeans_supervised_features.accuracy
     );
     println!(
-        "trained {} steps in {:.0} s; wrote {} and {}",
+        "k-means on the trained features {:.2}%; trained {} steps in {} ({} in all); wrote {} and {}",
+        100.0 * m.kmeans_on_features.accuracy,
         results.steps,
-        m.train_seconds,
+        humantime::format_duration(Duration::from_secs(m.train_seconds.round() as u64)),
+        humantime::format_duration(Duration::from_secs(results.wall_seconds.round() as u64)),
         args.out.display(),
         args.predictions.display()
     );
