@@ -224,7 +224,8 @@ listen = "127.0.0.1:{port}"
         "--streams",
         "3",
     ]);
-    assert!(out.contains("published 20 clips on 3 streams"), "{out}");
+    assert_eq!(out.lines().count(), 20, "one line per published clip: {out}");
+    assert!(out.lines().all(|l| l.starts_with("test/")), "segment ids are the clips' paths: {out}");
     let (report, svg) = (dir.path().join("score.json"), dir.path().join("accuracy.svg"));
     let out = novelstream(&[
         "score",
