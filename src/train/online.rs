@@ -19,10 +19,10 @@ use crate::metrics::Metrics;
 use crate::model::{window_input, Input, LogMel};
 use crate::rng::SplitMix64;
 
-/// A window's training input: its frames and/or log-mel spectrogram, and its known-class index
-/// when its segment carried a label.
+/// A window offered for training, and its known-class index when its segment carried a label.
+/// The trainer thread turns it into model input, so the assigner does no extra work for it.
 pub struct Sample {
-    input: Input,
+    window: Window,
     label: Option<i64>,
 }
 
@@ -78,9 +78,6 @@ pub struct OnlineTrainer {
     train_fraction: f64,
     rng: SplitMix64,
     metrics: Arc<Metrics>,
-    decode: DecodeConfig,
-    model: ModelConfig,
-    mel: LogMel,
 }
 
 impl OnlineTrainer {
@@ -132,6 +129,9 @@ impl OnlineTrainer {
             version,
             checkpoint: checkpoint.clone(),
             last_checkpoint: Instant::now(),
+            decode: decode.clone(),
+            modality: model.modality,
+            mel: LogMel::new(decode.sample_rate),
         };
         let thread = std::thread::Builder::new()
             .name("trainer".into())
@@ -145,9 +145,6 @@ impl OnlineTrainer {
             train_fraction: online.train_fraction,
             rng: SplitMix64::new(model.seed as u64 ^ 0x004f_4646_4552),
             metrics,
-            decode: decode.clone(),
-            model: model.clone(),
-            mel: LogMel::new(decode.sample_rate),
         })
     }
 
@@ -158,8 +155,7 @@ impl OnlineTrainer {
             if self.train_fraction < 1.0 && self.rng.uniform(0.0, 1.0) >= self.train_fraction {
                 continue;
             }
-            let input = window_input(&[window], &self.decode, self.model.modality, &self.mel);
-            if self.offers.try_send(Sample { input, label }).is_err() {
+            if self.offers.try_send(Sample { window: window.clone(), label }).is_err() {
                 self.metrics.train_skipped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -200,6 +196,9 @@ struct Worker {
     version: u64,
     checkpoint: CheckpointConfig,
     last_checkpoint: Instant,
+    decode: DecodeConfig,
+    modality: crate::config::Modality,
+    mel: LogMel,
 }
 
 impl Worker {
@@ -255,16 +254,14 @@ impl Worker {
     }
 
     fn keep(&mut self, sample: Sample) {
+        let input = window_input(&[&sample.window], &self.decode, self.modality, &self.mel);
         match sample.label {
-            Some(label) => self.labelled.push(sample.input, label),
+            Some(label) => self.labelled.push(input, label),
             None => {
                 if self.replay.len() < self.config.replay_size {
-                    self.replay.push(Input {
-                        frames: sample.input.frames.as_ref().map(|t| t.shallow_clone()),
-                        mel: sample.input.mel.as_ref().map(|t| t.shallow_clone()),
-                    });
+                    self.replay.push(input.narrow(1));
                 }
-                self.unlabelled.push(sample.input, -1)
+                self.unlabelled.push(input, -1)
             }
         }
     }
