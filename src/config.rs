@@ -631,8 +631,11 @@ impl Config {
         if names.len() != self.model.known_classes.len() {
             return invalid("model.known_classes", "must not repeat a class name");
         }
-        if self.model.known_classes.iter().any(|c| c.starts_with("novel-")) {
-            return invalid("model.known_classes", "must not use the `novel-` prefix of cluster ids");
+        if self.model.known_classes.iter().any(|c| c.starts_with("novel-") || c.starts_with('_')) {
+            return invalid(
+                "model.known_classes",
+                "must not use the `novel-` prefix of cluster ids or start with `_` (reserved for the `_model` record)",
+            );
         }
         for scheme in &self.source.allowed_schemes {
             if scheme != "file" {

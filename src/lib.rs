@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod produce;
+pub mod report;
 pub mod rng;
 pub mod score;
 pub mod sink;

@@ -36,6 +36,10 @@ enum Command {
     /// accuracy (Hungarian), NMI, ARI over the run and per time slice, known-class accuracy,
     /// and whether every window of every segment was published.
     Score(ScoreArgs),
+    /// Write a self-contained HTML report of what the daemon discovered: per cluster its size
+    /// over time and a contact sheet of exemplar frames with their audio; with --truth, the
+    /// accuracy-over-time curve and each cluster's majority class.
+    Report(ReportArgs),
     /// Build a data set from the real data `make setup` fetched.
     #[command(subcommand)]
     Dataset(DatasetCommand),
@@ -49,6 +53,9 @@ struct ScoreArgs {
     /// The assignments topic.
     #[arg(long, default_value = "novelstream.assignments")]
     topic: String,
+    /// The segments topic: each segment's publish time there gives the assignment latency.
+    #[arg(long, default_value = "novelstream.segments")]
+    input_topic: String,
     /// The av-digits manifest the streamed clips came from (`produce --manifest`).
     #[arg(long)]
     truth: PathBuf,
@@ -74,6 +81,44 @@ struct ScoreArgs {
     /// Where the accuracy-over-time curve (SVG) goes.
     #[arg(long, default_value = "accuracy.svg")]
     svg: PathBuf,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// The daemon's config file: brokers, topics and Kafka settings, the media roots segments
+    /// may refer to, and how windows were cut (exemplar frames are decoded from the media again).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    kafka: KafkaOverrides,
+    /// An av-digits manifest with the truth of the streamed clips (`produce --manifest`): adds
+    /// accuracy, the accuracy-over-time curve and each cluster's majority class.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// With --truth: only clips of this split count.
+    #[arg(long)]
+    split: Option<String>,
+    /// Wait until at least this many assignments are there (or --timeout).
+    #[arg(long, default_value_t = 0)]
+    expect: usize,
+    /// How long to wait for --expect assignments.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Exemplar windows shown per cluster (its most confident, one per segment).
+    #[arg(long, default_value_t = 6)]
+    exemplars: usize,
+    /// Frames shown per exemplar window.
+    #[arg(long, default_value_t = 3)]
+    frames: usize,
+    /// Height of exemplar frames in pixels.
+    #[arg(long, default_value_t = 96)]
+    thumb: u32,
+    /// Time slices of the accuracy-over-time curve (with --truth).
+    #[arg(long, default_value_t = 10)]
+    slices: usize,
+    /// Where the HTML goes.
+    #[arg(long, default_value = "report.html")]
+    out: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -318,14 +363,102 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(args) => eval(args),
         Command::Dataset(DatasetCommand::AvDigits(args)) => av_digits(args),
         Command::Score(args) => score(args),
+        Command::Report(args) => report(args),
     }
+}
+
+fn read_manifest(path: &std::path::Path) -> anyhow::Result<novelstream::eval::av_digits::AvManifest> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not an av-digits manifest", path.display()))
+}
+
+fn report(args: ReportArgs) -> anyhow::Result<()> {
+    use novelstream::report::{render, ReportInput, ReportOptions};
+    use novelstream::sink::{ModelRecord, MODEL_KEY};
+    use novelstream::source::{parse_segment, Media, UriPolicy};
+    let started = std::time::Instant::now();
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    args.kafka.apply(&mut config.kafka);
+    config.validate()?;
+    let k = &config.kafka;
+    let records = novelstream::summary::read_topic_timed(k, &k.output_topic, args.expect, args.timeout)?;
+    if records.is_empty() {
+        bail!("no assignments on topic {} at {}", k.output_topic, k.brokers);
+    }
+    let records: Vec<(Vec<u8>, i64)> = records.into_iter().map(|(_, p, t)| (p, t)).collect();
+    let model: Option<ModelRecord> = read_topic(k, &k.clusters_topic, 0, Duration::from_secs(5))?
+        .into_iter()
+        .rev()
+        .filter(|(key, _)| key == MODEL_KEY)
+        .find_map(|(_, payload)| serde_json::from_slice(&payload).ok());
+    // The segments, to find each exemplar's media; unusable ones are skipped, as the daemon did.
+    let mut segments = std::collections::HashMap::new();
+    for r in novelstream::summary::read_records(k, &k.input_topic, 0, Duration::from_secs(10))? {
+        let headers: Vec<(&str, &[u8])> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        if let Ok(segment) =
+            parse_segment(Some(&r.payload), &headers, &config.model.known_classes, config.source.max_segment_bytes)
+        {
+            segments.insert(segment.segment_id.clone(), segment.media);
+        }
+    }
+    let policy = UriPolicy::new(&config.source)?;
+    let media = |segment_id: &str| -> Result<Vec<u8>, String> {
+        match segments.get(segment_id) {
+            Some(Media::Inline(bytes)) => Ok(bytes.clone()),
+            Some(Media::Uri(uri)) => policy.fetch(uri).map_err(|e| e.to_string()),
+            None => Err(format!("segment {segment_id} is no longer on topic {}", k.input_topic)),
+        }
+    };
+    let (score, truth) = match &args.truth {
+        Some(path) => {
+            let manifest = read_manifest(path)?;
+            let score = novelstream::score::score(&records, &manifest, args.split.as_deref(), args.slices, None);
+            let truth: std::collections::HashMap<String, String> = manifest
+                .clips
+                .iter()
+                .filter(|c| args.split.as_deref().is_none_or(|s| c.split == s))
+                .map(|c| (c.path.to_string_lossy().into_owned(), c.label.clone()))
+                .collect();
+            (Some(score), Some(truth))
+        }
+        None => (None, None),
+    };
+    let input = ReportInput {
+        records: &records,
+        model: model.as_ref(),
+        score: score.as_ref(),
+        truth: truth.as_ref(),
+        decode: &config.decode,
+    };
+    let options = ReportOptions {
+        exemplars: args.exemplars,
+        frames: args.frames,
+        thumb_height: args.thumb,
+        title: format!("novelstream report: {}", k.output_topic),
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ..Default::default()
+    };
+    let (html, stats) = render(&input, &options, &media);
+    std::fs::write(&args.out, html).with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "{} windows in {} clusters: {} exemplar images, {} audio clips, {} exemplars without media; wrote {} in {}",
+        stats.windows,
+        stats.clusters,
+        stats.images,
+        stats.audio_clips,
+        stats.missing_media,
+        args.out.display(),
+        humantime::format_duration(Duration::from_secs(started.elapsed().as_secs()))
+    );
+    Ok(())
 }
 
 fn score(args: ScoreArgs) -> anyhow::Result<()> {
     use novelstream::score::{accuracy_svg, score};
-    let text = std::fs::read_to_string(&args.truth).with_context(|| format!("reading {}", args.truth.display()))?;
-    let mut truth: novelstream::eval::av_digits::AvManifest =
-        serde_json::from_str(&text).with_context(|| format!("{}: not an av-digits manifest", args.truth.display()))?;
+    let mut truth = read_manifest(&args.truth)?;
     if let Some(list) = &args.segments {
         let text = std::fs::read_to_string(list).with_context(|| format!("reading {}", list.display()))?;
         let sent: std::collections::HashSet<&str> = text.lines().filter_map(|l| l.split_whitespace().next()).collect();
@@ -334,7 +467,9 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
     let kafka = KafkaConfig { brokers: args.brokers, ..Default::default() };
     let records = novelstream::summary::read_topic_timed(&kafka, &args.topic, args.expect, args.timeout)?;
     let records: Vec<(Vec<u8>, i64)> = records.into_iter().map(|(_, p, t)| (p, t)).collect();
-    let report = score(&records, &truth, args.split.as_deref(), args.slices);
+    let segments = novelstream::summary::read_records(&kafka, &args.input_topic, 0, Duration::from_secs(10))?;
+    let sent = novelstream::score::segment_times(&segments);
+    let report = score(&records, &truth, args.split.as_deref(), args.slices, Some(&sent));
     std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("writing {}", args.out.display()))?;
     std::fs::write(&args.svg, accuracy_svg(&report)).with_context(|| format!("writing {}", args.svg.display()))?;
@@ -357,6 +492,12 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
         "completeness: windows per segment {:?}, {} duplicate windows, {} segments missing, {} not in the truth",
         report.windows_per_segment, report.duplicate_windows, report.missing_segments, report.unknown_segments
     );
+    if let Some(l) = &report.latency {
+        println!(
+            "latency from segment published to assignment published: p50 {} ms, p95 {} ms, p99 {} ms, max {} ms over {} windows",
+            l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms, l.windows
+        );
+    }
     println!("wrote {} and {}", args.out.display(), args.svg.display());
     Ok(())
 }

@@ -67,9 +67,39 @@ pub struct Metrics {
     pub cluster_changed_fraction: Gauge,
     pub consumer_lag: Gauge,
     pub ready: AtomicBool,
+    /// Errors the Kafka client reported (connection failures, timeouts, …).
+    pub broker_errors: AtomicU64,
+    /// Times every broker became unreachable.
+    pub broker_outages: AtomicU64,
+    /// Since when every broker is unreachable, while they are.
+    broker_down_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Metrics {
+    /// Notes that the client lost every broker (logged once per outage).
+    pub fn broker_down(&self, reason: &str) {
+        let mut since = self.broker_down_since.lock().expect("broker state lock");
+        if since.is_none() {
+            *since = Some(std::time::Instant::now());
+            self.broker_outages.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(reason, "every broker is unreachable; reconnecting (uncommitted input is kept)");
+        }
+    }
+
+    /// Notes that the brokers answered again, ending an outage if there was one.
+    pub fn broker_reachable(&self) {
+        let mut since = self.broker_down_since.lock().expect("broker state lock");
+        if let Some(start) = since.take() {
+            tracing::info!(outage = %humantime::format_duration(std::time::Duration::from_secs(start.elapsed().as_secs())),
+                "brokers reachable again; resuming");
+        }
+    }
+
+    /// Whether the brokers are reachable, as far as the client knows.
+    pub fn broker_up(&self) -> bool {
+        self.broker_down_since.lock().expect("broker state lock").is_none()
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -164,6 +194,21 @@ impl Metrics {
             self.consumer_lag.get(),
         );
         sample(out, "ready", "gauge", "1 when serving.", f64::from(u8::from(self.ready.load(Ordering::Relaxed))));
+        sample(
+            out,
+            "broker_up",
+            "gauge",
+            "0 while every broker is unreachable.",
+            f64::from(u8::from(self.broker_up())),
+        );
+        sample(
+            out,
+            "broker_outages_total",
+            "counter",
+            "Times every broker became unreachable.",
+            count(&self.broker_outages),
+        );
+        sample(out, "broker_errors_total", "counter", "Errors the Kafka client reported.", count(&self.broker_errors));
         std::mem::take(out)
     }
 }

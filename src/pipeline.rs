@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::decode::{decode_segment, Window};
 use crate::metrics::Metrics;
 use crate::model::select_device;
-use crate::sink::{Assignment, ClusterTable, DeadLetter, OutRecord, Publisher, ASSIGNMENT_SCHEMA};
+use crate::sink::{Assignment, ClusterTable, DeadLetter, OutRecord, Publisher, ASSIGNMENT_SCHEMA, MODEL_KEY};
 use crate::source::{consumer, parse_segment, Coordinates, Media, OffsetTracker, Segment, SegmentConsumer, UriPolicy};
 use crate::train::OnlineTrainer;
 use crate::{Error, Result};
@@ -74,7 +74,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
         ensure_compacted_topics(k, &[&k.clusters_topic]).await?;
     }
     let offsets = Arc::new(OffsetTracker::new());
-    let consumer = Arc::new(consumer(&config.kafka, offsets.clone())?);
+    let consumer = Arc::new(consumer(&config.kafka, offsets.clone(), metrics.clone())?);
     consumer.subscribe(&[&config.kafka.input_topic]).map_err(Error::kafka("subscribing to the input topic"))?;
     let publisher = Publisher::new(&config.kafka)?;
     let cluster_publisher = publisher.clone();
@@ -158,6 +158,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
                     if let Some(snapshot) = trainer.as_ref().and_then(|t| t.take_snapshot()) {
                         assigner.apply(snapshot.version, &snapshot.weights);
                         model_metrics.model_version.set(snapshot.version as f64);
+                        model_clusters.lock().expect("cluster table lock").observe_version(
+                            snapshot.version,
+                            snapshot.changed_fraction,
+                            now_ms(),
+                        );
                     }
                     let decoded = match embed_rx.recv_timeout(Duration::from_millis(200)) {
                         Ok(decoded) => decoded,
@@ -207,6 +212,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
                 metrics.publish_queue.set(depths.2.len() as f64);
                 let consumer = consumer.clone();
                 if let Ok(Some(lag)) = tokio::task::spawn_blocking(move || consumer_lag(&consumer)).await {
+                    metrics.broker_reachable();
                     metrics.consumer_lag.set(lag as f64);
                 }
             }
@@ -297,7 +303,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
             message = consumer.recv() => message,
         };
         let message = match message {
-            Ok(m) => m,
+            Ok(m) => {
+                metrics.broker_reachable();
+                m
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "consumer error");
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -373,6 +382,11 @@ fn decode_job(
     decoded.map_err(|e| (e.reason(), e.to_string()))
 }
 
+/// Wall-clock milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 fn assignment_records(
     assigner: &Assigner,
     decoded: &Decoded,
@@ -381,7 +395,7 @@ fn assignment_records(
 ) -> Vec<OutRecord> {
     let segment = &decoded.segment;
     let decisions = assigner.assign(&decoded.windows, segment.label.as_deref());
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let now_ms = now_ms();
     let mut clusters = clusters.lock().expect("cluster table lock");
     decoded
         .windows
@@ -431,13 +445,17 @@ fn dead_letter_record(
 }
 
 /// Publishes the records of clusters that changed; on failure they stay marked for next time.
+/// The model record (key `_model`) goes with them when the model version changed.
 async fn publish_clusters(clusters: &Mutex<ClusterTable>, publisher: &Publisher, topic: &str) {
-    let changed = clusters.lock().expect("cluster table lock").take_changed();
-    if changed.is_empty() {
+    let (changed, model) = {
+        let mut table = clusters.lock().expect("cluster table lock");
+        (table.take_changed(), table.take_model())
+    };
+    if changed.is_empty() && model.is_none() {
         return;
     }
     let names: Vec<String> = changed.iter().map(|c| c.cluster.clone()).collect();
-    let records = changed
+    let mut records: Vec<OutRecord> = changed
         .iter()
         .map(|c| OutRecord {
             topic: topic.to_owned(),
@@ -445,9 +463,20 @@ async fn publish_clusters(clusters: &Mutex<ClusterTable>, publisher: &Publisher,
             payload: serde_json::to_vec(c).expect("cluster records serialize"),
         })
         .collect();
+    if let Some(model) = &model {
+        records.push(OutRecord {
+            topic: topic.to_owned(),
+            key: MODEL_KEY.to_owned(),
+            payload: serde_json::to_vec(model).expect("model records serialize"),
+        });
+    }
     if let Err(e) = publisher.send_all(records).await {
         tracing::warn!(error = %e, "cluster records not published; retrying with the next update");
-        clusters.lock().expect("cluster table lock").mark_changed(names);
+        let mut table = clusters.lock().expect("cluster table lock");
+        table.mark_changed(names);
+        if model.is_some() {
+            table.mark_model_changed();
+        }
     }
 }
 

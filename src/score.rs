@@ -48,11 +48,48 @@ pub struct ScoreReport {
     pub unknown_segments: usize,
     /// Windows per model version.
     pub model_versions: BTreeMap<u64, usize>,
+    /// From each segment's publish time on the input topic to its assignment's publish time.
+    pub latency: Option<Latency>,
+}
+
+/// Assignment latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Latency {
+    pub windows: usize,
+    pub p50_ms: i64,
+    pub p95_ms: i64,
+    pub p99_ms: i64,
+    pub max_ms: i64,
+}
+
+impl Latency {
+    /// Nearest-rank percentiles of `samples` (ms); `None` when empty.
+    pub fn of(mut samples: Vec<i64>) -> Option<Latency> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_unstable();
+        let rank = |p: f64| samples[((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
+        Some(Latency {
+            windows: samples.len(),
+            p50_ms: rank(0.50),
+            p95_ms: rank(0.95),
+            p99_ms: rank(0.99),
+            max_ms: samples[samples.len() - 1],
+        })
+    }
 }
 
 /// Scores `records` (assignment payloads with their publish times). Duplicates of a
-/// (segment, window) count once, the first time.
-pub fn score(records: &[(Vec<u8>, i64)], truth: &AvManifest, split: Option<&str>, slices: usize) -> ScoreReport {
+/// (segment, window) count once, the first time. `sent` (segment id → its publish time on the
+/// input topic) adds the assignment latency.
+pub fn score(
+    records: &[(Vec<u8>, i64)],
+    truth: &AvManifest,
+    split: Option<&str>,
+    slices: usize,
+    sent: Option<&HashMap<String, i64>>,
+) -> ScoreReport {
     let labels: HashMap<String, &str> = truth
         .clips
         .iter()
@@ -71,10 +108,14 @@ pub fn score(records: &[(Vec<u8>, i64)], truth: &AvManifest, split: Option<&str>
     // (truth class, cluster) of novel windows in publish order, with their times.
     let mut novel: Vec<(usize, String, i64)> = Vec::new();
     let (mut known_windows, mut known_right) = (0, 0);
+    let mut latencies = Vec::new();
     for (a, time) in &assignments {
         if !seen.insert((a.segment_id.clone(), a.window)) {
             duplicate_windows += 1;
             continue;
+        }
+        if let Some(at) = sent.and_then(|s| s.get(&a.segment_id)) {
+            latencies.push(time - at);
         }
         *per_segment.entry(a.segment_id.clone()).or_default() += 1;
         *model_versions.entry(a.model_version).or_default() += 1;
@@ -143,7 +184,25 @@ pub fn score(records: &[(Vec<u8>, i64)], truth: &AvManifest, split: Option<&str>
         missing_segments: labels.keys().filter(|s| !per_segment.contains_key(*s)).count(),
         unknown_segments: unknown_segments.len(),
         model_versions,
+        latency: Latency::of(latencies),
     }
+}
+
+/// Each segment's publish time on the input topic, from its records (the first, if repeated).
+pub fn segment_times(records: &[crate::summary::TopicRecord]) -> HashMap<String, i64> {
+    let mut times = HashMap::new();
+    for r in records {
+        let id = match r.headers.iter().find(|(k, _)| k == "segment_id") {
+            Some((_, v)) => Some(String::from_utf8_lossy(v).into_owned()),
+            None => serde_json::from_slice::<serde_json::Value>(&r.payload)
+                .ok()
+                .and_then(|v| v.get("segment_id").and_then(|s| s.as_str()).map(str::to_owned)),
+        };
+        if let Some(id) = id {
+            times.entry(id).or_insert(r.timestamp_ms);
+        }
+    }
+    times
 }
 
 /// The accuracy-over-time curve as a self-contained SVG: novel accuracy per slice.
@@ -255,7 +314,8 @@ mod tests {
             record("n6b", Kind::Novel, "novel-2", 1, 6),
             record("other", Kind::Novel, "novel-2", 1, 7),
         ];
-        let report = score(&records, &manifest(), Some("test"), 2);
+        let sent: HashMap<String, i64> = [("k0", 0), ("n5a", 1), ("n6b", 2)].map(|(s, t)| (s.to_owned(), t)).into();
+        let report = score(&records, &manifest(), Some("test"), 2, Some(&sent));
         assert_eq!(report.windows, 6);
         assert_eq!(report.duplicate_windows, 1);
         assert_eq!(report.unknown_segments, 1);
@@ -272,5 +332,34 @@ mod tests {
         assert_eq!(report.model_versions, BTreeMap::from([(0, 3), (1, 3)]));
         let svg = accuracy_svg(&report);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>") && svg.contains("<polyline"));
+        // Windows of sent segments: 1 - 0, 2 - 1, 5 - 2 (the duplicate at 6 does not count).
+        let latency = report.latency.unwrap();
+        assert_eq!((latency.windows, latency.p50_ms, latency.max_ms), (3, 1, 3));
+    }
+
+    #[test]
+    fn latency_percentiles_by_nearest_rank() {
+        let l = Latency::of((1..=200).collect()).unwrap();
+        assert_eq!((l.windows, l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms), (200, 100, 190, 198, 200));
+        assert_eq!(Latency::of(vec![7]).unwrap().p99_ms, 7);
+        assert!(Latency::of(Vec::new()).is_none());
+    }
+
+    #[test]
+    fn segment_times_from_references_and_inline_headers() {
+        use crate::summary::TopicRecord;
+        let record = |payload: &[u8], headers: Vec<(String, Vec<u8>)>, t| TopicRecord {
+            key: String::new(),
+            payload: payload.to_vec(),
+            headers,
+            timestamp_ms: t,
+        };
+        let times = segment_times(&[
+            record(br#"{"stream_id":"a","segment_id":"s1","seq":0,"uri":"file:///x"}"#, vec![], 10),
+            record(b"\x00media", vec![("segment_id".into(), b"s2".to_vec())], 20),
+            record(br#"{"stream_id":"a","segment_id":"s1","seq":0,"uri":"file:///x"}"#, vec![], 30),
+            record(b"not json", vec![], 40),
+        ]);
+        assert_eq!(times, HashMap::from([("s1".to_owned(), 10), ("s2".to_owned(), 20)]));
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
@@ -29,6 +29,21 @@ pub fn read_topic_timed(
     expect: usize,
     timeout: Duration,
 ) -> Result<Vec<(String, Vec<u8>, i64)>> {
+    Ok(read_records(kafka, topic, expect, timeout)?.into_iter().map(|r| (r.key, r.payload, r.timestamp_ms)).collect())
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct TopicRecord {
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Milliseconds since the epoch, 0 if the record has none.
+    pub timestamp_ms: i64,
+}
+
+/// Like [`read_topic`], with each record's headers and timestamp.
+pub fn read_records(kafka: &KafkaConfig, topic: &str, expect: usize, timeout: Duration) -> Result<Vec<TopicRecord>> {
     let mut client = kafka.client_config();
     client
         .set("group.id", format!("novelstream-reader-{}", uuid::Uuid::new_v4().simple()))
@@ -56,9 +71,16 @@ pub fn read_topic_timed(
     loop {
         let idle = match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-                let timestamp = m.timestamp().to_millis().unwrap_or(0);
-                records.push((key, m.payload().unwrap_or_default().to_vec(), timestamp));
+                let headers = m
+                    .headers()
+                    .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())).collect())
+                    .unwrap_or_default();
+                records.push(TopicRecord {
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                    timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+                });
                 false
             }
             Some(Err(e)) => {

@@ -4,6 +4,8 @@
 mod common;
 
 use std::collections::BTreeSet;
+
+use base64::Engine;
 use std::path::Path;
 
 use common::{free_port, novelstream, Broker, Daemon};
@@ -263,4 +265,104 @@ listen = "127.0.0.1:{port}"
     let accuracy = report["novel_accuracy"].as_f64().unwrap();
     assert!((0.2..=1.0).contains(&accuracy));
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<polyline"));
+
+    // The HTML report from the same topics: every cluster with a contact sheet decoded from the
+    // clips themselves, playable audio, the accuracy curve; and Chromium renders it.
+    let html_path = dir.path().join("report.html");
+    let out = novelstream(&[
+        "report",
+        "--config",
+        config.to_str().unwrap(),
+        "--truth",
+        manifest.to_str().unwrap(),
+        "--split",
+        "test",
+        "--exemplars",
+        "2",
+        "--out",
+        html_path.to_str().unwrap(),
+    ]);
+    assert!(out.contains("20 windows in"), "{out}");
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(html.contains("Accuracy against the truth") && html.contains("<polyline"));
+    let clusters = html.matches("<section class=\"cluster\"").count();
+    assert!((6..=10).contains(&clusters), "5 known classes and some discovered clusters: {clusters}");
+    let images = check_report_images(&html, &set);
+    assert!(images >= clusters, "at least one exemplar per cluster: {images} images, {clusters} clusters");
+    assert_eq!(html.matches("<audio").count(), images, "every exemplar clip has its audio");
+    let rendered = chromium(&html_path);
+    assert!(
+        rendered.contains(&format!("data-images=\"{images}\""))
+            && rendered.contains(&format!("data-images-loaded=\"{images}\"")),
+        "Chromium loaded every image: {}",
+        rendered.lines().find(|l| l.contains("<body")).unwrap_or("no body")
+    );
+}
+
+/// Checks every exemplar image of a report is a strip of 3 frames of 96×96 whose first frame
+/// is a frame of the clip its caption names (decoded by the ffmpeg CLI); returns how many.
+fn check_report_images(html: &str, set: &Path) -> usize {
+    let mut count = 0;
+    for piece in html.split("<img alt=\"").skip(1) {
+        let alt = &piece[..piece.find('"').unwrap()];
+        let segment = alt.split(" · ").nth(1).unwrap();
+        let data = piece.split("base64,").nth(1).unwrap();
+        let data = &data[..data.find('"').unwrap()];
+        let bytes = base64::engine::general_purpose::STANDARD.decode(data).unwrap();
+        let mut reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut pixels).unwrap();
+        assert_eq!((info.width, info.height, info.color_type), (3 * 96 + 2 * 2, 96, png::ColorType::Rgb));
+        let first: Vec<u8> =
+            (0..96).flat_map(|y| pixels[y * info.line_size..y * info.line_size + 96 * 3].to_vec()).collect();
+        let clip = set.join(segment);
+        let raw = std::process::Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-i",
+                clip.to_str().unwrap(),
+                "-vf",
+                "scale=96:96",
+                "-f",
+                "rawvideo",
+                "-pix_fmt",
+                "rgb24",
+                "-",
+            ])
+            .output()
+            .unwrap()
+            .stdout;
+        let best = raw
+            .chunks(96 * 96 * 3)
+            .map(|frame| {
+                frame.iter().zip(&first).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>() / first.len() as f64
+            })
+            .fold(f64::INFINITY, f64::min);
+        assert!(best < 4.0, "{segment}: the exemplar's first frame is a frame of the clip (mean difference {best:.1})");
+        let mean = first.iter().map(|&v| v as f64).sum::<f64>() / first.len() as f64;
+        let spread = first.iter().map(|&v| (v as f64 - mean).abs()).sum::<f64>() / first.len() as f64;
+        assert!(spread > 5.0, "{segment}: a real picture, not a flat one");
+        count += 1;
+    }
+    count
+}
+
+/// The report as Chromium sees it after running its scripts (headless, DOM dumped).
+fn chromium(page: &Path) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=10000",
+            &format!("--user-data-dir={}", profile.path().display()),
+            "--dump-dom",
+            &format!("file://{}", page.display()),
+        ])
+        .output()
+        .expect("chromium (Debian package `chromium`, installed by make setup)");
+    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }

@@ -9,7 +9,10 @@ use std::time::Duration;
 use common::{free_port, http_get, make_clip, metric, novelstream, Broker, Daemon};
 use novelstream::config::KafkaConfig;
 use novelstream::decode::spans;
-use novelstream::sink::{Assignment, ClusterRecord, DeadLetter, Kind, ASSIGNMENT_SCHEMA, CLUSTER_SCHEMA};
+use novelstream::sink::{
+    Assignment, ClusterRecord, DeadLetter, Kind, ModelRecord, ASSIGNMENT_SCHEMA, CLUSTER_SCHEMA, MODEL_KEY,
+    MODEL_SCHEMA,
+};
 use novelstream::summary::read_topic;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -145,6 +148,11 @@ fn segments_in_assignments_out_dead_letters_and_commits() {
     // labelled stream's class holds its 4 windows with exemplars from that stream.
     let mut latest: BTreeMap<String, ClusterRecord> = BTreeMap::new();
     for (key, payload) in read_topic(&kafka, CLUSTERS, 1, Duration::from_secs(30)).unwrap() {
+        if key == MODEL_KEY {
+            let model: ModelRecord = serde_json::from_slice(&payload).unwrap();
+            assert_eq!(model.schema, MODEL_SCHEMA);
+            continue;
+        }
         let record: ClusterRecord = serde_json::from_slice(&payload).unwrap();
         assert_eq!((record.schema.as_str(), record.cluster.as_str()), (CLUSTER_SCHEMA, key.as_str()));
         latest.insert(key, record);

@@ -42,11 +42,41 @@ pub struct ClusterRecord {
     pub exemplars: Vec<Exemplar>,
 }
 
+/// Schema version of the model record on the clusters topic.
+pub const MODEL_SCHEMA: &str = "novelstream.model.v1";
+/// The key of the model record on the clusters topic (cluster ids never start with `_`).
+pub const MODEL_KEY: &str = "_model";
+/// Model versions the model record remembers.
+pub const MODEL_HISTORY: usize = 1000;
+
+/// One model version and how stable the clusters were when it replaced the one before.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionPoint {
+    pub model_version: u64,
+    /// Fraction of the trainer's fixed replay windows whose novel cluster changed from the
+    /// previous version to this one.
+    pub changed_fraction: f64,
+    /// When the assigner started using it (ms since the epoch).
+    pub time_ms: i64,
+}
+
+/// The clusters topic's record of the model itself (key [`MODEL_KEY`], `schema/model.v1.json`):
+/// its current version and the cluster stability of the latest versions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    pub schema: String,
+    pub model_version: u64,
+    /// Oldest first, at most [`MODEL_HISTORY`] versions of this daemon's run.
+    pub stability: Vec<VersionPoint>,
+}
+
 /// Every cluster's record, and which changed since the last publication.
 #[derive(Debug, Default)]
 pub struct ClusterTable {
     clusters: BTreeMap<String, ClusterRecord>,
     changed: std::collections::BTreeSet<String>,
+    model: Option<ModelRecord>,
+    model_changed: bool,
 }
 
 impl ClusterTable {
@@ -90,6 +120,40 @@ impl ClusterTable {
     pub fn mark_changed(&mut self, clusters: impl IntoIterator<Item = String>) {
         self.changed.extend(clusters);
     }
+
+    /// Notes the model version in use and its stability measure (`None` before the trainer has
+    /// compared two versions); a version already noted is ignored.
+    pub fn observe_version(&mut self, model_version: u64, changed_fraction: Option<f64>, now_ms: i64) {
+        let new = self.model.is_none();
+        let model = self.model.get_or_insert_with(|| ModelRecord {
+            schema: MODEL_SCHEMA.into(),
+            model_version,
+            stability: Vec::new(),
+        });
+        let measured = model.stability.last().is_some_and(|p| p.model_version == model_version);
+        if !new && model.model_version == model_version && (changed_fraction.is_none() || measured) {
+            return;
+        }
+        model.model_version = model_version;
+        if let Some(changed_fraction) = changed_fraction {
+            if !measured {
+                model.stability.push(VersionPoint { model_version, changed_fraction, time_ms: now_ms });
+                let excess = model.stability.len().saturating_sub(MODEL_HISTORY);
+                model.stability.drain(..excess);
+            }
+        }
+        self.model_changed = true;
+    }
+
+    /// The model record, if it changed since the last call.
+    pub fn take_model(&mut self) -> Option<ModelRecord> {
+        std::mem::take(&mut self.model_changed).then(|| self.model.clone()).flatten()
+    }
+
+    /// Marks the model record as changed again (its publication failed).
+    pub fn mark_model_changed(&mut self) {
+        self.model_changed = self.model.is_some();
+    }
 }
 
 #[cfg(test)]
@@ -128,6 +192,44 @@ mod tests {
         assert!(table.take_changed().is_empty(), "nothing changed since");
         table.mark_changed(["novel-0".to_owned()]);
         assert_eq!(table.take_changed()[0].size, 1);
+    }
+
+    #[test]
+    fn the_model_record_keeps_each_versions_stability_once() {
+        let mut table = ClusterTable::default();
+        table.observe_version(0, None, 10);
+        let first = table.take_model().unwrap();
+        assert_eq!((first.model_version, first.stability.len()), (0, 0));
+        table.observe_version(0, None, 11);
+        assert!(table.take_model().is_none(), "nothing new");
+        table.observe_version(1, None, 12);
+        assert_eq!(table.take_model().unwrap().model_version, 1);
+        table.observe_version(2, Some(0.25), 13);
+        table.observe_version(2, Some(0.25), 14);
+        table.observe_version(3, Some(0.1), 15);
+        let model = table.take_model().unwrap();
+        assert_eq!(model.model_version, 3);
+        let points: Vec<(u64, f64, i64)> =
+            model.stability.iter().map(|p| (p.model_version, p.changed_fraction, p.time_ms)).collect();
+        assert_eq!(points, vec![(2, 0.25, 13), (3, 0.1, 15)]);
+        table.mark_model_changed();
+        assert!(table.take_model().is_some());
+        for v in 4..(4 + MODEL_HISTORY as u64) {
+            table.observe_version(v, Some(0.0), v as i64);
+        }
+        let model = table.take_model().unwrap();
+        assert_eq!(model.stability.len(), MODEL_HISTORY, "bounded");
+        assert_eq!(model.stability.last().unwrap().model_version, 3 + MODEL_HISTORY as u64);
+        let schema: serde_json::Value = serde_json::from_str(include_str!("../../schema/model.v1.json")).unwrap();
+        let value = serde_json::to_value(&model).unwrap();
+        let keys = |v: &serde_json::Value| {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&value), keys(&schema["properties"]));
+        assert_eq!(keys(&value["stability"][0]), keys(&schema["properties"]["stability"]["items"]["properties"]));
+        assert_eq!(value["schema"], schema["properties"]["schema"]["const"]);
     }
 
     /// The JSON Schema in `schema/` and the struct name the same fields, exemplars included.

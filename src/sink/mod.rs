@@ -7,6 +7,8 @@ mod dead_letter;
 mod kafka;
 
 pub use assignment::{Assignment, Kind, ASSIGNMENT_SCHEMA};
-pub use cluster::{ClusterRecord, ClusterTable, Exemplar, CLUSTER_SCHEMA};
+pub use cluster::{
+    ClusterRecord, ClusterTable, Exemplar, ModelRecord, VersionPoint, CLUSTER_SCHEMA, MODEL_KEY, MODEL_SCHEMA,
+};
 pub use dead_letter::{DeadLetter, DEAD_LETTER_SCHEMA};
 pub use kafka::{OutRecord, Publisher};

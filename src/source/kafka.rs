@@ -3,10 +3,12 @@
 use std::sync::Arc;
 
 use rdkafka::consumer::{ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::OffsetTracker;
 use crate::config::KafkaConfig;
+use crate::metrics::Metrics;
 use crate::Error;
 
 /// Where an input message came from: the coordinates dead letters and commits refer to.
@@ -20,11 +22,22 @@ pub struct Coordinates {
 
 /// Forgets in-flight offsets of revoked partitions, so late acknowledgements commit nothing
 /// for a partition another member now owns.
+/// Also reports broker outages to the metrics.
 pub struct SegmentConsumerContext {
     offsets: Arc<OffsetTracker>,
+    metrics: Arc<Metrics>,
 }
 
-impl ClientContext for SegmentConsumerContext {}
+impl ClientContext for SegmentConsumerContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.metrics.broker_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.metrics.broker_down(reason);
+        } else {
+            tracing::warn!(error = %error, reason, "kafka client error");
+        }
+    }
+}
 
 impl ConsumerContext for SegmentConsumerContext {
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -50,7 +63,11 @@ impl ConsumerContext for SegmentConsumerContext {
 pub type SegmentConsumer = StreamConsumer<SegmentConsumerContext>;
 
 /// A consumer of the input topic that commits only what the pipeline says is done.
-pub fn consumer(config: &KafkaConfig, offsets: Arc<OffsetTracker>) -> Result<SegmentConsumer, Error> {
+pub fn consumer(
+    config: &KafkaConfig,
+    offsets: Arc<OffsetTracker>,
+    metrics: Arc<Metrics>,
+) -> Result<SegmentConsumer, Error> {
     let mut client = config.client_config();
     client
         .set("group.id", &config.group_id)
@@ -63,5 +80,5 @@ pub fn consumer(config: &KafkaConfig, offsets: Arc<OffsetTracker>) -> Result<Seg
             client.set(key, default);
         }
     }
-    client.create_with_context(SegmentConsumerContext { offsets }).map_err(Error::kafka("creating consumer"))
+    client.create_with_context(SegmentConsumerContext { offsets, metrics }).map_err(Error::kafka("creating consumer"))
 }

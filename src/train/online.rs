@@ -30,6 +30,9 @@ pub struct Sample {
 pub struct Snapshot {
     pub version: u64,
     pub weights: Vec<(String, Tensor)>,
+    /// Fraction of the replay windows whose novel cluster differs from the previous version's
+    /// (`None` for the first version measured).
+    pub changed_fraction: Option<f64>,
 }
 
 /// A fixed-capacity buffer that forgets its oldest windows.
@@ -103,7 +106,7 @@ impl OnlineTrainer {
                     Ok(()) => {
                         version = meta.version;
                         *latest.lock().expect("snapshot lock") =
-                            Some(Snapshot { version, weights: learner.snapshot() });
+                            Some(Snapshot { version, weights: learner.snapshot(), changed_fraction: None });
                     }
                     Err(problem) => tracing::error!(path = %checkpoint.path.display(), %problem,
                         "checkpoint does not fit this model config; starting from initial weights"),
@@ -298,6 +301,7 @@ impl Worker {
     /// cluster since the previous one.
     fn publish(&mut self) {
         self.version += 1;
+        let mut changed_fraction = None;
         if !self.replay.is_empty() {
             let clusters: Vec<i64> = self
                 .replay
@@ -315,11 +319,13 @@ impl Worker {
                 .collect();
             if let Some(previous) = &self.replay_clusters {
                 let changed = previous.iter().zip(&clusters).filter(|(a, b)| a != b).count();
-                self.metrics.cluster_changed_fraction.set(changed as f64 / clusters.len().max(1) as f64);
+                let fraction = changed as f64 / clusters.len().max(1) as f64;
+                self.metrics.cluster_changed_fraction.set(fraction);
+                changed_fraction = Some(fraction);
             }
             self.replay_clusters = Some(clusters);
         }
-        let snapshot = Snapshot { version: self.version, weights: self.learner.snapshot() };
+        let snapshot = Snapshot { version: self.version, weights: self.learner.snapshot(), changed_fraction };
         *self.latest.lock().expect("snapshot lock") = Some(snapshot);
         tracing::debug!(version = self.version, steps = self.learner.step_count(), "new model version");
     }
