@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# The local demo: a tansu broker on 127.0.0.1, a few synthetic camera streams (ffmpeg lavfi
-# sources, H.264 + AAC), the daemon assigning every window, and a summary of what it published.
-# Everything started here is stopped on exit.
+# The local demo: a tansu broker on 127.0.0.1, the audio-visual digit clips (`make setup` built
+# them: MNIST digits drifting across the frame while a person says the digit) streamed as 4
+# camera streams, the daemon learning online while it assigns every window, then the accuracy
+# of what it published and an HTML report. Digits 0-4 arrive labelled (the known classes);
+# 5-9 arrive unlabelled and must be discovered. Everything started here is stopped on exit.
+#   env: TRAIN_CLIPS=600 TEST_CLIPS=200 RATE=8 (segments per second) DEMO_OUT=results/demo
 set -euo pipefail
 WORK=$(mktemp -d /tmp/novelstream-demo.XXXXXX)
 source "$(dirname "$0")/lib.sh"
+TRAIN_CLIPS="${TRAIN_CLIPS:-600}" TEST_CLIPS="${TEST_CLIPS:-200}" RATE="${RATE:-8}"
+OUT="${DEMO_OUT:-$ROOT/results/demo}"
+mkdir -p "$OUT"
+SET="$ROOT/data/av-digits"
+[ -f "$SET/manifest.json" ] || { echo "no $SET/manifest.json: run make setup" >&2; exit 1; }
 PORT=$(free_port) MPORT=$(free_port)
 BROKERS="127.0.0.1:$PORT"
 say() { printf '\n== %s\n' "$*"; }
@@ -12,58 +20,58 @@ say() { printf '\n== %s\n' "$*"; }
 say "starting tansu on $BROKERS"
 start_tansu "$PORT"
 
-say "making clips: 3 camera streams x 3 segments of 2 s (25 fps, 320x240, H.264 + AAC)"
-mkdir -p "$WORK/clips"/{lobby,garden,server-room}
-clip() {  # clip OUT LAVFI_VIDEO_SOURCE SECONDS FREQ
-  ffmpeg -loglevel error -y -f lavfi -i "$2" \
-    -f lavfi -i "sine=frequency=$4:sample_rate=44100" \
-    -c:v libx264 -preset ultrafast -pix_fmt yuv420p -c:a aac -t "$3" "$1"
-}
-for i in 0 1 2; do
-  clip "$WORK/clips/lobby/$i.ts" "testsrc=size=320x240:rate=25" 2 440
-  clip "$WORK/clips/garden/$i.ts" "mandelbrot=size=320x240:rate=25:start_scale=$((3 + i))" 2 660
-  clip "$WORK/clips/server-room/$i.ts" "life=size=320x240:rate=25:mold=10:ratio=0.$((3 + i))" 2 880
-done
-head -c 40000 /dev/urandom >"$WORK/clips/corrupt.ts"
-
 cat >"$WORK/demo.toml" <<TOML
 [kafka]
 brokers = "$BROKERS"
-topic_partitions = 2
+topic_partitions = 4
 topic_replication_factor = 1
 [source]
-file_roots = ["$WORK/clips"]
+file_roots = ["$(readlink -f "$SET")"]
 [decode]
 window = "1s"
-hop = "500ms"
-frames = 4
-height = 64
-width = 64
+hop = "1s"
+frames = 2
+height = 32
+width = 32
 [model]
-known_classes = ["test-pattern"]
-novel_clusters = 4
+known_classes = ["0", "1", "2", "3", "4"]
+novel_clusters = 5
+modality = "both"
 [metrics]
 listen = "127.0.0.1:$MPORT"
 TOML
 
-say "starting the daemon (stops by itself after 3 minutes at the latest)"
-"$BIN" run --config "$WORK/demo.toml" --run-for 180s >"$WORK/daemon.out" 2>"$WORK/daemon.log" &
+say "starting the daemon: both modalities, training online from untrained weights"
+"$BIN" run --config "$WORK/demo.toml" --run-for 30m >"$WORK/daemon.out" 2>"$WORK/daemon.log" &
 daemon=$!
 started $daemon
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$MPORT/readyz" >/dev/null && break; sleep 0.2; done
 
-say "producing segments: the lobby stream inline and labelled, the others as file:// references"
-"$BIN" produce --brokers "$BROKERS" --stream-id lobby --label test-pattern --inline "$WORK/clips/lobby" >/dev/null
-"$BIN" produce --brokers "$BROKERS" --stream-id garden "$WORK/clips/garden" >/dev/null
-"$BIN" produce --brokers "$BROKERS" --stream-id server-room "$WORK/clips/server-room" >/dev/null
-"$BIN" produce --brokers "$BROKERS" --stream-id server-room --inline "$WORK/clips/corrupt.ts" >/dev/null
+say "streaming $TRAIN_CLIPS training clips on 4 streams at $RATE/s: digits 0-4 labelled, 5-9 not"
+"$BIN" produce --brokers "$BROKERS" --manifest "$SET/manifest.json" --split train --known 0-4 \
+  --streams 4 --rate "$RATE" --limit "$TRAIN_CLIPS" >"$WORK/train-sent.txt"
+say "streaming $TEST_CLIPS test clips (MNIST test images, voices never heard), none labelled"
+"$BIN" produce --brokers "$BROKERS" --manifest "$SET/manifest.json" --split test \
+  --streams 4 --rate "$RATE" --limit "$TEST_CLIPS" --seed 1 >"$WORK/test-sent.txt"
+say "and one segment of random bytes: it becomes a dead letter, and nothing else stops"
+head -c 40000 /dev/urandom >"$WORK/corrupt.ts"
+"$BIN" produce --brokers "$BROKERS" --stream-id av-0 --inline "$WORK/corrupt.ts" >/dev/null
 
-say "assignments published (9 segments x 3 windows expected, plus 1 dead letter)"
-"$BIN" summary --brokers "$BROKERS" --expect 27 --timeout 150s
+say "what the daemon published"
+"$BIN" summary --brokers "$BROKERS" --expect "$((TRAIN_CLIPS + TEST_CLIPS))" --timeout 5m | head -30
+
+say "accuracy on the test clips against their truth (which the daemon never saw)"
+"$BIN" score --brokers "$BROKERS" --truth "$SET/manifest.json" --split test --segments "$WORK/test-sent.txt" \
+  --expect "$((TRAIN_CLIPS + TEST_CLIPS))" --slices 4 --out "$OUT/score.json" --svg "$OUT/accuracy.svg"
 
 say "a few of the daemon's metrics (http://127.0.0.1:$MPORT/metrics)"
-curl -sf "http://127.0.0.1:$MPORT/metrics" | grep -E '^novelstream_(windows_published_total|dead_letters_total|model_version|decode_seconds_count) ' || true
+curl -sf "http://127.0.0.1:$MPORT/metrics" | grep -E '^novelstream_(windows_published_total|dead_letters_total|model_version|train_steps_total|cluster_changed_fraction) ' || true
 
-say "stopping the daemon (SIGTERM drains in-flight work)"
+say "stopping the daemon (SIGTERM drains in-flight work, checkpoints, commits)"
 kill -TERM "$daemon"
 wait "$daemon"
 cat "$WORK/daemon.out"
+
+say "the report: clusters with their exemplar frames and audio, accuracy over time"
+"$BIN" report --config "$WORK/demo.toml" --truth "$SET/manifest.json" --out "$OUT/report.html"
+echo "report: $OUT/report.html"
