@@ -1,7 +1,7 @@
 # Shared by the demo and the experiment scripts: source it after setting WORK (a scratch folder).
 # Everything started with `started PID` is stopped, and WORK removed, when the script exits.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BIN="$ROOT/target/release/novelstream"
+BIN="${NOVELSTREAM_BIN:-$ROOT/target/release/novelstream}"
 CACHE="${NOVELSTREAM_CACHE:-$HOME/.cache/novelstream}"
 TANSU="${NOVELSTREAM_TANSU:-$CACHE/tansu-0.6.0/bin/tansu}"
 pids=()
@@ -15,11 +15,13 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# start_tansu PORT: the broker on 127.0.0.1:PORT with in-memory storage, waited for.
+# start_tansu PORT [STORAGE]: the broker on 127.0.0.1:PORT (storage: in memory unless given,
+# e.g. sqlite://FILE, which survives a restart), waited for; its pid is in $TANSU_PID.
 start_tansu() {
   "$TANSU" broker --listener-url "tcp://127.0.0.1:$1" --advertised-listener-url "tcp://127.0.0.1:$1" \
-    --storage-engine memory://tansu/ >"$WORK/tansu.log" 2>&1 &
-  started $!
+    --storage-engine "${2:-memory://tansu/}" >>"$WORK/tansu.log" 2>&1 &
+  TANSU_PID=$!
+  started $TANSU_PID
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
   echo "tansu did not start on port $1 (see $WORK/tansu.log)" >&2
   return 1

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Broker outages measured: streams CLIPS av-digits clips into the daemon through a tansu broker
+# with SQLite storage, stops the broker OUTAGES times for OUTAGE seconds each mid-stream and
+# starts it again on the same port and storage, then checks with `novelstream score` that every
+# window of every segment was published at least once, and reads the daemon's outage metrics.
+#   scripts/broker-restart.sh [OUT]   (default OUT: results/broker-restart)
+#   env: CLIPS=1000 RATE=10 OUTAGES=2 OUTAGE=15
+# Writes OUT/outages.txt, OUT/score.json, OUT/metrics.txt and OUT/summary.txt; exits 1 if a
+# window is missing.
+set -euo pipefail
+WORK=$(mktemp -d /tmp/novelstream-broker.XXXXXX)
+source "$(dirname "$0")/lib.sh"
+OUT="$(mkdir -p "${1:-$ROOT/results/broker-restart}" && cd "${1:-$ROOT/results/broker-restart}" && pwd)"
+CLIPS="${CLIPS:-1000}" RATE="${RATE:-10}" OUTAGES="${OUTAGES:-2}" OUTAGE="${OUTAGE:-15}"
+SET="$ROOT/data/av-digits"
+[ -f "$SET/manifest.json" ] || { echo "no $SET/manifest.json: run make setup" >&2; exit 1; }
+PORT=$(free_port) MPORT=$(free_port)
+BROKERS="127.0.0.1:$PORT"
+STORAGE="sqlite://$WORK/tansu.db"
+start_tansu "$PORT" "$STORAGE"
+
+cat >"$WORK/daemon.toml" <<TOML
+[kafka]
+brokers = "$BROKERS"
+input_topic = "outage.segments"
+output_topic = "outage.assignments"
+dead_letter_topic = "outage.dead-letters"
+clusters_topic = "outage.clusters"
+group_id = "outage-daemon"
+topic_partitions = 4
+topic_replication_factor = 1
+[source]
+file_roots = ["$(readlink -f "$SET")"]
+[decode]
+window = "1s"
+hop = "1s"
+frames = 2
+height = 32
+width = 32
+[model]
+known_classes = ["0", "1", "2", "3", "4"]
+novel_clusters = 5
+modality = "both"
+[metrics]
+listen = "127.0.0.1:$MPORT"
+TOML
+
+"$BIN" run --config "$WORK/daemon.toml" >"$WORK/daemon.out" 2>"$OUT/daemon.log" &
+daemon=$!
+started $daemon
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$MPORT/readyz" >/dev/null && break; sleep 0.2; done
+
+echo "streaming $CLIPS clips at $RATE/s; the broker goes away $OUTAGES times for ${OUTAGE}s"
+"$BIN" produce --brokers "$BROKERS" --topic outage.segments --manifest "$SET/manifest.json" --split train \
+  --known 0-4 --streams 8 --rate "$RATE" --limit "$CLIPS" >"$WORK/sent.txt" &
+producer=$!
+started $producer
+
+: >"$OUT/outages.txt"
+stream_s=$(python3 -c "print($CLIPS / $RATE)")
+gap=$(python3 -c "print(max(5.0, $stream_s / ($OUTAGES + 1) - $OUTAGE))")
+for i in $(seq "$OUTAGES"); do
+  sleep "$gap"
+  kill -TERM "$TANSU_PID"
+  wait "$TANSU_PID" 2>/dev/null || true
+  echo "outage $i: broker stopped at $(date -u +%T)" | tee -a "$OUT/outages.txt"
+  sleep "$OUTAGE"
+  curl -sf "http://127.0.0.1:$MPORT/metrics" | grep -E '^novelstream_broker_' | tr '\n' ' ' | sed 's/^/  during: /' | tee -a "$OUT/outages.txt"
+  echo | tee -a "$OUT/outages.txt"
+  start_tansu "$PORT" "$STORAGE"
+  echo "outage $i: broker back at $(date -u +%T)" | tee -a "$OUT/outages.txt"
+done
+wait "$producer"
+sent=$(wc -l <"$WORK/sent.txt")
+echo "producer done ($sent clips)"
+"$BIN" score --brokers "$BROKERS" --topic outage.assignments --input-topic outage.segments --truth "$SET/manifest.json" \
+  --segments "$WORK/sent.txt" --expect "$sent" --timeout 10m --out "$OUT/score.json" --svg "$WORK/accuracy.svg" \
+  | tee "$OUT/summary.txt"
+curl -sf "http://127.0.0.1:$MPORT/metrics" >"$OUT/metrics.txt" || true
+grep -E '^novelstream_(broker_|windows_published_total)' "$OUT/metrics.txt" | tee -a "$OUT/summary.txt" || true
+grep -E 'unreachable|reachable again' "$OUT/daemon.log" | tee -a "$OUT/summary.txt" || true
+kill -TERM "$daemon"
+wait "$daemon" || true
+python3 - "$OUT/score.json" "$sent" "$OUTAGES" <<'PY' | tee -a "$OUT/summary.txt"
+import json, sys
+report, sent, outages = json.load(open(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
+complete = report["missing_segments"] == 0 and report["windows_per_segment"] == {"1": sent}
+print(f"{outages} broker outages, {sent} segments sent: {report['windows']} distinct windows published, "
+      f"{report['missing_segments']} segments missing, {report['duplicate_windows']} duplicates "
+      f"-> {'every window published' if complete else 'WINDOWS LOST'}")
+sys.exit(0 if complete else 1)
+PY

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Crash safety measured: streams CLIPS av-digits clips (one window each) into the daemon while
+# killing it with SIGKILL KILLS times at random moments (restarting it each time, from its
+# checkpoint and its group's committed offsets), then lets a last daemon finish and checks with
+# `novelstream score` that every window of every segment was published at least once.
+#   scripts/kill-restart.sh [OUT]     (default OUT: results/kill-restart)
+#   env: KILLS=10 CLIPS=2000 RATE=20 (segments per second) SEED=1
+# Writes OUT/kills.txt, OUT/score.json and OUT/summary.txt; exits 1 if a window is missing.
+set -euo pipefail
+WORK=$(mktemp -d /tmp/novelstream-kill.XXXXXX)
+source "$(dirname "$0")/lib.sh"
+OUT="$(mkdir -p "${1:-$ROOT/results/kill-restart}" && cd "${1:-$ROOT/results/kill-restart}" && pwd)"
+KILLS="${KILLS:-10}" CLIPS="${CLIPS:-2000}" RATE="${RATE:-20}" SEED="${SEED:-1}"
+SET="$ROOT/data/av-digits"
+[ -f "$SET/manifest.json" ] || { echo "no $SET/manifest.json: run make setup" >&2; exit 1; }
+PORT=$(free_port)
+BROKERS="127.0.0.1:$PORT"
+start_tansu "$PORT"
+
+cat >"$WORK/daemon.toml" <<TOML
+[kafka]
+brokers = "$BROKERS"
+input_topic = "kill.segments"
+output_topic = "kill.assignments"
+dead_letter_topic = "kill.dead-letters"
+clusters_topic = "kill.clusters"
+group_id = "kill-daemon"
+topic_partitions = 4
+topic_replication_factor = 1
+[source]
+file_roots = ["$(readlink -f "$SET")"]
+[decode]
+window = "1s"
+hop = "1s"
+frames = 2
+height = 32
+width = 32
+[model]
+known_classes = ["0", "1", "2", "3", "4"]
+novel_clusters = 5
+modality = "both"
+[checkpoint]
+path = "$WORK/daemon.ckpt"
+interval = "5s"
+[metrics]
+listen = ""
+TOML
+
+daemon() { "$BIN" run --config "$WORK/daemon.toml" >>"$WORK/daemon.out" 2>>"$OUT/daemon.log" & }
+# The topics exist before the producer starts (the daemon creates them).
+daemon
+first=$!
+started $first
+for _ in $(seq 100); do grep -q "serving with model version" "$OUT/daemon.log" 2>/dev/null && break; sleep 0.2; done
+
+echo "streaming $CLIPS clips at $RATE/s while killing the daemon $KILLS times"
+"$BIN" produce --brokers "$BROKERS" --topic kill.segments --manifest "$SET/manifest.json" --split train \
+  --known 0-4 --streams 8 --rate "$RATE" --limit "$CLIPS" --seed "$SEED" >"$WORK/sent.txt" &
+producer=$!
+started $producer
+
+: >"$OUT/kills.txt"
+pid=$first
+# Seeded pauses of 2-10 s before each kill.
+pauses=$(python3 -c "import random; r = random.Random($SEED); print(' '.join(f'{r.uniform(2, 10):.1f}' for _ in range($KILLS)))")
+i=0
+for pause in $pauses; do
+  i=$((i + 1))
+  sleep "$pause"
+  published=$("$BIN" summary --brokers "$BROKERS" --topic kill.assignments --dead-letter-topic kill.dead-letters \
+    --timeout 2s 2>/dev/null | sed -n 's/^\([0-9]*\) window assignments.*/\1/p' | head -1)
+  kill -KILL "$pid"
+  wait "$pid" 2>/dev/null || true
+  printf 'kill %d after %ss: %s assignments published so far\n' "$i" "$pause" "${published:-?}" | tee -a "$OUT/kills.txt"
+  daemon
+  pid=$!
+  started $pid
+done
+wait "$producer"
+sent=$(wc -l <"$WORK/sent.txt")
+echo "producer done ($sent clips); letting the last daemon finish"
+"$BIN" score --brokers "$BROKERS" --topic kill.assignments --input-topic kill.segments --truth "$SET/manifest.json" \
+  --segments "$WORK/sent.txt" --expect "$sent" --timeout 10m --out "$OUT/score.json" --svg "$WORK/accuracy.svg" \
+  | tee "$OUT/summary.txt"
+kill -TERM "$pid"
+wait "$pid" || true
+python3 - "$OUT/score.json" "$sent" "$KILLS" <<'PY' | tee -a "$OUT/summary.txt"
+import json, sys
+report, sent, kills = json.load(open(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
+complete = report["missing_segments"] == 0 and report["windows_per_segment"] == {"1": sent}
+print(f"{kills} SIGKILLs, {sent} segments sent: {report['windows']} distinct windows published, "
+      f"{report['missing_segments']} segments missing, {report['duplicate_windows']} duplicates "
+      f"(at-least-once redelivery) -> {'every window published' if complete else 'WINDOWS LOST'}")
+sys.exit(0 if complete else 1)
+PY
