@@ -1,8 +1,9 @@
 //! One optimiser over every loss term (DESIGN.md §2): the training step shared by `eval` and the
 //! daemon's online trainer.
 
-use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
+use super::adam::Adam;
 use super::losses::{category_nce, consistency, instance_nce, instance_nce_in_batch, pairwise_bce, rampup};
 use super::{augment, augment_mel, pseudo_labels, MemoryBank, PairRule, WtaHash};
 use crate::config::{Contrast, ModelConfig, TrainConfig};
@@ -45,7 +46,7 @@ pub struct Learner {
     /// (momentum copy, online) pairs of every variable, matched by name.
     ema_pairs: Vec<(Tensor, Tensor)>,
     ema_vars: nn::VarStore,
-    optimizer: nn::Optimizer,
+    optimizer: Adam,
     /// Memory banks of visual and audio keys, where the model has that modality.
     banks: [Option<MemoryBank>; 2],
     /// (query, key) modality pairs the contrast compares.
@@ -72,8 +73,7 @@ impl Learner {
             })
             .collect();
         ema_pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        let optimizer =
-            nn::Adam { wd: config.weight_decay, ..Default::default() }.build(&vars, config.learning_rate)?;
+        let optimizer = Adam::new(&vars, config.learning_rate, config.weight_decay);
         let dim = model.dim() as usize;
         let present = [model_config.modality.visual(), model_config.modality.audio()];
         let bank =
@@ -106,7 +106,8 @@ impl Learner {
     }
 
     /// Everything a checkpoint needs: the online and momentum weights (`online.*`, `ema.*`), the
-    /// memory banks (`bank.<slot>.*`), the step and the WTA permutations.
+    /// memory banks (`bank.<slot>.*`), the optimiser's moments (`adam.*`), the step and the WTA
+    /// permutations.
     pub fn state(&self) -> (u64, &WtaHash, Vec<(String, Tensor)>) {
         let _guard = tch::no_grad_guard();
         let mut tensors: Vec<(String, Tensor)> = Vec::new();
@@ -121,6 +122,7 @@ impl Learner {
                 tensors.push((format!("bank.{slot}.position"), position));
             }
         }
+        tensors.extend(self.optimizer.state());
         (self.step, &self.wta, tensors)
     }
 
@@ -145,6 +147,9 @@ impl Learner {
         }
         if wta.dim() != self.wta.dim() {
             return Err(format!("WTA over {} dimensions in the checkpoint, {} here", wta.dim(), self.wta.dim()));
+        }
+        if !self.optimizer.restore(&found)? {
+            tracing::warn!("checkpoint has no optimiser state (an older format): Adam's moments start from zero");
         }
         let _guard = tch::no_grad_guard();
         for (mut target, source) in copies {

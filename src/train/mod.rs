@@ -2,6 +2,7 @@
 //! pseudo labels (WTA hash and the alternatives used in ablations), the loss terms and the
 //! training step that combines them.
 
+mod adam;
 mod augment;
 mod bank;
 pub mod checkpoint;
