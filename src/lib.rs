@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod assign;
+pub mod bench;
 pub mod config;
 pub mod decode;
 pub mod eval;

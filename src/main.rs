@@ -40,6 +40,9 @@ enum Command {
     /// over time and a contact sheet of exemplar frames with their audio; with --truth, the
     /// accuracy-over-time curve and each cluster's majority class.
     Report(ReportArgs),
+    /// Time the product's stages against their reference tools (see BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Build a data set from the real data `make setup` fetched.
     #[command(subcommand)]
     Dataset(DatasetCommand),
@@ -119,6 +122,41 @@ struct ReportArgs {
     /// Where the HTML goes.
     #[arg(long, default_value = "report.html")]
     out: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Decode a clip with the product's decoder and with the ffmpeg CLI producing the same raw
+    /// frames and audio, one decoding thread each; prints windows/s and the ratio.
+    Decode(BenchDecodeArgs),
+    /// Assign batches of windows with the daemon's model (inference only): windows/s and
+    /// latency per batch, for each batch size.
+    Assign(BenchAssignArgs),
+}
+
+#[derive(Args)]
+struct BenchAssignArgs {
+    /// Model and windowing as in the daemon's config (default: the built-in defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Batch sizes, comma-separated.
+    #[arg(long, default_value = "1,8,32,64", value_delimiter = ',')]
+    batch: Vec<usize>,
+    /// Timed batches per size.
+    #[arg(long, default_value_t = 30)]
+    batches: usize,
+}
+
+#[derive(Args)]
+struct BenchDecodeArgs {
+    /// The clip (any container and codecs FFmpeg reads; H.264 + AAC for the recorded numbers).
+    clip: PathBuf,
+    /// Windowing and frame size as in the daemon's config (default: the built-in defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Passes of each decoder; the best one counts.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
 }
 
 #[derive(Subcommand)]
@@ -364,7 +402,60 @@ fn main() -> anyhow::Result<()> {
         Command::Dataset(DatasetCommand::AvDigits(args)) => av_digits(args),
         Command::Score(args) => score(args),
         Command::Report(args) => report(args),
+        Command::Bench(BenchCommand::Decode(args)) => bench_decode(args),
+        Command::Bench(BenchCommand::Assign(args)) => bench_assign(args),
     }
+}
+
+fn bench_assign(args: BenchAssignArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    config.validate()?;
+    if args.batch.contains(&0) {
+        bail!("--batch: sizes must be at least 1");
+    }
+    let device = novelstream::model::select_device(config.model.device)?;
+    let (m, d) = (&config.model, &config.decode);
+    println!(
+        "assign on {device:?} ({} torch threads): modality {:?}, {} frames of {}x{} + {} s of audio per window",
+        tch::get_num_threads(),
+        m.modality,
+        d.frames,
+        d.height,
+        d.width,
+        d.window.as_secs_f64()
+    );
+    println!("| batch | windows/s | p50 ms per batch | p99 ms per batch |\n|---|---|---|---|");
+    for run in novelstream::bench::assign(&config, device, &args.batch, args.batches) {
+        println!("| {} | {:.1} | {:.1} | {:.1} |", run.batch, run.windows_per_s, 1e3 * run.p50_s, 1e3 * run.p99_s);
+    }
+    Ok(())
+}
+
+fn bench_decode(args: BenchDecodeArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let d = &config.decode;
+    let (product, cli) =
+        novelstream::bench::decode(&args.clip, d, args.repeat).map_err(|e| anyhow::anyhow!("bench decode: {e}"))?;
+    println!(
+        "decode {} to {}x{} RGB24 + mono f32 at {} Hz, one thread, best of {}:",
+        args.clip.display(),
+        d.width,
+        d.height,
+        d.sample_rate,
+        args.repeat
+    );
+    println!("| decoder | seconds | windows/s | × real time |\n|---|---|---|---|");
+    for run in [&product, &cli] {
+        println!("| {} | {:.2} | {:.1} | {:.1} |", run.name, run.seconds, run.windows_per_s, run.realtime);
+    }
+    println!("ratio (novelstream / ffmpeg CLI): {:.2}", product.windows_per_s / cli.windows_per_s);
+    Ok(())
 }
 
 fn read_manifest(path: &std::path::Path) -> anyhow::Result<novelstream::eval::av_digits::AvManifest> {

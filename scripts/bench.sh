@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The benchmarks of BENCHMARKS.md on this machine: decoding against the ffmpeg CLI and
+# assignment (inference) per batch size. Prints markdown tables.
+#   scripts/bench.sh            env: REPEAT=3 BATCHES=30 DEVICE=auto
+# The end-to-end numbers (streams served in real time, latency) come from
+# scripts/stream-capacity.sh.
+set -euo pipefail
+WORK=$(mktemp -d /tmp/novelstream-bench.XXXXXX)
+source "$(dirname "$0")/lib.sh"
+REPEAT="${REPEAT:-3}" BATCHES="${BATCHES:-30}" DEVICE="${DEVICE:-auto}"
+CLIPS="$CACHE/bench"
+mkdir -p "$CLIPS"
+# A long H.264 + AAC clip: 60 s of 1280x720 at 25 fps with a tone, made once.
+CLIP="$CLIPS/testsrc2-720p25-60s.mp4"
+if [ ! -f "$CLIP" ]; then
+  ffmpeg -loglevel error -y -f lavfi -i "testsrc2=size=1280x720:rate=25" -f lavfi -i "sine=frequency=440:sample_rate=48000" \
+    -t 60 -c:v libx264 -preset veryfast -pix_fmt yuv420p -c:a aac -b:a 128k "$CLIP.tmp.mp4"
+  mv "$CLIP.tmp.mp4" "$CLIP"
+fi
+echo "machine: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), $(date -u +%F)"
+for size in 64 112; do
+  cat >"$WORK/decode-$size.toml" <<TOML
+[decode]
+height = $size
+width = $size
+TOML
+  echo
+  "$BIN" bench decode "$CLIP" --config "$WORK/decode-$size.toml" --repeat "$REPEAT"
+done
+cat >"$WORK/assign.toml" <<TOML
+[model]
+known_classes = ["0", "1", "2", "3", "4"]
+novel_clusters = 5
+modality = "both"
+device = "$DEVICE"
+TOML
+echo
+"$BIN" bench assign --config "$WORK/assign.toml" --batches "$BATCHES"

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# How many live streams the daemon serves in real time while it trains: for each stream count,
+# N streams of 25 fps 112x112 H.264 + AAC clips of 2 s (the av-digits clips rendered at that
+# size and rate) are published in real time (each stream one clip every 2 s) for SECONDS, and
+# `novelstream score` measures the latency from a segment's publication to its assignments'.
+#   scripts/stream-capacity.sh [OUT]   (default OUT: results/stream-capacity)
+#   env: COUNTS="8 12 16" SECONDS_EACH=120 DEVICE=auto
+# Writes OUT/capacity.tsv (streams, windows, p50/p95/p99/max latency, missing, train steps).
+set -euo pipefail
+WORK=$(mktemp -d /tmp/novelstream-capacity.XXXXXX)
+source "$(dirname "$0")/lib.sh"
+OUT="$(mkdir -p "${1:-$ROOT/results/stream-capacity}" && cd "${1:-$ROOT/results/stream-capacity}" && pwd)"
+COUNTS="${COUNTS:-8 12 16}" SECONDS_EACH="${SECONDS_EACH:-120}" DEVICE="${DEVICE:-auto}"
+SET="$CACHE/data/av-digits-112x25-v2"
+if [ ! -f "$SET/.complete" ]; then
+  echo "building the 112x112, 25 fps clips into $SET"
+  "$BIN" dataset av-digits --mnist "$ROOT/data/mnist" --speech "$ROOT/data/spoken-digits" --out "$SET" \
+    --size 112 --fps 25 --clip 2s --train-per-class 120 --test-per-class 1
+  touch "$SET/.complete"
+fi
+
+printf 'streams\twindows\tp50_ms\tp95_ms\tp99_ms\tmax_ms\tmissing_segments\ttrain_steps\tcpu_s\n' >"$OUT/capacity.tsv"
+for n in $COUNTS; do
+  PORT=$(free_port) MPORT=$(free_port)
+  BROKERS="127.0.0.1:$PORT"
+  start_tansu "$PORT"
+  cat >"$WORK/daemon-$n.toml" <<TOML
+[kafka]
+brokers = "$BROKERS"
+topic_partitions = 4
+topic_replication_factor = 1
+[source]
+file_roots = ["$(readlink -f "$SET")"]
+[model]
+known_classes = ["0", "1", "2", "3", "4"]
+novel_clusters = 5
+modality = "both"
+device = "$DEVICE"
+[metrics]
+listen = "127.0.0.1:$MPORT"
+TOML
+  "$BIN" run --config "$WORK/daemon-$n.toml" >"$WORK/daemon-$n.out" 2>"$OUT/daemon-$n.log" &
+  daemon=$!
+  started $daemon
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$MPORT/readyz" >/dev/null && break; sleep 0.2; done
+  rate=$(python3 -c "print($n / 2)")
+  clips=$(python3 -c "import json; n = sum(c['split'] == 'train' for c in json.load(open('$SET/manifest.json'))['clips']); print(min(n, int($n / 2 * $SECONDS_EACH)))")
+  echo "== $n streams: $clips clips of 2 s at $rate/s (real time), digits 0-4 labelled"
+  "$BIN" produce --brokers "$BROKERS" --manifest "$SET/manifest.json" --split train --known 0-4 \
+    --streams "$n" --rate "$rate" --limit "$clips" >"$WORK/sent-$n.txt"
+  "$BIN" score --brokers "$BROKERS" --truth "$SET/manifest.json" --segments "$WORK/sent-$n.txt" \
+    --expect "$((clips * 2))" --timeout 5m --out "$OUT/score-$n.json" --svg "$WORK/accuracy-$n.svg" | tee "$OUT/score-$n.txt"
+  metrics=$(curl -sf "http://127.0.0.1:$MPORT/metrics" || true)
+  steps=$(awk '/^novelstream_train_steps_total / {print $2}' <<<"$metrics")
+  cpu=$(awk '{print ($14 + $15) / 100}' "/proc/$daemon/stat")
+  python3 - "$OUT/score-$n.json" "$n" "${steps:-0}" "$cpu" >>"$OUT/capacity.tsv" <<'PY'
+import json, sys
+r, n, steps, cpu = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4]
+l = r.get("latency") or {}
+print("\t".join(str(x) for x in [n, r["windows"], l.get("p50_ms"), l.get("p95_ms"), l.get("p99_ms"), l.get("max_ms"),
+                                 r["missing_segments"], steps, cpu]))
+PY
+  kill -TERM "$daemon" "$TANSU_PID"
+  wait "$daemon" "$TANSU_PID" 2>/dev/null || true
+done
+column -t "$OUT/capacity.tsv"

@@ -1,0 +1,125 @@
+//! `novelstream bench`: the product's stages timed against their reference tools on the same
+//! machine, in the same run. Results are printed as tables; BENCHMARKS.md records them.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use crate::config::DecodeConfig;
+use crate::decode::decode_segment;
+
+/// Throughput of one way of decoding a clip.
+#[derive(Debug, Clone)]
+pub struct DecodeRun {
+    pub name: String,
+    /// Wall seconds per pass (best of the repeats).
+    pub seconds: f64,
+    /// Windows per second at the product's windowing (the same media for both).
+    pub windows_per_s: f64,
+    /// Media seconds decoded per wall second.
+    pub realtime: f64,
+}
+
+/// Decodes `clip` `repeat` times with the product's decoder (one thread, as each of the
+/// daemon's decoders), and with the `ffmpeg` CLI producing the same raw output — every frame
+/// scaled bilinearly to `H × W` RGB24 and the audio resampled to mono f32 at the window rate —
+/// with one decoding thread; returns both, best pass of each.
+pub fn decode(clip: &Path, config: &DecodeConfig, repeat: usize) -> Result<(DecodeRun, DecodeRun), String> {
+    let bytes = std::fs::read(clip).map_err(|e| format!("reading {}: {e}", clip.display()))?;
+    let mut best = f64::INFINITY;
+    let mut windows = 0;
+    for _ in 0..repeat.max(1) {
+        let started = Instant::now();
+        let decoded = decode_segment(bytes.clone(), config).map_err(|e| format!("{}: {e}", clip.display()))?;
+        best = best.min(started.elapsed().as_secs_f64());
+        windows = decoded.len();
+    }
+    let media_s = windows as f64 * config.hop.as_secs_f64();
+    let product = DecodeRun {
+        name: "novelstream decoder".into(),
+        seconds: best,
+        windows_per_s: windows as f64 / best,
+        realtime: media_s / best,
+    };
+    let mut cli_best = f64::INFINITY;
+    for _ in 0..repeat.max(1) {
+        let started = Instant::now();
+        let status = Command::new("ffmpeg")
+            .args(["-v", "error", "-nostdin", "-threads", "1", "-i"])
+            .arg(clip)
+            .args(["-map", "0:v:0", "-filter_threads", "1", "-vf"])
+            .arg(format!("scale={}:{}:flags=bilinear", config.width, config.height))
+            .args(["-pix_fmt", "rgb24", "-f", "rawvideo", "-y", "/dev/null", "-map", "0:a:0?", "-ac", "1", "-ar"])
+            .arg(config.sample_rate.to_string())
+            .args(["-f", "f32le", "-y", "/dev/null"])
+            .status()
+            .map_err(|e| format!("running ffmpeg: {e}"))?;
+        if !status.success() {
+            return Err(format!("ffmpeg failed on {}: {status}", clip.display()));
+        }
+        cli_best = cli_best.min(started.elapsed().as_secs_f64());
+    }
+    let cli = DecodeRun {
+        name: "ffmpeg CLI, same output".into(),
+        seconds: cli_best,
+        windows_per_s: windows as f64 / cli_best,
+        realtime: media_s / cli_best,
+    };
+    Ok((product, cli))
+}
+
+/// Assignment (inference) at one batch size.
+#[derive(Debug, Clone)]
+pub struct AssignRun {
+    pub batch: usize,
+    pub windows_per_s: f64,
+    /// Seconds per batch: median and 99th percentile.
+    pub p50_s: f64,
+    pub p99_s: f64,
+}
+
+/// Assigns batches of synthetic windows (random frames and audio at the configured size) with
+/// the daemon's assigner, `batches` times per batch size after a warm-up; the model's weights do
+/// not change its cost.
+pub fn assign(config: &crate::config::Config, device: tch::Device, sizes: &[usize], batches: usize) -> Vec<AssignRun> {
+    let d = &config.decode;
+    let model =
+        crate::config::ModelConfig { max_batch: sizes.iter().copied().max().unwrap_or(1), ..config.model.clone() };
+    let assigner = crate::assign::Assigner::untrained(&model, d, device);
+    let mut rng = crate::rng::SplitMix64::new(0);
+    let frame_bytes = (d.height * d.width * 3) as usize * d.frames;
+    let samples = (d.window.as_secs_f64() * f64::from(d.sample_rate)) as usize;
+    let window = |i: usize| crate::decode::Window {
+        index: i as u32,
+        start_ms: 0,
+        end_ms: d.window.as_millis() as u64,
+        frames: (0..frame_bytes).map(|_| (rng.next_u64() >> 56) as u8).collect(),
+        audio: (0..samples).map(|_| rng.normal() as f32 * 0.1).collect(),
+    };
+    let pool: Vec<crate::decode::Window> = (0..model.max_batch).map(window).collect();
+    sizes
+        .iter()
+        .map(|&batch| {
+            let windows = &pool[..batch];
+            for _ in 0..3 {
+                assigner.assign(windows, None);
+            }
+            let mut times: Vec<f64> = (0..batches.max(1))
+                .map(|_| {
+                    let started = Instant::now();
+                    assigner.assign(windows, None);
+                    started.elapsed().as_secs_f64()
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            let rank = |p: f64| times[((p * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1];
+            let total: f64 = times.iter().sum();
+            AssignRun {
+                batch,
+                windows_per_s: (batch * times.len()) as f64 / total,
+                p50_s: rank(0.5),
+                p99_s: rank(0.99),
+            }
+        })
+        .collect()
+}
