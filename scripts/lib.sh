@@ -15,11 +15,12 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# start_tansu PORT [STORAGE]: the broker on 127.0.0.1:PORT (storage: in memory unless given,
-# e.g. sqlite://FILE, which survives a restart), waited for; its pid is in $TANSU_PID.
+# start_tansu PORT [ADVERTISED_PORT]: the broker on 127.0.0.1:PORT with in-memory storage,
+# telling clients to connect to ADVERTISED_PORT (default PORT; a proxy's port for outage
+# experiments), waited for; its pid is in $TANSU_PID.
 start_tansu() {
-  "$TANSU" broker --listener-url "tcp://127.0.0.1:$1" --advertised-listener-url "tcp://127.0.0.1:$1" \
-    --storage-engine "${2:-memory://tansu/}" >>"$WORK/tansu.log" 2>&1 &
+  "$TANSU" broker --listener-url "tcp://127.0.0.1:$1" --advertised-listener-url "tcp://127.0.0.1:${2:-$1}" \
+    --storage-engine memory://tansu/ >>"$WORK/tansu.log" 2>&1 &
   TANSU_PID=$!
   started $TANSU_PID
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done

@@ -481,8 +481,12 @@ async fn publish_clusters(clusters: &Mutex<ClusterTable>, publisher: &Publisher,
 }
 
 /// Messages between the consumer's positions and the ends of its assigned partitions.
+/// `None` when the brokers did not answer (or no partition is assigned).
 fn consumer_lag(consumer: &SegmentConsumer) -> Option<i64> {
     let positions = consumer.position().ok()?;
+    if positions.count() == 0 {
+        return None;
+    }
     let mut lag = 0;
     for element in positions.elements() {
         let (_, high) = consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(1)).ok()?;
