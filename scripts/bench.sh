@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# The benchmarks of BENCHMARKS.md on this machine: decoding against the ffmpeg CLI and
-# assignment (inference) per batch size. Prints markdown tables.
-#   scripts/bench.sh            env: REPEAT=3 BATCHES=30 DEVICE=auto
+# The benchmarks of BENCHMARKS.md on this machine: decoding against the ffmpeg CLI, assignment
+# (inference) per batch size, and the training step against the same model and step in PyTorch
+# eager (bench/train_step.py, run with the full torch wheel's Python: $NOVELSTREAM_PYTHON, else
+# the venv `NOVELSTREAM_TORCH=cuda make setup` makes; skipped without one). Prints the results.
+#   scripts/bench.sh            env: REPEAT=3 BATCHES=30 STEPS=20 DEVICE=auto|cpu|cuda
+# On a GPU machine: NOVELSTREAM_TORCH=cuda make setup build && DEVICE=cuda scripts/bench.sh
 # The end-to-end numbers (streams served in real time, latency) come from
 # scripts/stream-capacity.sh.
 set -euo pipefail
 WORK=$(mktemp -d /tmp/novelstream-bench.XXXXXX)
 source "$(dirname "$0")/lib.sh"
-REPEAT="${REPEAT:-3}" BATCHES="${BATCHES:-30}" DEVICE="${DEVICE:-auto}"
+REPEAT="${REPEAT:-3}" BATCHES="${BATCHES:-30}" STEPS="${STEPS:-20}" DEVICE="${DEVICE:-auto}"
+PYTHON="${NOVELSTREAM_PYTHON:-$CACHE/torch-2.11.0-venv/bin/python}"
 CLIPS="$CACHE/bench"
 mkdir -p "$CLIPS"
 # A long H.264 + AAC clip: 60 s of 1280x720 at 25 fps with a tone, made once.
@@ -36,3 +40,14 @@ device = "$DEVICE"
 TOML
 echo
 "$BIN" bench assign --config "$WORK/assign.toml" --batches "$BATCHES"
+
+echo
+"$BIN" bench train --config "$WORK/assign.toml" --steps "$STEPS" 2>&1 | grep -v ' INFO '
+if [ -x "$PYTHON" ]; then
+  device=cpu
+  if [ "$DEVICE" != cpu ] && "$PYTHON" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())'; then device=cuda; fi
+  "$PYTHON" "$ROOT/bench/train_step.py" --device "$device" --threads "$("$PYTHON" -c 'import torch; print(torch.get_num_threads())')" \
+    --steps "$STEPS"
+else
+  echo "no PyTorch at $PYTHON: the PyTorch comparison is skipped (NOVELSTREAM_TORCH=cuda make setup installs it)"
+fi

@@ -123,3 +123,71 @@ pub fn assign(config: &crate::config::Config, device: tch::Device, sizes: &[usiz
         })
         .collect()
 }
+
+/// Training steps of the daemon's learner.
+#[derive(Debug, Clone)]
+pub struct TrainRun {
+    /// Windows per step (labelled plus unlabelled).
+    pub windows_per_step: usize,
+    pub steps: usize,
+    /// Seconds per step: mean, median and 90th percentile.
+    pub mean_s: f64,
+    pub p50_s: f64,
+    pub p90_s: f64,
+    pub windows_per_s: f64,
+}
+
+/// Times `steps` training steps (after `warmup` untimed ones) of the daemon's learner on one
+/// fixed synthetic batch: `train.batch_size` labelled and as many unlabelled windows of the
+/// configured size, every loss term and augmentation of the config. The data do not change
+/// the cost.
+pub fn train(
+    config: &crate::config::Config,
+    device: tch::Device,
+    steps: usize,
+    warmup: usize,
+) -> Result<TrainRun, String> {
+    use tch::{Kind, Tensor};
+    let (m, d, t) = (&config.model, &config.decode, &config.train);
+    let mut learner = crate::train::Learner::new(m, t, device).map_err(|e| e.to_string())?;
+    let b = t.batch_size as i64;
+    let mel = crate::model::LogMel::new(d.sample_rate);
+    let mel_frames = mel.frames_for((d.window.as_secs_f64() * f64::from(d.sample_rate)) as usize) as i64;
+    let input = |n: i64| crate::model::Input {
+        frames: m.modality.visual().then(|| {
+            Tensor::rand([n, d.frames as i64, 3, i64::from(d.height), i64::from(d.width)], (Kind::Float, device))
+        }),
+        mel: m.modality.audio().then(|| Tensor::randn([n, 1, mel.bands() as i64, mel_frames], (Kind::Float, device))),
+    };
+    let classes = m.known_classes.len().max(1) as i64;
+    let (labelled, unlabelled) = (input(b), input(b));
+    let labels = Tensor::randint(classes, [b], (Kind::Int64, device));
+    let sync = || {
+        if let tch::Device::Cuda(_) = device {
+            tch::Cuda::synchronize(0);
+        }
+    };
+    for _ in 0..warmup {
+        learner.step(&labelled, &labels, &unlabelled);
+    }
+    sync();
+    let mut times: Vec<f64> = (0..steps.max(1))
+        .map(|_| {
+            let started = Instant::now();
+            learner.step(&labelled, &labels, &unlabelled);
+            sync();
+            started.elapsed().as_secs_f64()
+        })
+        .collect();
+    let mean_s = times.iter().sum::<f64>() / times.len() as f64;
+    times.sort_by(f64::total_cmp);
+    let rank = |p: f64| times[((p * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1];
+    Ok(TrainRun {
+        windows_per_step: 2 * t.batch_size,
+        steps: times.len(),
+        mean_s,
+        p50_s: rank(0.5),
+        p90_s: rank(0.9),
+        windows_per_s: (2 * t.batch_size) as f64 / mean_s,
+    })
+}

@@ -132,6 +132,22 @@ enum BenchCommand {
     /// Assign batches of windows with the daemon's model (inference only): windows/s and
     /// latency per batch, for each batch size.
     Assign(BenchAssignArgs),
+    /// Time training steps of the daemon's learner (every loss term, both views): windows/s.
+    /// `bench/train_step.py` is the same model and step in PyTorch, for comparison.
+    Train(BenchTrainArgs),
+}
+
+#[derive(Args)]
+struct BenchTrainArgs {
+    /// Model, training and windowing as in the daemon's config (default: the built-in defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
 }
 
 #[derive(Args)]
@@ -404,6 +420,7 @@ fn main() -> anyhow::Result<()> {
         Command::Report(args) => report(args),
         Command::Bench(BenchCommand::Decode(args)) => bench_decode(args),
         Command::Bench(BenchCommand::Assign(args)) => bench_assign(args),
+        Command::Bench(BenchCommand::Train(args)) => bench_train(args),
     }
 }
 
@@ -431,6 +448,39 @@ fn bench_assign(args: BenchAssignArgs) -> anyhow::Result<()> {
     for run in novelstream::bench::assign(&config, device, &args.batch, args.batches) {
         println!("| {} | {:.1} | {:.1} | {:.1} |", run.batch, run.windows_per_s, 1e3 * run.p50_s, 1e3 * run.p99_s);
     }
+    Ok(())
+}
+
+fn bench_train(args: BenchTrainArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    config.validate()?;
+    let device = novelstream::model::select_device(config.model.device)?;
+    let (m, d, t) = (&config.model, &config.decode, &config.train);
+    let run = novelstream::bench::train(&config, device, args.steps, args.warmup)
+        .map_err(|e| anyhow::anyhow!("bench train: {e}"))?;
+    println!(
+        "train step on {device:?} ({} torch threads): modality {:?}, contrast {:?}, {} + {} windows of {} frames {}x{} + {} s audio",
+        tch::get_num_threads(),
+        m.modality,
+        t.contrast,
+        t.batch_size,
+        t.batch_size,
+        d.frames,
+        d.height,
+        d.width,
+        d.window.as_secs_f64()
+    );
+    println!(
+        "novelstream: {:.1} windows/s, {:.1} ms per step (p50 {:.1}, p90 {:.1}) over {} steps",
+        run.windows_per_s,
+        1e3 * run.mean_s,
+        1e3 * run.p50_s,
+        1e3 * run.p90_s,
+        run.steps
+    );
     Ok(())
 }
 
