@@ -71,8 +71,10 @@ pub struct Metrics {
     pub broker_errors: AtomicU64,
     /// Times every broker became unreachable.
     pub broker_outages: AtomicU64,
-    /// Since when every broker is unreachable, while they are.
+    /// Since when every broker is unreachable, while they are; `broker_down` mirrors it so the
+    /// per-message check in [`Metrics::broker_reachable`] takes no lock.
     broker_down_since: std::sync::Mutex<Option<std::time::Instant>>,
+    broker_down: AtomicBool,
 }
 
 impl Metrics {
@@ -81,6 +83,7 @@ impl Metrics {
         let mut since = self.broker_down_since.lock().expect("broker state lock");
         if since.is_none() {
             *since = Some(std::time::Instant::now());
+            self.broker_down.store(true, Ordering::Relaxed);
             self.broker_outages.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(reason, "every broker is unreachable; reconnecting (uncommitted input is kept)");
         }
@@ -88,8 +91,12 @@ impl Metrics {
 
     /// Notes that the brokers answered again, ending an outage if there was one.
     pub fn broker_reachable(&self) {
+        if !self.broker_down.load(Ordering::Relaxed) {
+            return;
+        }
         let mut since = self.broker_down_since.lock().expect("broker state lock");
         if let Some(start) = since.take() {
+            self.broker_down.store(false, Ordering::Relaxed);
             tracing::info!(outage = %humantime::format_duration(std::time::Duration::from_secs(start.elapsed().as_secs())),
                 "brokers reachable again; resuming");
         }
@@ -97,7 +104,7 @@ impl Metrics {
 
     /// Whether the brokers are reachable, as far as the client knows.
     pub fn broker_up(&self) -> bool {
-        self.broker_down_since.lock().expect("broker state lock").is_none()
+        !self.broker_down.load(Ordering::Relaxed)
     }
 
     /// The Prometheus text exposition of every metric.
@@ -265,6 +272,21 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, shu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn broker_outages_are_counted_once_each() {
+        let m = Metrics::default();
+        assert!(m.broker_up());
+        m.broker_down("1/1 brokers are down");
+        m.broker_down("1/1 brokers are down");
+        assert!(!m.broker_up());
+        m.broker_reachable();
+        assert!(m.broker_up());
+        m.broker_reachable();
+        m.broker_down("again");
+        assert_eq!(m.broker_outages.load(Ordering::Relaxed), 2);
+        assert!(m.render().contains("novelstream_broker_up 0\n"));
+    }
 
     #[test]
     fn renders_every_metric_in_prometheus_text() {
