@@ -85,12 +85,4 @@ grep -E '^novelstream_(broker_|windows_published_total)' "$OUT/metrics.txt" | te
 grep -aE 'unreachable|reachable again' "$OUT/daemon.log" | tee -a "$OUT/summary.txt" || true
 kill -TERM "$daemon"
 wait "$daemon" || true
-python3 - "$OUT/score.json" "$sent" "$OUTAGES" <<'PY' | tee -a "$OUT/summary.txt"
-import json, sys
-report, sent, outages = json.load(open(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
-complete = report["missing_segments"] == 0 and report["windows_per_segment"] == {"1": sent}
-print(f"{outages} broker outages, {sent} segments sent: {report['windows']} distinct windows published, "
-      f"{report['missing_segments']} segments missing, {report['duplicate_windows']} duplicates "
-      f"-> {'every window published' if complete else 'WINDOWS LOST'}")
-sys.exit(0 if complete else 1)
-PY
+check_complete "$OUT/score.json" "$sent" "$OUTAGES broker outages" | tee -a "$OUT/summary.txt"

@@ -84,12 +84,4 @@ echo "producer done ($sent clips); letting the last daemon finish"
   | tee "$OUT/summary.txt"
 kill -TERM "$pid"
 wait "$pid" || true
-python3 - "$OUT/score.json" "$sent" "$KILLS" <<'PY' | tee -a "$OUT/summary.txt"
-import json, sys
-report, sent, kills = json.load(open(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
-complete = report["missing_segments"] == 0 and report["windows_per_segment"] == {"1": sent}
-print(f"{kills} SIGKILLs, {sent} segments sent: {report['windows']} distinct windows published, "
-      f"{report['missing_segments']} segments missing, {report['duplicate_windows']} duplicates "
-      f"(at-least-once redelivery) -> {'every window published' if complete else 'WINDOWS LOST'}")
-sys.exit(0 if complete else 1)
-PY
+check_complete "$OUT/score.json" "$sent" "$KILLS SIGKILLs" | tee -a "$OUT/summary.txt"

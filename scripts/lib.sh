@@ -27,3 +27,17 @@ start_tansu() {
   echo "tansu did not start on port $1 (see $WORK/tansu.log)" >&2
   return 1
 }
+
+# check_complete SCORE_JSON SENT WHAT: prints whether every one of SENT one-window segments was
+# published at least once according to `novelstream score`'s report; fails if one was not.
+check_complete() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import json, sys
+report, sent, what = json.load(open(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
+complete = report["missing_segments"] == 0 and report["windows_per_segment"] == {"1": sent}
+print(f"{what}, {sent} segments sent: {report['windows']} distinct windows published, "
+      f"{report['missing_segments']} segments missing, {report['duplicate_windows']} duplicates "
+      f"(at-least-once redelivery) -> {'every window published' if complete else 'WINDOWS LOST'}")
+sys.exit(0 if complete else 1)
+PY
+}
