@@ -20,11 +20,11 @@ demo: build
 	@bash scripts/demo.sh
 
 test: setup
-	$(CARGO) test $(CARGO_FLAGS)
+	$(CARGO) test $(CARGO_FLAGS) --workspace
 
 lint: setup
 	$(CARGO) fmt --check
-	$(CARGO) clippy $(CARGO_FLAGS) --all-targets -- -D warnings
+	$(CARGO) clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
 
 clean:
 	$(CARGO) clean

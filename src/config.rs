@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use novelstream_input::DecodeConfig;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
@@ -201,49 +202,6 @@ pub struct SourceConfig {
 impl Default for SourceConfig {
     fn default() -> Self {
         Self { allowed_schemes: vec!["file".into()], file_roots: Vec::new(), max_segment_bytes: 64 * 1024 * 1024 }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct DecodeConfig {
-    /// Length of one window of media.
-    #[serde(with = "humantime_serde")]
-    pub window: Duration,
-    /// Distance between the starts of consecutive windows.
-    #[serde(with = "humantime_serde")]
-    pub hop: Duration,
-    /// Frames sampled per window (T), evenly spaced across it.
-    pub frames: usize,
-    /// Height of each frame after scaling (H).
-    pub height: u32,
-    /// Width of each frame after scaling (W).
-    pub width: u32,
-    /// Audio sample rate of windows (mono, f32).
-    pub sample_rate: u32,
-    /// Largest source frame accepted, in pixels (width × height).
-    pub max_pixels: u64,
-    /// Longest segment accepted.
-    #[serde(with = "humantime_serde")]
-    pub max_duration: Duration,
-    /// Decoding one segment longer than this fails it.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-}
-
-impl Default for DecodeConfig {
-    fn default() -> Self {
-        Self {
-            window: Duration::from_secs(1),
-            hop: Duration::from_secs(1),
-            frames: 4,
-            height: 64,
-            width: 64,
-            sample_rate: 16_000,
-            max_pixels: 3840 * 2160,
-            max_duration: Duration::from_secs(600),
-            timeout: Duration::from_secs(60),
-        }
     }
 }
 

@@ -2,10 +2,9 @@
 
 mod kafka;
 mod offsets;
-mod segment;
 mod uri;
 
 pub use kafka::{consumer, Coordinates, SegmentConsumer};
+pub use novelstream_input::segment::{parse_segment, InputError, Media, Segment, SegmentRef, SEGMENT_SCHEMA};
 pub use offsets::OffsetTracker;
-pub use segment::{parse_segment, InputError, Media, Segment, SegmentRef, SEGMENT_SCHEMA};
 pub use uri::UriPolicy;

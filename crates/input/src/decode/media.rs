@@ -15,7 +15,7 @@ use ffmpeg_next as ffmpeg;
 
 use super::window::{frame_at, frame_times, sample_range, spans};
 use super::Window;
-use crate::config::DecodeConfig;
+use crate::DecodeConfig;
 
 /// Why a segment's media could not be turned into windows.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -80,7 +80,7 @@ pub fn decode_segment(bytes: Vec<u8>, config: &DecodeConfig) -> Result<Vec<Windo
     let video_index = video.index();
     let mut frames = VideoFrames::open(&video, config)?;
     let mut audio = match input.streams().best(Type::Audio) {
-        Some(stream) => Some(AudioSamples::open(&stream, config.sample_rate)?),
+        Some(stream) => Some(AudioSamples::open(&stream, config)?),
         None => None,
     };
     let audio_index = input.streams().best(Type::Audio).map(|s| s.index());
@@ -115,7 +115,7 @@ pub fn decode_segment(bytes: Vec<u8>, config: &DecodeConfig) -> Result<Vec<Windo
     if duration_ms as f64 > max_ms {
         return Err(DecodeError::TooLong { max_ms: max_ms as u64 });
     }
-    let samples = audio.map(|a| a.aligned_to(frames.origin_ms, config.sample_rate)).unwrap_or_default();
+    let samples = audio.map(|a| a.aligned_to(frames.origin_ms, config.sample_rate, duration_ms)).unwrap_or_default();
     tracing::debug!(
         frames = frames.pts_ms.len(),
         samples = samples.len(),
@@ -276,6 +276,35 @@ fn check_size(width: u32, height: u32, max_pixels: u64) -> Result<(), DecodeErro
     Ok(())
 }
 
+/// Whether swresample can convert `frame`'s audio to mono f32 at `rate`. ffmpeg-next's
+/// `resampling::Context::get` leaks its context (about 86 KB) when initialisation fails, which
+/// hostile audio parameters make it do (found by the `decode_segment` fuzz target); this tries
+/// the same parameters on a context that is always freed, so `get` is only called to succeed.
+fn resampler_accepts(frame: &frame::Audio, rate: u32) -> bool {
+    use ffmpeg::ffi;
+    // SAFETY: the context is allocated, initialised and freed here and never escapes; every
+    // argument is a plain value.
+    unsafe {
+        let mut context = ffi::swr_alloc_set_opts(
+            std::ptr::null_mut(),
+            ChannelLayout::MONO.bits() as i64,
+            MONO_F32.into(),
+            rate as std::os::raw::c_int,
+            frame.channel_layout().bits() as i64,
+            frame.format().into(),
+            frame.rate() as std::os::raw::c_int,
+            0,
+            std::ptr::null_mut(),
+        );
+        if context.is_null() {
+            return false;
+        }
+        let initialised = ffi::swr_init(context) >= 0;
+        ffi::swr_free(&mut context);
+        initialised
+    }
+}
+
 /// Decoded audio, resampled to mono f32 at the window rate.
 struct AudioSamples {
     decoder: ffmpeg::decoder::Audio,
@@ -285,15 +314,29 @@ struct AudioSamples {
     /// Timestamp of the first decoded audio frame.
     origin_ms: Option<f64>,
     samples: Vec<f32>,
+    /// Most samples kept.
+    max_samples: usize,
 }
 
 const MONO_F32: Sample = Sample::F32(sample::Type::Packed);
 
 impl AudioSamples {
-    fn open(stream: &ffmpeg::format::stream::Stream<'_>, rate: u32) -> Result<Self, DecodeError> {
+    fn open(stream: &ffmpeg::format::stream::Stream<'_>, config: &DecodeConfig) -> Result<Self, DecodeError> {
         let context = ffmpeg::codec::context::Context::from_parameters(stream.parameters()).map_err(undecodable)?;
         let decoder = context.decoder().audio().map_err(undecodable)?;
-        Ok(Self { decoder, time_base: stream.time_base(), rate, resampler: None, origin_ms: None, samples: Vec::new() })
+        let rate = config.sample_rate;
+        // Audio past the longest accepted segment is never used; an audio stream far longer than
+        // its video must not fill memory.
+        let max_samples = ((config.max_duration.as_millis() + 1000) * u128::from(rate) / 1000) as usize;
+        Ok(Self {
+            decoder,
+            time_base: stream.time_base(),
+            rate,
+            max_samples,
+            resampler: None,
+            origin_ms: None,
+            samples: Vec::new(),
+        })
     }
 
     fn send(&mut self, packet: &ffmpeg::Packet) -> Result<(), DecodeError> {
@@ -332,6 +375,13 @@ impl AudioSamples {
                 decoded.set_channel_layout(ChannelLayout::default(i32::from(decoded.channels())));
             }
             if self.resampler.is_none() {
+                if !resampler_accepts(&decoded, self.rate) {
+                    return Err(DecodeError::Undecodable(format!(
+                        "audio of {} channels at {} Hz cannot be resampled",
+                        decoded.channels(),
+                        decoded.rate()
+                    )));
+                }
                 self.resampler = Some(
                     resampling::Context::get(
                         decoded.format(),
@@ -352,22 +402,27 @@ impl AudioSamples {
                 // The input's format changed mid-stream; such audio is dropped, not guessed at.
                 continue;
             }
-            self.samples.extend_from_slice(&out.plane::<f32>(0)[..out.samples()]);
+            let room = self.max_samples.saturating_sub(self.samples.len());
+            self.samples.extend_from_slice(&out.plane::<f32>(0)[..out.samples().min(room)]);
         }
         Ok(())
     }
 
     /// Samples placed on the video's time line: padded or trimmed at the front so that sample 0
-    /// plays with the first video frame.
-    fn aligned_to(mut self, video_origin_ms: f64, rate: u32) -> Vec<f32> {
+    /// plays with the first video frame, and cut at the video's end. Only what the windows can
+    /// use is kept, so a hostile timestamp far from the video's cannot make the padding huge.
+    fn aligned_to(mut self, video_origin_ms: f64, rate: u32, duration_ms: u64) -> Vec<f32> {
+        let wanted = (u128::from(duration_ms) * u128::from(rate) / 1000) as usize;
         let offset_ms = self.origin_ms.unwrap_or(video_origin_ms) - video_origin_ms;
-        let offset = (offset_ms.abs() * f64::from(rate) / 1000.0).round() as usize;
-        if offset_ms >= 0.0 {
+        let offset = (offset_ms.abs() * f64::from(rate) / 1000.0).round().min(wanted as f64) as usize;
+        let mut aligned = if offset_ms >= 0.0 {
             let mut padded = vec![0.0; offset];
-            padded.append(&mut self.samples);
+            padded.extend_from_slice(&self.samples[..self.samples.len().min(wanted - offset)]);
             padded
         } else {
             self.samples.split_off(offset.min(self.samples.len()))
-        }
+        };
+        aligned.truncate(wanted);
+        aligned
     }
 }
