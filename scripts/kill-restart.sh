@@ -5,6 +5,9 @@
 # `novelstream score` that every window of every segment was published at least once.
 #   scripts/kill-restart.sh [OUT]     (default OUT: results/kill-restart)
 #   env: KILLS=10 CLIPS=2000 RATE=20 (segments per second) SEED=1
+#        DELIVERY=at-least-once | exactly-once (then every window must appear exactly once)
+#        BROKERS=host:port to use a running broker instead of a tansu started here; exactly-once
+#        needs one with Kafka transactions (Apache Kafka, Redpanda), which tansu is not
 # Writes OUT/kills.txt, OUT/score.json and OUT/summary.txt; exits 1 if a window is missing.
 set -euo pipefail
 WORK=$(mktemp -d /tmp/novelstream-kill.XXXXXX)
@@ -13,20 +16,26 @@ OUT="$(mkdir -p "${1:-$ROOT/results/kill-restart}" && cd "${1:-$ROOT/results/kil
 KILLS="${KILLS:-10}" CLIPS="${CLIPS:-2000}" RATE="${RATE:-20}" SEED="${SEED:-1}"
 SET="$ROOT/data/av-digits"
 [ -f "$SET/manifest.json" ] || { echo "no $SET/manifest.json: run make setup" >&2; exit 1; }
-PORT=$(free_port)
-BROKERS="127.0.0.1:$PORT"
-start_tansu "$PORT"
+DELIVERY="${DELIVERY:-at-least-once}"
+if [ -z "${BROKERS:-}" ]; then
+  PORT=$(free_port)
+  BROKERS="127.0.0.1:$PORT"
+  start_tansu "$PORT"
+fi
+# Fresh topic names per run, so a long-lived broker's earlier runs do not count.
+RUN="kill-$(date +%s)"
 
 cat >"$WORK/daemon.toml" <<TOML
 [kafka]
 brokers = "$BROKERS"
-input_topic = "kill.segments"
-output_topic = "kill.assignments"
-dead_letter_topic = "kill.dead-letters"
-clusters_topic = "kill.clusters"
-group_id = "kill-daemon"
+input_topic = "$RUN.segments"
+output_topic = "$RUN.assignments"
+dead_letter_topic = "$RUN.dead-letters"
+clusters_topic = "$RUN.clusters"
+group_id = "$RUN-daemon"
 topic_partitions = 4
 topic_replication_factor = 1
+delivery = "$DELIVERY"
 [source]
 file_roots = ["$(readlink -f "$SET")"]
 [decode]
@@ -54,7 +63,7 @@ started $first
 for _ in $(seq 100); do grep -q "serving with model version" "$OUT/daemon.log" 2>/dev/null && break; sleep 0.2; done
 
 echo "streaming $CLIPS clips at $RATE/s while killing the daemon $KILLS times"
-"$BIN" produce --brokers "$BROKERS" --topic kill.segments --manifest "$SET/manifest.json" --split train \
+"$BIN" produce --brokers "$BROKERS" --topic $RUN.segments --manifest "$SET/manifest.json" --split train \
   --known 0-4 --streams 8 --rate "$RATE" --limit "$CLIPS" --seed "$SEED" >"$WORK/sent.txt" &
 producer=$!
 started $producer
@@ -67,7 +76,7 @@ i=0
 for pause in $pauses; do
   i=$((i + 1))
   sleep "$pause"
-  published=$("$BIN" summary --brokers "$BROKERS" --topic kill.assignments --dead-letter-topic kill.dead-letters \
+  published=$("$BIN" summary --brokers "$BROKERS" --topic $RUN.assignments --dead-letter-topic $RUN.dead-letters \
     --timeout 2s 2>/dev/null | sed -n 's/^\([0-9]*\) window assignments.*/\1/p' | head -1)
   kill -KILL "$pid"
   wait "$pid" 2>/dev/null || true
@@ -79,9 +88,9 @@ done
 wait "$producer"
 sent=$(wc -l <"$WORK/sent.txt")
 echo "producer done ($sent clips); letting the last daemon finish"
-"$BIN" score --brokers "$BROKERS" --topic kill.assignments --input-topic kill.segments --truth "$SET/manifest.json" \
+"$BIN" score --brokers "$BROKERS" --topic $RUN.assignments --input-topic $RUN.segments --truth "$SET/manifest.json" \
   --segments "$WORK/sent.txt" --expect "$sent" --timeout 10m --out "$OUT/score.json" --svg "$WORK/accuracy.svg" \
   | tee "$OUT/summary.txt"
 kill -TERM "$pid"
 wait "$pid" || true
-check_complete "$OUT/score.json" "$sent" "$KILLS SIGKILLs" | tee -a "$OUT/summary.txt"
+check_complete "$OUT/score.json" "$sent" "$KILLS SIGKILLs, $DELIVERY" "$([ "$DELIVERY" = exactly-once ] && echo exact)" | tee -a "$OUT/summary.txt"

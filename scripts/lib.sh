@@ -28,16 +28,21 @@ start_tansu() {
   return 1
 }
 
-# check_complete SCORE_JSON SENT WHAT: prints whether every one of SENT one-window segments was
-# published at least once according to `novelstream score`'s report; fails if one was not.
+# check_complete SCORE_JSON SENT WHAT [exact]: prints whether every one of SENT one-window
+# segments was published at least once (with `exact`: exactly once) according to `novelstream
+# score`'s report, which reads `read_committed`; fails if not.
 check_complete() {
-  python3 - "$1" "$2" "$3" <<'PY'
+  python3 - "$1" "$2" "$3" "${4:-}" <<'PY'
 import json, sys
-report, sent, what = json.load(open(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
+report, sent, what, exact = json.load(open(sys.argv[1])), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "exact"
 complete = report["missing_segments"] == 0 and report["windows_per_segment"] == {"1": sent}
+once = report["duplicate_windows"] == 0
+ok = complete and (once or not exact)
+verdict = "WINDOWS LOST" if not complete else "WINDOWS REPEATED" if not ok else \
+    "every window published exactly once" if exact else "every window published"
 print(f"{what}, {sent} segments sent: {report['windows']} distinct windows published, "
       f"{report['missing_segments']} segments missing, {report['duplicate_windows']} duplicates "
-      f"(at-least-once redelivery) -> {'every window published' if complete else 'WINDOWS LOST'}")
-sys.exit(0 if complete else 1)
+      f"({'exactly-once' if exact else 'at-least-once redelivery'}) -> {verdict}")
+sys.exit(0 if ok else 1)
 PY
 }

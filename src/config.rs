@@ -121,6 +121,16 @@ pub struct KafkaConfig {
     pub topic_partitions: i32,
     /// Replication factor of topics the daemon creates (-1: the broker's default).
     pub topic_replication_factor: i32,
+    /// `at-least-once` (default): outputs are acknowledged before input offsets are committed, so
+    /// a crash can repeat some. `exactly-once`: outputs and input offsets commit in one Kafka
+    /// transaction; consumers read with `isolation.level=read_committed`.
+    pub delivery: Delivery,
+    /// Transactional id of this instance under `exactly-once`: stable across its restarts and
+    /// unique among running instances. Empty: `<group_id>-<host name>`.
+    pub transactional_id: String,
+    /// Under `exactly-once`, how long outputs wait to be committed together in one transaction.
+    #[serde(with = "humantime_serde")]
+    pub transaction_interval: Duration,
     /// Extra librdkafka properties passed through unchanged, e.g. `"security.protocol" = "SASL_SSL"`.
     /// A value `env:NAME` is read from the environment variable `NAME` (keep secrets out of files).
     pub properties: BTreeMap<String, String>,
@@ -150,6 +160,9 @@ impl std::fmt::Debug for KafkaConfig {
             .field("create_topics", &self.create_topics)
             .field("topic_partitions", &self.topic_partitions)
             .field("topic_replication_factor", &self.topic_replication_factor)
+            .field("delivery", &self.delivery)
+            .field("transactional_id", &self.transactional_id)
+            .field("transaction_interval", &self.transaction_interval)
             .field("properties", &properties)
             .finish()
     }
@@ -167,12 +180,40 @@ impl Default for KafkaConfig {
             create_topics: true,
             topic_partitions: 3,
             topic_replication_factor: -1,
+            delivery: Delivery::AtLeastOnce,
+            transactional_id: String::new(),
+            transaction_interval: Duration::from_millis(100),
             properties: BTreeMap::new(),
         }
     }
 }
 
+/// What downstream consumers can count on when the daemon or the broker fails.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Every window's assignment is published at least once; after a crash some twice.
+    AtLeastOnce,
+    /// Every window's assignment is visible to `read_committed` consumers exactly once (Kafka
+    /// transactions).
+    ExactlyOnce,
+}
+
 impl KafkaConfig {
+    /// The transactional id this instance uses under exactly-once delivery.
+    pub fn transactional_id(&self) -> String {
+        if !self.transactional_id.is_empty() {
+            return self.transactional_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        format!("{}-{host}", self.group_id)
+    }
+
     /// The librdkafka client settings shared by every consumer, producer and admin client.
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();

@@ -4,6 +4,7 @@
 //! slow stage slows consumption instead of losing input. An input offset is committed only
 //! after every record made from it (assignments or one dead letter) was acknowledged.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,11 +18,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{ensure_compacted_topics, ensure_topics};
 use crate::assign::Assigner;
-use crate::config::Config;
+use crate::config::{Config, Delivery};
 use crate::decode::{decode_segment, Window};
 use crate::metrics::Metrics;
 use crate::model::select_device;
-use crate::sink::{Assignment, ClusterTable, DeadLetter, OutRecord, Publisher, ASSIGNMENT_SCHEMA, MODEL_KEY};
+use crate::sink::{
+    Assignment, ClusterTable, DeadLetter, OutRecord, Publisher, TransactionalPublisher, ASSIGNMENT_SCHEMA, MODEL_KEY,
+};
 use crate::source::{consumer, parse_segment, Coordinates, Media, OffsetTracker, Segment, SegmentConsumer, UriPolicy};
 use crate::train::OnlineTrainer;
 use crate::{Error, Result};
@@ -77,6 +80,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
     let consumer = Arc::new(consumer(&config.kafka, offsets.clone(), metrics.clone())?);
     consumer.subscribe(&[&config.kafka.input_topic]).map_err(Error::kafka("subscribing to the input topic"))?;
     let publisher = Publisher::new(&config.kafka)?;
+    // Under exactly-once, assignments and dead letters go through the transactional producer;
+    // cluster records (a compacted topic of current state) stay on the plain one.
+    let transactions = match config.kafka.delivery {
+        Delivery::AtLeastOnce => None,
+        Delivery::ExactlyOnce => Some(Arc::new(TransactionalPublisher::new(&config.kafka)?)),
+    };
+    let exactly_once = transactions.is_some();
     let cluster_publisher = publisher.clone();
     let p = &config.pipeline;
     let (decode_tx, decode_rx) = flume::bounded::<Job>(p.decode_queue);
@@ -244,53 +254,57 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
     // acknowledgements of one segment do not hold up the next.
     let acks = TaskTracker::new();
     let unacknowledged = Arc::new(Semaphore::new(p.max_unacknowledged));
-    let publishing = {
-        let (acks, consumer, offsets, stats, failure, shutdown) =
-            (acks.clone(), consumer.clone(), offsets.clone(), stats.clone(), failure.clone(), shutdown.clone());
-        let metrics = metrics.clone();
-        let dead_letter_topic = config.kafka.dead_letter_topic.clone();
-        tokio::spawn(async move {
-            while let Ok(outcome) = publish_rx.recv_async().await {
-                let permit = unacknowledged.clone().acquire_owned().await.expect("semaphore is never closed");
-                let (publisher, consumer, offsets, stats, failure, shutdown) = (
-                    publisher.clone(),
-                    consumer.clone(),
-                    offsets.clone(),
-                    stats.clone(),
-                    failure.clone(),
-                    shutdown.clone(),
-                );
-                let dead_letter_topic = dead_letter_topic.clone();
-                let metrics = metrics.clone();
-                acks.spawn(async move {
-                    let _permit = permit;
-                    let Outcome { coordinates: c, records } = outcome;
-                    let dead = records.iter().filter(|r| r.topic == dead_letter_topic).count() as u64;
-                    let windows = records.len() as u64 - dead;
-                    match publisher.send_all(records).await {
-                        Ok(()) => {
-                            {
-                                let mut s = stats.lock().expect("stats lock");
-                                s.segments += u64::from(windows > 0);
-                                s.windows += windows;
-                                s.dead_letters += dead;
+    let counter = PublishCounter {
+        stats: stats.clone(),
+        metrics: metrics.clone(),
+        dead_letter_topic: config.kafka.dead_letter_topic.clone(),
+    };
+    let publishing = match transactions {
+        Some(transactions) => tokio::spawn(publish_transactions(
+            publish_rx,
+            transactions,
+            consumer.clone(),
+            offsets.clone(),
+            counter,
+            config.kafka.transaction_interval,
+            (failure.clone(), shutdown.clone()),
+        )),
+        None => {
+            let (acks, consumer, offsets, failure, shutdown) =
+                (acks.clone(), consumer.clone(), offsets.clone(), failure.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                while let Ok(outcome) = publish_rx.recv_async().await {
+                    let permit = unacknowledged.clone().acquire_owned().await.expect("semaphore is never closed");
+                    let (publisher, consumer, offsets, counter, failure, shutdown) = (
+                        publisher.clone(),
+                        consumer.clone(),
+                        offsets.clone(),
+                        counter.clone(),
+                        failure.clone(),
+                        shutdown.clone(),
+                    );
+                    acks.spawn(async move {
+                        let _permit = permit;
+                        let Outcome { coordinates: c, records } = outcome;
+                        let counts = counter.counts(&records);
+                        match publisher.send_all(records).await {
+                            Ok(()) => {
+                                counter.add(counts);
+                                if let Some(position) = offsets.finish(&c.topic, c.partition, c.offset) {
+                                    commit(&consumer, &c.topic, c.partition, position, CommitMode::Async);
+                                }
                             }
-                            metrics.windows_published.fetch_add(windows, Ordering::Relaxed);
-                            metrics.dead_letters.fetch_add(dead, Ordering::Relaxed);
-                            if let Some(position) = offsets.finish(&c.topic, c.partition, c.offset) {
-                                commit(&consumer, &c.topic, c.partition, position, CommitMode::Async);
+                            Err(e) => {
+                                tracing::error!(error = %e, topic = %c.topic, partition = c.partition, offset = c.offset,
+                                    "records not acknowledged; stopping with the offset uncommitted");
+                                failure.lock().expect("failure lock").get_or_insert(e);
+                                shutdown.cancel();
                             }
                         }
-                        Err(e) => {
-                            tracing::error!(error = %e, topic = %c.topic, partition = c.partition, offset = c.offset,
-                                "records not acknowledged; stopping with the offset uncommitted");
-                            failure.lock().expect("failure lock").get_or_insert(e);
-                            shutdown.cancel();
-                        }
-                    }
-                });
-            }
-        })
+                    });
+                }
+            })
+        }
     };
 
     // Consuming: parse each message; usable segments go to the decoders, the rest straight to
@@ -349,8 +363,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
     if tokio::time::timeout(p.drain_timeout, acks.wait()).await.is_err() {
         tracing::warn!(unacknowledged = offsets.in_flight(), "drain timed out; those offsets stay uncommitted");
     }
-    for (topic, partition, position) in offsets.positions() {
-        commit(&consumer, &topic, partition, position, CommitMode::Sync);
+    if !exactly_once {
+        for (topic, partition, position) in offsets.positions() {
+            commit(&consumer, &topic, partition, position, CommitMode::Sync);
+        }
     }
     let _ = clusters_task.await;
     publish_clusters(&clusters, &cluster_publisher, &config.kafka.clusters_topic).await;
@@ -476,6 +492,99 @@ async fn publish_clusters(clusters: &Mutex<ClusterTable>, publisher: &Publisher,
         table.mark_changed(names);
         if model.is_some() {
             table.mark_model_changed();
+        }
+    }
+}
+
+/// Counts what was published, for the run's stats and the metrics.
+#[derive(Clone)]
+struct PublishCounter {
+    stats: Arc<Mutex<RunStats>>,
+    metrics: Arc<Metrics>,
+    dead_letter_topic: String,
+}
+
+impl PublishCounter {
+    /// (windows, dead letters) among `records`.
+    fn counts(&self, records: &[OutRecord]) -> (u64, u64) {
+        let dead = records.iter().filter(|r| r.topic == self.dead_letter_topic).count() as u64;
+        (records.len() as u64 - dead, dead)
+    }
+
+    /// Records one input message's outputs as published.
+    fn add(&self, (windows, dead): (u64, u64)) {
+        {
+            let mut s = self.stats.lock().expect("stats lock");
+            s.segments += u64::from(windows > 0);
+            s.windows += windows;
+            s.dead_letters += dead;
+        }
+        self.metrics.windows_published.fetch_add(windows, Ordering::Relaxed);
+        self.metrics.dead_letters.fetch_add(dead, Ordering::Relaxed);
+    }
+}
+
+/// Most input messages whose outputs share one transaction.
+const MAX_TRANSACTION_MESSAGES: usize = 256;
+
+/// Exactly-once publishing: outcomes arriving within `interval` of each other are written, with
+/// the input positions past them, in one transaction. A batch that cannot be committed stops the
+/// daemon; its input is read again after the restart and nothing of it was visible.
+async fn publish_transactions(
+    rx: flume::Receiver<Outcome>,
+    transactions: Arc<TransactionalPublisher>,
+    consumer: Arc<SegmentConsumer>,
+    offsets: Arc<OffsetTracker>,
+    counter: PublishCounter,
+    interval: Duration,
+    (failure, shutdown): (Arc<Mutex<Option<Error>>>, CancellationToken),
+) {
+    while let Ok(first) = rx.recv_async().await {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + interval;
+        while batch.len() < MAX_TRANSACTION_MESSAGES {
+            match tokio::time::timeout_at(deadline, rx.recv_async()).await {
+                Ok(Ok(outcome)) => batch.push(outcome),
+                _ => break,
+            }
+        }
+        // Input of partitions revoked since it was read belongs to their new owner now, which
+        // reads it again from the last committed position: publishing it here would repeat it.
+        batch.retain(|o| offsets.is_in_flight(&o.coordinates.topic, o.coordinates.partition, o.coordinates.offset));
+        let mut advanced = BTreeMap::new();
+        let mut counts = Vec::with_capacity(batch.len());
+        let mut records = Vec::new();
+        for Outcome { coordinates: c, records: mut r } in batch {
+            if let Some(position) = offsets.finish(&c.topic, c.partition, c.offset) {
+                advanced.insert((c.topic, c.partition), position);
+            }
+            counts.push(counter.counts(&r));
+            records.append(&mut r);
+        }
+        let mut positions = TopicPartitionList::new();
+        for ((topic, partition), position) in advanced {
+            positions.add_partition_offset(&topic, partition, Offset::Offset(position)).expect("valid offset");
+        }
+        let Some(group) = consumer.group_metadata() else {
+            failure
+                .lock()
+                .expect("failure lock")
+                .get_or_insert(Error::Pipeline("consumer has no group metadata".into()));
+            shutdown.cancel();
+            break;
+        };
+        let transactions = transactions.clone();
+        let committed = tokio::task::spawn_blocking(move || transactions.commit(&records, &positions, &group))
+            .await
+            .unwrap_or_else(|e| Err(Error::Pipeline(format!("transaction task failed: {e}"))));
+        match committed {
+            Ok(()) => counts.into_iter().for_each(|c| counter.add(c)),
+            Err(e) => {
+                tracing::error!(error = %e, "transaction not committed; stopping, its input will be read again");
+                failure.lock().expect("failure lock").get_or_insert(e);
+                shutdown.cancel();
+                break;
+            }
         }
     }
 }

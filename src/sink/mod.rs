@@ -5,6 +5,7 @@ mod assignment;
 mod cluster;
 mod dead_letter;
 mod kafka;
+mod transactional;
 
 pub use assignment::{Assignment, Kind, ASSIGNMENT_SCHEMA};
 pub use cluster::{
@@ -12,3 +13,4 @@ pub use cluster::{
 };
 pub use dead_letter::{DeadLetter, DEAD_LETTER_SCHEMA};
 pub use kafka::{OutRecord, Publisher};
+pub use transactional::TransactionalPublisher;

@@ -50,6 +50,11 @@ impl OffsetTracker {
         })
     }
 
+    /// Whether `offset` was taken and not finished, in a partition still owned.
+    pub fn is_in_flight(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        self.partitions.get(&(topic.to_owned(), partition)).is_some_and(|p| p.in_flight.contains(&offset))
+    }
+
     /// Forgets a partition (after it was revoked): outputs still in flight for it will not commit.
     pub fn forget(&self, topic: &str, partition: i32) {
         self.partitions.remove(&(topic.to_owned(), partition));
@@ -89,7 +94,9 @@ mod tests {
         t.begin("in", 0, 5);
         t.begin("in", 1, 7);
         assert_eq!(t.finish("in", 1, 7), Some(8));
+        assert!(t.is_in_flight("in", 0, 5) && !t.is_in_flight("in", 1, 7), "7 is finished");
         t.forget("in", 0);
+        assert!(!t.is_in_flight("in", 0, 5), "a revoked partition has nothing in flight");
         assert_eq!(t.finish("in", 0, 5), None);
         assert_eq!(t.finish("in", 1, 7), None, "finishing twice commits nothing");
     }
