@@ -123,7 +123,12 @@ pub fn decode_segment(bytes: Vec<u8>, config: &DecodeConfig) -> Result<Vec<Windo
         seconds = started.elapsed().as_secs_f64(),
         "decoded segment"
     );
-    Ok(cut_windows(&frames, &samples, duration_ms, config))
+    let windows = cut_windows(&frames, &samples, duration_ms, config);
+    if windows.is_empty() {
+        // Publishing nothing for a segment would lose it silently.
+        return Err(DecodeError::NoFrames);
+    }
+    Ok(windows)
 }
 
 /// Cuts decoded frames and samples into the configured windows.
@@ -265,7 +270,9 @@ impl VideoFrames {
             gaps.sort_by(f64::total_cmp);
             gaps.get(gaps.len() / 2).copied().unwrap_or(40.0)
         });
-        (last + step).round() as u64
+        // At least 1 ms: a single frame with an absurd nominal rate (a millionth of a second)
+        // still lasts, and yields its one window.
+        (last + step).round().max(1.0) as u64
     }
 }
 
