@@ -47,6 +47,9 @@ impl DecodeError {
     }
 }
 
+/// Corrupt packets skipped one after another before the rest of the media is given up on.
+const MAX_CORRUPT_PACKETS_IN_A_ROW: u32 = 1000;
+
 fn undecodable(e: ffmpeg::Error) -> DecodeError {
     DecodeError::Undecodable(e.to_string())
 }
@@ -86,13 +89,33 @@ pub fn decode_segment(bytes: Vec<u8>, config: &DecodeConfig) -> Result<Vec<Windo
     let audio_index = input.streams().best(Type::Audio).map(|s| s.index());
 
     let max_ms = config.max_duration.as_millis() as f64;
-    for (stream, packet) in input.packets() {
+    // Not `input.packets()`: it retries corrupt packets inside one `next()` call, and a 94-byte
+    // MP4 claiming 350,000 samples kept it there past any deadline (the decode_segment fuzz
+    // target). Here every read attempt, good or corrupt, is checked against the deadline.
+    let mut corrupt_in_a_row = 0;
+    loop {
         if Instant::now() > deadline {
             return Err(DecodeError::Timeout { timeout_ms });
         }
-        if stream.index() == video_index {
+        // A fresh packet each time: reading into one that still holds data would leak it.
+        let mut packet = ffmpeg::Packet::empty();
+        match packet.read(&mut input) {
+            Ok(()) => corrupt_in_a_row = 0,
+            // A corrupt packet is skipped, as the ffmpeg CLI does; the demuxer can resync. Media
+            // that is corrupt for this long is not going to: what was read so far is used.
+            Err(ffmpeg::Error::InvalidData) if corrupt_in_a_row < MAX_CORRUPT_PACKETS_IN_A_ROW => {
+                corrupt_in_a_row += 1;
+                continue;
+            }
+            Err(ffmpeg::Error::InvalidData) => break,
+            Err(ffmpeg::Error::Exit) => return Err(DecodeError::Timeout { timeout_ms }),
+            // End of input, or an I/O error FFmpeg latches and repeats: what was read is used.
+            Err(_) => break,
+        }
+        let stream = packet.stream();
+        if stream == video_index {
             frames.send(&packet)?;
-        } else if Some(stream.index()) == audio_index {
+        } else if Some(stream) == audio_index {
             if let Some(a) = audio.as_mut() {
                 a.send(&packet)?;
             }
