@@ -24,9 +24,10 @@ RUN rm -f data && scripts/setup.sh \
 
 FROM debian:bookworm-slim AS runtime
 ENV DEBIAN_FRONTEND=noninteractive
-# The ffmpeg CLI brings the FFmpeg 5.1 libraries the binary links; the rest is librdkafka's.
+# The ffmpeg CLI brings the FFmpeg 5.1 libraries the binary links, TCMalloc is its allocator,
+# the rest is librdkafka's.
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends ffmpeg libssl3 libsasl2-2 \
-      zlib1g libzstd1 libcurl4 ca-certificates curl \
+      zlib1g libzstd1 libcurl4 ca-certificates curl libtcmalloc-minimal4 \
     && rm -rf /var/lib/apt/lists/*
 # libtorch at the path baked into the binary's rpath, the binaries, and the demo data set.
 COPY --from=build /opt/novelstream /opt/novelstream

@@ -46,8 +46,14 @@ echo
 if [ -x "$PYTHON" ]; then
   device=cpu
   if [ "$DEVICE" != cpu ] && "$PYTHON" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())'; then device=cuda; fi
-  "$PYTHON" "$ROOT/bench/train_step.py" --device "$device" --threads "$("$PYTHON" -c 'import torch; print(torch.get_num_threads())')" \
-    --steps "$STEPS"
+  threads="$("$PYTHON" -c 'import torch; print(torch.get_num_threads())')"
+  "$PYTHON" "$ROOT/bench/train_step.py" --device "$device" --threads "$threads" --steps "$STEPS"
+  # The binary links TCMalloc; PyTorch with the same allocator, for a like-for-like comparison.
+  tcmalloc=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+  if [ -f "$tcmalloc" ]; then
+    echo "PyTorch again with TCMalloc preloaded:"
+    LD_PRELOAD="$tcmalloc" "$PYTHON" "$ROOT/bench/train_step.py" --device "$device" --threads "$threads" --steps "$STEPS"
+  fi
 else
   echo "no PyTorch at $PYTHON: the PyTorch comparison is skipped (NOVELSTREAM_TORCH=cuda make setup installs it)"
 fi

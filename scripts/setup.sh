@@ -15,11 +15,12 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 # 1. Debian packages: FFmpeg dev libraries (ffmpeg-next), clang (bindgen), the ffmpeg CLI (tests),
 #    cmake/g++/libssl/libsasl/zlib (rdkafka's bundled librdkafka), unzip (libtorch wheel),
-#    chromium (the tests render `novelstream report` headless).
+#    chromium (the tests render `novelstream report` headless), TCMalloc (the binary's allocator,
+#    see build.rs).
 APT_PACKAGES=(libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
   libavfilter-dev libavdevice-dev pkg-config clang libclang-dev ffmpeg cmake g++ make
   libssl-dev libsasl2-dev zlib1g-dev libzstd-dev libcurl4-openssl-dev unzip ca-certificates
-  chromium fonts-dejavu-core)
+  chromium fonts-dejavu-core libtcmalloc-minimal4)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -6,6 +6,7 @@
 //! with bounded queues.
 
 pub mod admin;
+pub mod allocator;
 pub mod assign;
 pub mod bench;
 pub mod config;

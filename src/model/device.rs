@@ -49,7 +49,11 @@ pub fn select_device(preference: DevicePreference) -> Result<Device, crate::Erro
             loaded.err().unwrap_or_else(|| "libtorch reports no GPU".into())
         ))),
         (None, _) => {
-            tracing::info!(reason = %loaded.err().unwrap_or_else(|| "no GPU found".into()), "using CPU");
+            tracing::info!(
+                reason = %loaded.err().unwrap_or_else(|| "no GPU found".into()),
+                allocator = crate::allocator::name(),
+                "using CPU"
+            );
             Ok(Device::Cpu)
         }
     }

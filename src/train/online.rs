@@ -349,14 +349,7 @@ impl Worker {
         let snapshot = Snapshot { version: self.version, weights: self.learner.snapshot(), changed_fraction };
         *self.latest.lock().expect("snapshot lock") = Some(snapshot);
         tracing::debug!(version = self.version, steps = self.learner.step_count(), "new model version");
-        // Hands freed memory back to the OS. Tensors of many sizes are allocated and freed on
-        // the decoder, model and trainer threads; glibc keeps what they free in per-thread
-        // arenas, and resident memory creeps up over hours of serving without this.
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only releases free heap pages; it is safe to call at any time.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        crate::allocator::release_free_memory();
     }
 }
 
