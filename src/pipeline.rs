@@ -528,8 +528,11 @@ impl PublishCounter {
 const MAX_TRANSACTION_MESSAGES: usize = 256;
 
 /// Exactly-once publishing: outcomes arriving within `interval` of each other are written, with
-/// the input positions past them, in one transaction. A batch that cannot be committed stops the
-/// daemon; its input is read again after the restart and nothing of it was visible.
+/// the input positions past them, in one transaction. An outcome is written only once its input
+/// position is committable (every earlier message of its partition finished), so that a crash
+/// can never leave it published with its input uncommitted, to be published again after the
+/// restart. A batch that cannot be committed stops the daemon; its input is read again after the
+/// restart and nothing of it was visible.
 async fn publish_transactions(
     rx: flume::Receiver<Outcome>,
     transactions: Arc<TransactionalPublisher>,
@@ -539,6 +542,10 @@ async fn publish_transactions(
     interval: Duration,
     (failure, shutdown): (Arc<Mutex<Option<Error>>>, CancellationToken),
 ) {
+    // Finished outcomes waiting for an earlier message of their partition, with the partition's
+    // incarnation when they finished.
+    let mut waiting: Vec<(u64, Outcome)> = Vec::new();
+    let mut advanced = BTreeMap::new();
     while let Ok(first) = rx.recv_async().await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + interval;
@@ -548,23 +555,31 @@ async fn publish_transactions(
                 _ => break,
             }
         }
-        // Input of partitions revoked since it was read belongs to their new owner now, which
-        // reads it again from the last committed position: publishing it here would repeat it.
-        batch.retain(|o| offsets.is_in_flight(&o.coordinates.topic, o.coordinates.partition, o.coordinates.offset));
-        let mut advanced = BTreeMap::new();
-        let mut counts = Vec::with_capacity(batch.len());
-        let mut records = Vec::new();
-        for Outcome { coordinates: c, records: mut r } in batch {
-            if let Some(position) = offsets.finish(&c.topic, c.partition, c.offset) {
-                advanced.insert((c.topic, c.partition), position);
+        for outcome in batch {
+            let c = &outcome.coordinates;
+            // Input of partitions revoked since it was read belongs to their new owner now,
+            // which reads it again from the last committed position.
+            let Some((incarnation, _)) = offsets.position(&c.topic, c.partition) else { continue };
+            if !offsets.is_in_flight(&c.topic, c.partition, c.offset) {
+                continue;
             }
-            counts.push(counter.counts(&r));
-            records.append(&mut r);
+            if let Some(position) = offsets.finish(&c.topic, c.partition, c.offset) {
+                advanced.insert((c.topic.clone(), c.partition), (incarnation, position));
+            }
+            waiting.push((incarnation, outcome));
+        }
+        let ready = take_committable(&mut waiting, &offsets);
+        if ready.is_empty() {
+            continue;
         }
         let mut positions = TopicPartitionList::new();
-        for ((topic, partition), position) in advanced {
-            positions.add_partition_offset(&topic, partition, Offset::Offset(position)).expect("valid offset");
+        for ((topic, partition), (incarnation, position)) in std::mem::take(&mut advanced) {
+            if offsets.position(&topic, partition).is_some_and(|(now, _)| now == incarnation) {
+                positions.add_partition_offset(&topic, partition, Offset::Offset(position)).expect("valid offset");
+            }
         }
+        let counts: Vec<(u64, u64)> = ready.iter().map(|r| counter.counts(r)).collect();
+        let records: Vec<OutRecord> = ready.into_iter().flatten().collect();
         let Some(group) = consumer.group_metadata() else {
             failure
                 .lock()
@@ -587,6 +602,33 @@ async fn publish_transactions(
             }
         }
     }
+    if !waiting.is_empty() {
+        tracing::warn!(
+            outcomes = waiting.len(),
+            "stopping with outputs whose input is not committable; they are read again"
+        );
+    }
+}
+
+/// Takes the records of the waiting outcomes whose input position is committable (every earlier
+/// message of the partition finished), and drops those of partitions revoked since.
+fn take_committable(waiting: &mut Vec<(u64, Outcome)>, offsets: &OffsetTracker) -> Vec<Vec<OutRecord>> {
+    let mut ready = Vec::new();
+    waiting.retain_mut(|(incarnation, outcome)| {
+        let c = &outcome.coordinates;
+        match offsets.position(&c.topic, c.partition) {
+            Some((now, position)) if now == *incarnation => {
+                let committable = c.offset < position;
+                if committable {
+                    ready.push(std::mem::take(&mut outcome.records));
+                }
+                !committable
+            }
+            // Revoked (and maybe assigned again) meanwhile: not ours to publish.
+            _ => false,
+        }
+    });
+    ready
 }
 
 /// Messages between the consumer's positions and the ends of its assigned partitions.
@@ -612,5 +654,58 @@ fn commit(consumer: &SegmentConsumer, topic: &str, partition: i32, position: i64
         if let Err(e) = consumer.commit(&list, mode) {
             tracing::warn!(error = %e, topic, partition, position, "commit failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(partition: i32, offset: i64) -> Outcome {
+        let coordinates = Coordinates { topic: "in".into(), partition, offset, key: None };
+        let record = OutRecord { topic: "out".into(), key: format!("{partition}/{offset}"), payload: Vec::new() };
+        Outcome { coordinates, records: vec![record] }
+    }
+
+    /// Finishes `offset` and queues its outcome as the transactional publisher does.
+    fn finish(offsets: &OffsetTracker, waiting: &mut Vec<(u64, Outcome)>, partition: i32, offset: i64) {
+        let (incarnation, _) = offsets.position("in", partition).unwrap();
+        offsets.finish("in", partition, offset);
+        waiting.push((incarnation, outcome(partition, offset)));
+    }
+
+    fn keys(ready: Vec<Vec<OutRecord>>) -> Vec<String> {
+        ready.into_iter().flatten().map(|r| r.key).collect()
+    }
+
+    /// Under exactly-once an output may only be written once its input position can be
+    /// committed with it: one finished ahead of an earlier message waits for it.
+    #[test]
+    fn outputs_wait_for_earlier_input_of_their_partition() {
+        let offsets = OffsetTracker::new();
+        (0..3).for_each(|o| offsets.begin("in", 0, o));
+        offsets.begin("in", 1, 7);
+        let mut waiting = Vec::new();
+        finish(&offsets, &mut waiting, 0, 1);
+        finish(&offsets, &mut waiting, 1, 7);
+        assert_eq!(keys(take_committable(&mut waiting, &offsets)), ["1/7"], "0/1 waits for 0/0");
+        finish(&offsets, &mut waiting, 0, 0);
+        assert_eq!(keys(take_committable(&mut waiting, &offsets)), ["0/1", "0/0"]);
+        assert!(waiting.is_empty());
+    }
+
+    /// Outputs of a partition revoked meanwhile are dropped, even when it comes back: its new
+    /// incarnation reads that input again from the committed position.
+    #[test]
+    fn outputs_of_revoked_partitions_are_dropped() {
+        let offsets = OffsetTracker::new();
+        (0..2).for_each(|o| offsets.begin("in", 0, o));
+        let mut waiting = Vec::new();
+        finish(&offsets, &mut waiting, 0, 1);
+        offsets.forget("in", 0);
+        offsets.begin("in", 0, 0);
+        offsets.finish("in", 0, 0);
+        assert!(take_committable(&mut waiting, &offsets).is_empty());
+        assert!(waiting.is_empty());
     }
 }

@@ -2,6 +2,7 @@
 //! every output the broker has acknowledged, even when segments finish out of order.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
@@ -13,12 +14,15 @@ struct Partition {
     next: i64,
     /// The last position handed out for committing.
     committed: i64,
+    /// Tells this ownership of the partition from a later one (after a revoke and reassignment).
+    incarnation: u64,
 }
 
 /// In-flight offsets of every (topic, partition) the consumer reads.
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
     partitions: DashMap<(String, i32), Partition>,
+    incarnations: AtomicU64,
 }
 
 impl OffsetTracker {
@@ -28,7 +32,10 @@ impl OffsetTracker {
 
     /// Records that `offset` was taken and its outputs are on their way.
     pub fn begin(&self, topic: &str, partition: i32, offset: i64) {
-        let mut p = self.partitions.entry((topic.to_owned(), partition)).or_default();
+        let mut p = self.partitions.entry((topic.to_owned(), partition)).or_insert_with(|| Partition {
+            incarnation: self.incarnations.fetch_add(1, Ordering::Relaxed),
+            ..Default::default()
+        });
         if p.in_flight.is_empty() && p.next == 0 {
             p.committed = offset;
         }
@@ -53,6 +60,12 @@ impl OffsetTracker {
     /// Whether `offset` was taken and not finished, in a partition still owned.
     pub fn is_in_flight(&self, topic: &str, partition: i32, offset: i64) -> bool {
         self.partitions.get(&(topic.to_owned(), partition)).is_some_and(|p| p.in_flight.contains(&offset))
+    }
+
+    /// The position last handed out for committing a partition still owned, with the
+    /// partition's incarnation (which changes when it is revoked and assigned again).
+    pub fn position(&self, topic: &str, partition: i32) -> Option<(u64, i64)> {
+        self.partitions.get(&(topic.to_owned(), partition)).map(|p| (p.incarnation, p.committed))
     }
 
     /// Forgets a partition (after it was revoked): outputs still in flight for it will not commit.
@@ -97,6 +110,12 @@ mod tests {
         assert!(t.is_in_flight("in", 0, 5) && !t.is_in_flight("in", 1, 7), "7 is finished");
         t.forget("in", 0);
         assert!(!t.is_in_flight("in", 0, 5), "a revoked partition has nothing in flight");
+        assert_eq!(t.position("in", 0), None);
+        let (before, _) = t.position("in", 1).unwrap();
+        t.forget("in", 1);
+        t.begin("in", 1, 8);
+        assert_eq!(t.position("in", 1).map(|(_, at)| at), Some(8));
+        assert_ne!(t.position("in", 1).unwrap().0, before, "a reassigned partition is a new incarnation");
         assert_eq!(t.finish("in", 0, 5), None);
         assert_eq!(t.finish("in", 1, 7), None, "finishing twice commits nothing");
     }
