@@ -34,7 +34,7 @@ fn main() {
         None => {
             println!("cargo:rustc-env=NOVELSTREAM_LINKED_ALLOCATOR=glibc");
             println!(
-            "cargo:warning={TCMALLOC} not found (apt install libtcmalloc-minimal4): using the system allocator, \
+                "cargo:warning={TCMALLOC} not found (apt install libtcmalloc-minimal4): using the system allocator, \
              training on the CPU is slower"
             );
         }
