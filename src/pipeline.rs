@@ -4,7 +4,7 @@
 //! slow stage slows consumption instead of losing input. An input offset is committed only
 //! after every record made from it (assignments or one dead letter) was acknowledged.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -545,7 +545,6 @@ async fn publish_transactions(
     // Finished outcomes waiting for an earlier message of their partition, with the partition's
     // incarnation when they finished.
     let mut waiting: Vec<(u64, Outcome)> = Vec::new();
-    let mut advanced = BTreeMap::new();
     while let Ok(first) = rx.recv_async().await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + interval;
@@ -563,23 +562,25 @@ async fn publish_transactions(
             if !offsets.is_in_flight(&c.topic, c.partition, c.offset) {
                 continue;
             }
-            if let Some(position) = offsets.finish(&c.topic, c.partition, c.offset) {
-                advanced.insert((c.topic.clone(), c.partition), (incarnation, position));
-            }
+            offsets.finish(&c.topic, c.partition, c.offset);
             waiting.push((incarnation, outcome));
         }
         let ready = take_committable(&mut waiting, &offsets);
         if ready.is_empty() {
             continue;
         }
+        // Every finished outcome below a partition's position is in `ready` now, so the
+        // partitions' current positions are what this transaction commits.
+        let partitions: BTreeSet<(&str, i32)> =
+            ready.iter().map(|o| (o.coordinates.topic.as_str(), o.coordinates.partition)).collect();
         let mut positions = TopicPartitionList::new();
-        for ((topic, partition), (incarnation, position)) in std::mem::take(&mut advanced) {
-            if offsets.position(&topic, partition).is_some_and(|(now, _)| now == incarnation) {
-                positions.add_partition_offset(&topic, partition, Offset::Offset(position)).expect("valid offset");
-            }
+        for (topic, partition) in partitions {
+            // A partition revoked this instant is left out: its new owner commits it.
+            let Some((_, position)) = offsets.position(topic, partition) else { continue };
+            positions.add_partition_offset(topic, partition, Offset::Offset(position)).expect("valid offset");
         }
-        let counts: Vec<(u64, u64)> = ready.iter().map(|r| counter.counts(r)).collect();
-        let records: Vec<OutRecord> = ready.into_iter().flatten().collect();
+        let counts: Vec<(u64, u64)> = ready.iter().map(|o| counter.counts(&o.records)).collect();
+        let records: Vec<OutRecord> = ready.into_iter().flat_map(|o| o.records).collect();
         let Some(group) = consumer.group_metadata() else {
             failure
                 .lock()
@@ -610,24 +611,21 @@ async fn publish_transactions(
     }
 }
 
-/// Takes the records of the waiting outcomes whose input position is committable (every earlier
-/// message of the partition finished), and drops those of partitions revoked since.
-fn take_committable(waiting: &mut Vec<(u64, Outcome)>, offsets: &OffsetTracker) -> Vec<Vec<OutRecord>> {
+/// Takes the waiting outcomes whose input position is committable (every earlier message of the
+/// partition finished), and drops those of partitions revoked since.
+fn take_committable(waiting: &mut Vec<(u64, Outcome)>, offsets: &OffsetTracker) -> Vec<Outcome> {
     let mut ready = Vec::new();
-    waiting.retain_mut(|(incarnation, outcome)| {
+    let mut kept = Vec::new();
+    for (incarnation, outcome) in waiting.drain(..) {
         let c = &outcome.coordinates;
         match offsets.position(&c.topic, c.partition) {
-            Some((now, position)) if now == *incarnation => {
-                let committable = c.offset < position;
-                if committable {
-                    ready.push(std::mem::take(&mut outcome.records));
-                }
-                !committable
-            }
+            Some((now, position)) if now == incarnation && c.offset < position => ready.push(outcome),
+            Some((now, _)) if now == incarnation => kept.push((incarnation, outcome)),
             // Revoked (and maybe assigned again) meanwhile: not ours to publish.
-            _ => false,
+            _ => {}
         }
-    });
+    }
+    *waiting = kept;
     ready
 }
 
@@ -674,8 +672,8 @@ mod tests {
         waiting.push((incarnation, outcome(partition, offset)));
     }
 
-    fn keys(ready: Vec<Vec<OutRecord>>) -> Vec<String> {
-        ready.into_iter().flatten().map(|r| r.key).collect()
+    fn keys(ready: Vec<Outcome>) -> Vec<String> {
+        ready.into_iter().flat_map(|o| o.records).map(|r| r.key).collect()
     }
 
     /// Under exactly-once an output may only be written once its input position can be
