@@ -37,3 +37,14 @@ fn parse_segment_inputs() {
 fn decode_segment_inputs() {
     replay("decode_segment", decode_case);
 }
+
+/// The MP4 of 350,000 corrupt samples is given up on for its corruption, well inside the
+/// decode deadline, instead of being read to its end (which outlasted the deadline).
+#[test]
+fn endless_corrupt_packets_are_given_up_on() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/regressions/decode_segment/timeout-f36865070aafa5fb0451c99e1990e738f4dba7d1");
+    let config = novelstream_input::fuzz::decode_case_config();
+    let err = novelstream_input::decode::decode_segment(std::fs::read(path).unwrap(), &config).unwrap_err();
+    assert_ne!(err.reason(), "decode_timeout", "{err}");
+}
