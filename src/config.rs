@@ -406,6 +406,20 @@ pub struct TrainConfig {
     pub consistency_weight: f64,
     /// Steps over which the consistency weight ramps up, `T` in `exp(−5(1−t/T)²)`.
     pub rampup_steps: u64,
+    /// Weight of the cluster-balance term `ln C_u − H(mean_i p_i)` on the unlabelled head's
+    /// batch-mean prediction (0: off); keeps clusters from merging when classes are about
+    /// equally frequent.
+    pub balance_weight: f64,
+    /// Weight of swapped prediction on the unlabelled head (0: off): each view's head predicts
+    /// the other view's balanced (Sinkhorn–Knopp) cluster assignment, as in UNO.
+    pub swap_weight: f64,
+    /// ε of the Sinkhorn–Knopp assignments (smaller: sharper targets than the head's softmax).
+    pub swap_epsilon: f64,
+    /// Whether pairs of windows in the same spherical k-means cluster of the memory bank's
+    /// unlabelled keys join the WTA pseudo labels (`off` is the paper's method).
+    pub cluster_pairs: crate::train::ClusterPairs,
+    /// Steps between refreshes of the bank's clusters.
+    pub cluster_every: u64,
     /// Loss terms, each switchable for ablations.
     pub instance_contrast: bool,
     pub category_contrast: bool,
@@ -441,6 +455,11 @@ impl Default for TrainConfig {
             rank_k: 5,
             consistency_weight: 5.0,
             rampup_steps: 400,
+            balance_weight: 0.0,
+            swap_weight: 0.0,
+            swap_epsilon: 0.5,
+            cluster_pairs: crate::train::ClusterPairs::Agree,
+            cluster_every: 20,
             instance_contrast: true,
             category_contrast: true,
             pairwise_bce: true,

@@ -366,6 +366,10 @@ struct EvalArgs {
     /// Pairwise pseudo labels: the method's WTA hash, or an ablation.
     #[arg(long, value_enum)]
     pseudo_labels: Option<novelstream::train::PseudoLabelKind>,
+    /// Pairs in the same k-means cluster of the memory bank's unlabelled keys join the pseudo
+    /// labels: off (the paper's method), union or agree (default: train.cluster_pairs).
+    #[arg(long, value_enum)]
+    cluster_pairs: Option<novelstream::train::ClusterPairs>,
     /// Ablation: no instance discrimination (two views of a window as the positive pair).
     #[arg(long)]
     no_instance: bool,
@@ -681,6 +685,9 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         None => Config::default(),
     };
     let mut train = config.train.clone();
+    if let Some(mode) = args.cluster_pairs {
+        train.cluster_pairs = mode;
+    }
     if let Some(kind) = args.pseudo_labels {
         train.pseudo_labels = kind;
     }

@@ -300,6 +300,8 @@ fn mean_report(reports: &[LossReport]) -> LossReport {
         cross_entropy: sum(|r| r.cross_entropy),
         consistency: sum(|r| r.consistency),
         consistency_weight: sum(|r| r.consistency_weight),
+        balance: sum(|r| r.balance),
+        swapped: sum(|r| r.swapped),
         positive_pair_rate: sum(|r| r.positive_pair_rate),
     }
 }

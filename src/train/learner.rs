@@ -4,7 +4,10 @@
 use tch::{nn, Device, Kind, Tensor};
 
 use super::adam::Adam;
-use super::losses::{category_nce, consistency, instance_nce, instance_nce_in_batch, pairwise_bce, rampup};
+use super::clusters::{join, BankClusters, ClusterPairs};
+use super::losses::{
+    balance, category_nce, consistency, instance_nce, instance_nce_in_batch, pairwise_bce, rampup, swapped_prediction,
+};
 use super::{augment, augment_mel, pseudo_labels, MemoryBank, PairRule, WtaHash};
 use crate::config::{Contrast, ModelConfig, TrainConfig};
 use crate::model::{Input, JointModel, Outputs};
@@ -33,6 +36,10 @@ pub struct LossReport {
     pub cross_entropy: f64,
     pub consistency: f64,
     pub consistency_weight: f64,
+    /// The cluster-balance term, before its weight.
+    pub balance: f64,
+    /// Swapped prediction on the unlabelled head, before its weight.
+    pub swapped: f64,
     pub positive_pair_rate: f64,
 }
 
@@ -52,6 +59,8 @@ pub struct Learner {
     /// (query, key) modality pairs the contrast compares.
     pairs: Vec<(Slot, Slot)>,
     wta: WtaHash,
+    /// Clusters of the banks' unlabelled keys, when `cluster_pairs` is on.
+    clusters: BankClusters,
     step: u64,
 }
 
@@ -97,6 +106,7 @@ impl Learner {
             ema_vars,
             vars,
             optimizer,
+            clusters: BankClusters::default(),
             step: 0,
         })
     }
@@ -253,6 +263,9 @@ impl Learner {
             report.cross_entropy = term.double_value(&[]);
             loss += term;
         }
+        // The unlabelled head's terms ramp up like the consistency, so clusters form once
+        // features do.
+        let unlabelled_weight = if c.bce_rampup { rampup(self.step, c.rampup_steps) } else { 1.0 };
         if c.pairwise_bce && nu > 1 {
             // Pseudo labels from the slowly moving momentum encoder are steadier than the online one's.
             let z = if c.pseudo_labels_from_momentum { &momentum_out.z } else { &out1.z }.narrow(0, nl, nu);
@@ -263,14 +276,37 @@ impl Learner {
                 negative_below: (c.negative_threshold > 0.0).then_some(c.negative_threshold),
                 positive_rate: (c.pair_positive_rate > 0.0).then_some(c.pair_positive_rate),
             };
-            let (targets, mask) = pseudo_labels(c.pseudo_labels, &z, &self.wta, &rule);
+            let (mut targets, mut mask) = pseudo_labels(c.pseudo_labels, &z, &self.wta, &rule);
+            if c.cluster_pairs != ClusterPairs::Off {
+                if self.step % c.cluster_every.max(1) == 0 || !self.clusters.ready() {
+                    if let Some(keys) = self.unlabelled_bank_keys() {
+                        self.clusters.refresh(&keys, out1.novel_logits.size()[1]);
+                    }
+                }
+                let batch_keys = self.joint_keys(&momentum_out).narrow(0, nl, nu);
+                if let Some(same) = self.clusters.same_cluster(&batch_keys) {
+                    (targets, mask) = join(c.cluster_pairs, &targets, &mask, &same);
+                }
+            }
             let p1 = out1.novel_logits.narrow(0, nl, nu).softmax(1, Kind::Float);
             let p2 = out2.novel_logits.narrow(0, nl, nu).softmax(1, Kind::Float);
             let term = (pairwise_bce(&p1, &targets, &mask) + pairwise_bce(&p2, &targets, &mask)) / 2.0;
             report.bce = term.double_value(&[]);
             report.positive_pair_rate = targets.mean(Kind::Float).double_value(&[]);
-            let weight = if c.bce_rampup { rampup(self.step, c.rampup_steps) } else { 1.0 };
-            loss += term * weight;
+            loss += term * unlabelled_weight;
+        }
+        if nu > 1 && (c.swap_weight > 0.0 || c.balance_weight > 0.0) {
+            let (l1, l2) = (out1.novel_logits.narrow(0, nl, nu), out2.novel_logits.narrow(0, nl, nu));
+            if c.swap_weight > 0.0 {
+                let term = swapped_prediction(&l1, &l2, c.swap_epsilon);
+                report.swapped = term.double_value(&[]);
+                loss += term * (c.swap_weight * unlabelled_weight);
+            }
+            if c.balance_weight > 0.0 {
+                let term = (balance(&l1.softmax(1, Kind::Float)) + balance(&l2.softmax(1, Kind::Float))) / 2.0;
+                report.balance = term.double_value(&[]);
+                loss += term * (c.balance_weight * unlabelled_weight);
+            }
         }
         if c.consistency {
             let weight = c.consistency_weight * rampup(self.step, c.rampup_steps);
@@ -287,7 +323,7 @@ impl Learner {
             self.optimizer.backward_step(&loss);
         }
         self.update_momentum_encoder();
-        if c.memory_bank {
+        if c.memory_bank || c.cluster_pairs != ClusterPairs::Off {
             for (slot, bank) in self.banks.iter_mut().enumerate() {
                 if let (Some(bank), Some(keys)) = (bank, projection(&momentum_out, slot)) {
                     bank.push(keys, &key_labels);
@@ -296,6 +332,30 @@ impl Learner {
         }
         self.step += 1;
         report
+    }
+
+    /// The momentum projections of every modality side by side, `[B, P · modalities]`: the
+    /// space the banks' clusters live in.
+    fn joint_keys(&self, momentum_out: &Outputs) -> Tensor {
+        let parts: Vec<&Tensor> = (0..2).filter_map(|slot| projection(momentum_out, slot)).collect();
+        Tensor::cat(&parts, 1)
+    }
+
+    /// The banks' keys of unlabelled windows, modalities side by side (the banks fill in step,
+    /// so their rows are the same windows); `None` while the banks are empty or unused.
+    fn unlabelled_bank_keys(&self) -> Option<Tensor> {
+        let mut parts = Vec::new();
+        let mut unlabelled = None;
+        for bank in self.banks.iter().flatten() {
+            if bank.is_empty() {
+                return None;
+            }
+            let (keys, labels) = bank.contents();
+            unlabelled.get_or_insert_with(|| labels.eq(-1).nonzero().squeeze_dim(1));
+            parts.push(keys);
+        }
+        let rows = unlabelled?;
+        Some(Tensor::cat(&parts, 1).index_select(0, &rows))
     }
 
     /// `ema ← m·ema + (1−m)·online`, batch-norm statistics included.

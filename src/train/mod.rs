@@ -6,6 +6,7 @@ mod adam;
 mod augment;
 mod bank;
 pub mod checkpoint;
+mod clusters;
 mod learner;
 mod losses;
 mod online;
@@ -14,6 +15,7 @@ mod wta;
 
 pub use augment::{augment, augment_mel};
 pub use bank::MemoryBank;
+pub use clusters::{BankClusters, ClusterPairs};
 pub use learner::{Learner, LossReport};
 pub use losses::rampup;
 pub use online::{OnlineTrainer, Snapshot};
