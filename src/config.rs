@@ -420,6 +420,8 @@ pub struct TrainConfig {
     pub cluster_pairs: crate::train::ClusterPairs,
     /// Steps between refreshes of the bank's clusters.
     pub cluster_every: u64,
+    /// k-means++ restarts per refresh competing with the previous clusters (0: refine those).
+    pub cluster_restarts: usize,
     /// Loss terms, each switchable for ablations.
     pub instance_contrast: bool,
     pub category_contrast: bool,
@@ -460,6 +462,7 @@ impl Default for TrainConfig {
             swap_epsilon: 0.5,
             cluster_pairs: crate::train::ClusterPairs::Agree,
             cluster_every: 20,
+            cluster_restarts: 0,
             instance_contrast: true,
             category_contrast: true,
             pairwise_bce: true,

@@ -22,39 +22,40 @@ pub enum ClusterPairs {
     Agree,
 }
 
-/// Centroids of the unlabelled keys, refreshed every few steps from the previous ones.
+/// Centroids of the unlabelled keys, refreshed every few steps.
 #[derive(Debug, Default)]
 pub struct BankClusters {
     centroids: Option<Tensor>,
 }
 
-/// Lloyd iterations per refresh; warm-started from the previous centroids, a few suffice.
+/// Lloyd iterations per candidate clustering.
 const ITERATIONS: usize = 10;
 
 impl BankClusters {
-    /// Clusters `keys` `[N, P]` into `k` groups, starting from the previous centroids when there
-    /// are any (so cluster ids move little between refreshes), else from `k` random keys.
-    pub fn refresh(&mut self, keys: &Tensor, k: i64) {
+    /// Clusters `keys` `[N, P]` into `k` groups, starting from the previous centroids (from `k`
+    /// random keys at first). With `restarts` above 0, as many k-means++ starts compete with it
+    /// and the best fit (highest total cosine similarity to the nearest centroid) is kept. Pairs
+    /// depend only on which windows share a cluster, not on cluster ids, so fresh starts cost no
+    /// stability; they let a refresh leave a poor local optimum (two centroids in one class,
+    /// two classes under one centroid) that warm starts alone keep.
+    pub fn refresh(&mut self, keys: &Tensor, k: i64, restarts: usize) {
         let _guard = tch::no_grad_guard();
         let n = keys.size()[0];
         if n < k {
             return;
         }
         let x = l2_normalize(&keys.detach());
-        let mut centroids = match &self.centroids {
+        let previous = match &self.centroids {
             Some(c) if c.size() == [k, x.size()[1]] => c.shallow_clone(),
             _ => x.index_select(0, &Tensor::randperm(n, (Kind::Int64, x.device())).narrow(0, 0, k)),
         };
-        for _ in 0..ITERATIONS {
-            let assignment = x.matmul(&centroids.tr()).argmax(1, false);
-            let one_hot = assignment.one_hot(k).to_kind(Kind::Float);
-            let sums = one_hot.tr().matmul(&x);
-            let counts = one_hot.sum_dim_intlist(0, false, Kind::Float).unsqueeze(1);
-            // An emptied cluster keeps its centroid.
-            let empty = counts.eq(0.0);
-            centroids = l2_normalize(&sums).where_self(&empty.logical_not(), &centroids);
-        }
-        self.centroids = Some(centroids);
+        let mut starts = vec![previous];
+        starts.extend((0..restarts).map(|_| kmeans_plus_plus(&x, k)));
+        self.centroids = starts
+            .into_iter()
+            .map(|start| lloyd(&x, start))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, centroids)| centroids);
     }
 
     /// Whether [`BankClusters::refresh`] has found centroids yet.
@@ -70,6 +71,40 @@ impl BankClusters {
         let assignment = l2_normalize(&x.detach()).matmul(&centroids.tr()).argmax(1, false);
         Some(assignment.unsqueeze(1).eq_tensor(&assignment.unsqueeze(0)).to_kind(Kind::Float))
     }
+}
+
+/// Spherical k-means from `centroids`: (total cosine similarity of the rows of `x` to their
+/// nearest centroid, centroids).
+fn lloyd(x: &Tensor, mut centroids: Tensor) -> (f64, Tensor) {
+    let k = centroids.size()[0];
+    for _ in 0..ITERATIONS {
+        let assignment = x.matmul(&centroids.tr()).argmax(1, false);
+        let one_hot = assignment.one_hot(k).to_kind(Kind::Float);
+        let sums = one_hot.tr().matmul(x);
+        let counts = one_hot.sum_dim_intlist(0, false, Kind::Float).unsqueeze(1);
+        // An emptied cluster keeps its centroid.
+        centroids = l2_normalize(&sums).where_self(&counts.gt(0.0), &centroids);
+    }
+    let fit = x.matmul(&centroids.tr()).amax(1, false).sum(Kind::Float).double_value(&[]);
+    (fit, centroids)
+}
+
+/// k-means++ seeding on unit rows: each next centroid is a row drawn with probability
+/// proportional to its squared distance from the nearest centroid so far.
+fn kmeans_plus_plus(x: &Tensor, k: i64) -> Tensor {
+    let n = x.size()[0];
+    let first = Tensor::randint(n, [1], (Kind::Int64, x.device()));
+    let mut chosen = x.index_select(0, &first);
+    for _ in 1..k {
+        // ‖a − b‖² = 2 − 2 a·b for unit vectors.
+        let similarity = x.matmul(&chosen.tr()).amax(1, false);
+        let distance = (similarity * -2.0 + 2.0).clamp_min(0.0);
+        let weights =
+            if distance.sum(Kind::Float).double_value(&[]) > 0.0 { distance } else { x.ones_like().select(1, 0) };
+        let next = weights.multinomial(1, false);
+        chosen = Tensor::cat(&[&chosen, &x.index_select(0, &next)], 0);
+    }
+    chosen
 }
 
 /// Joins WTA `targets` and `mask` with the bank's `same` pairs, all `[B, B]` float 0/1.
@@ -101,15 +136,45 @@ mod tests {
         let keys = directions.index_select(0, &group) + Tensor::randn([300, 8], opts) * 0.05;
         let mut clusters = BankClusters::default();
         assert!(clusters.same_cluster(&keys).is_none(), "no pairs before the first refresh");
-        // Random starts can put two centroids in one group; refreshing from there must still
-        // find the three groups within a few rounds, as it does during training.
         for _ in 0..5 {
-            clusters.refresh(&keys, 3);
+            clusters.refresh(&keys, 3, 0);
         }
         let batch = keys.narrow(0, 0, 12);
         let same = clusters.same_cluster(&batch).unwrap();
         let truth = group.narrow(0, 0, 12);
         let expected = truth.unsqueeze(1).eq_tensor(&truth.unsqueeze(0)).to_kind(Kind::Float);
+        assert_eq!(same, expected);
+    }
+
+    /// Centroids stuck in a local optimum (two in one group, one between the other two groups)
+    /// are left at the next refresh: a fresh start fits better.
+    #[test]
+    fn a_refresh_leaves_a_poor_local_optimum() {
+        let _rng = crate::rng_lock();
+        tch::manual_seed(6);
+        let opts = (Kind::Float, Device::Cpu);
+        let directions = Tensor::eye(8, opts).narrow(0, 0, 3);
+        let group = Tensor::arange(300, (Kind::Int64, Device::Cpu)).remainder(3);
+        let keys = directions.index_select(0, &group) + Tensor::randn([300, 8], opts) * 0.05;
+        let stuck = Tensor::stack(
+            &[
+                directions.get(0),
+                (directions.get(0) * 0.99 + directions.get(1) * 0.01),
+                (directions.get(1) + directions.get(2)),
+            ],
+            0,
+        );
+        let stuck = l2_normalize(&stuck);
+        let (stuck_fit, _) = lloyd(&l2_normalize(&keys), stuck.shallow_clone());
+        let mut clusters = BankClusters { centroids: Some(stuck.shallow_clone()) };
+        clusters.refresh(&keys, 3, 0);
+        let (kept, _) = lloyd(&l2_normalize(&keys), clusters.centroids.as_ref().unwrap().shallow_clone());
+        assert!((kept - stuck_fit).abs() < 1.0, "without restarts the warm start stays stuck: {kept} vs {stuck_fit}");
+        clusters.refresh(&keys, 3, 3);
+        let (fit, _) = lloyd(&l2_normalize(&keys), clusters.centroids.as_ref().unwrap().shallow_clone());
+        assert!(fit > stuck_fit + 30.0, "refreshed fit {fit}, stuck {stuck_fit}");
+        let same = clusters.same_cluster(&keys).unwrap();
+        let expected = group.unsqueeze(1).eq_tensor(&group.unsqueeze(0)).to_kind(Kind::Float);
         assert_eq!(same, expected);
     }
 

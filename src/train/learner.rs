@@ -280,7 +280,7 @@ impl Learner {
             if c.cluster_pairs != ClusterPairs::Off {
                 if self.step % c.cluster_every.max(1) == 0 || !self.clusters.ready() {
                     if let Some(keys) = self.unlabelled_bank_keys() {
-                        self.clusters.refresh(&keys, out1.novel_logits.size()[1]);
+                        self.clusters.refresh(&keys, out1.novel_logits.size()[1], c.cluster_restarts);
                     }
                 }
                 let batch_keys = self.joint_keys(&momentum_out).narrow(0, nl, nu);
