@@ -124,16 +124,28 @@ mod tests {
     use super::*;
     use tch::Device;
 
+    /// 300 keys in three tight groups around orthogonal directions: (directions, group of
+    /// each key, keys).
+    fn three_groups() -> (Tensor, Tensor, Tensor) {
+        let opts = (Kind::Float, Device::Cpu);
+        let directions = Tensor::eye(8, opts).narrow(0, 0, 3);
+        let group = Tensor::arange(300, (Kind::Int64, Device::Cpu)).remainder(3);
+        let keys = directions.index_select(0, &group) + Tensor::randn([300, 8], opts) * 0.05;
+        (directions, group, keys)
+    }
+
+    /// `[N, N]` float 0/1: whether two keys are of one group.
+    fn same_group(group: &Tensor) -> Tensor {
+        group.unsqueeze(1).eq_tensor(&group.unsqueeze(0)).to_kind(Kind::Float)
+    }
+
     /// Three tight groups of keys around orthogonal directions: the clusters recover them, and
     /// pairs of a batch drawn from them are positive exactly within a group.
     #[test]
     fn recovers_separated_groups_and_pairs_within_them() {
         let _rng = crate::rng_lock();
         tch::manual_seed(5);
-        let opts = (Kind::Float, Device::Cpu);
-        let directions = Tensor::eye(8, opts).narrow(0, 0, 3);
-        let group = Tensor::arange(300, (Kind::Int64, Device::Cpu)).remainder(3);
-        let keys = directions.index_select(0, &group) + Tensor::randn([300, 8], opts) * 0.05;
+        let (_, group, keys) = three_groups();
         let mut clusters = BankClusters::default();
         assert!(clusters.same_cluster(&keys).is_none(), "no pairs before the first refresh");
         for _ in 0..5 {
@@ -141,21 +153,16 @@ mod tests {
         }
         let batch = keys.narrow(0, 0, 12);
         let same = clusters.same_cluster(&batch).unwrap();
-        let truth = group.narrow(0, 0, 12);
-        let expected = truth.unsqueeze(1).eq_tensor(&truth.unsqueeze(0)).to_kind(Kind::Float);
-        assert_eq!(same, expected);
+        assert_eq!(same, same_group(&group.narrow(0, 0, 12)));
     }
 
     /// Centroids stuck in a local optimum (two in one group, one between the other two groups)
-    /// are left at the next refresh: a fresh start fits better.
+    /// stay there when a refresh only refines them, and are left when k-means++ restarts compete.
     #[test]
     fn a_refresh_leaves_a_poor_local_optimum() {
         let _rng = crate::rng_lock();
         tch::manual_seed(6);
-        let opts = (Kind::Float, Device::Cpu);
-        let directions = Tensor::eye(8, opts).narrow(0, 0, 3);
-        let group = Tensor::arange(300, (Kind::Int64, Device::Cpu)).remainder(3);
-        let keys = directions.index_select(0, &group) + Tensor::randn([300, 8], opts) * 0.05;
+        let (directions, group, keys) = three_groups();
         let stuck = Tensor::stack(
             &[
                 directions.get(0),
@@ -174,8 +181,7 @@ mod tests {
         let (fit, _) = lloyd(&l2_normalize(&keys), clusters.centroids.as_ref().unwrap().shallow_clone());
         assert!(fit > stuck_fit + 30.0, "refreshed fit {fit}, stuck {stuck_fit}");
         let same = clusters.same_cluster(&keys).unwrap();
-        let expected = group.unsqueeze(1).eq_tensor(&group.unsqueeze(0)).to_kind(Kind::Float);
-        assert_eq!(same, expected);
+        assert_eq!(same, same_group(&group));
     }
 
     #[test]
