@@ -640,6 +640,15 @@ impl Config {
         if t.rank_k < 1 || t.rank_k > *self.model.channels.last().unwrap_or(&0) {
             return invalid("train.rank_k", "must be between 1 and the feature width");
         }
+        if t.cluster_every == 0 {
+            return invalid("train.cluster_every", "must be at least 1");
+        }
+        if t.swap_epsilon.is_nan() || t.swap_epsilon <= 0.0 {
+            return invalid("train.swap_epsilon", "must be positive");
+        }
+        if !(t.swap_weight >= 0.0 && t.balance_weight >= 0.0) {
+            return invalid("train.swap_weight/balance_weight", "must be 0 or more");
+        }
         if !(0.0..=1.0).contains(&t.augment.min_crop_scale) || t.augment.min_crop_scale == 0.0 {
             return invalid("train.augment.min_crop_scale", "must be in (0, 1]");
         }
@@ -742,5 +751,15 @@ mod tests {
         assert!(err.contains("decode.frames"), "{err}");
         let err = Config::parse("[source]\nallowed_schemes = [\"http\"]\n").unwrap_err().to_string();
         assert!(err.contains("source.allowed_schemes"), "{err}");
+        for (line, key) in [
+            ("swap_epsilon = 0.0", "train.swap_epsilon"),
+            ("cluster_every = 0", "train.cluster_every"),
+            ("balance_weight = -1.0", "train.swap_weight/balance_weight"),
+        ] {
+            let err = Config::parse(&format!("[train]\n{line}\n")).unwrap_err().to_string();
+            assert!(err.contains(key), "{line}: {err}");
+        }
+        let err = Config::parse("[train]\ncluster_pairs = \"sometimes\"\n").unwrap_err().to_string();
+        assert!(err.contains("cluster_pairs"), "{err}");
     }
 }
