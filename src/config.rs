@@ -404,6 +404,9 @@ pub struct TrainConfig {
     pub rank_k: i64,
     /// Weight λ of the consistency loss once ramped up.
     pub consistency_weight: f64,
+    /// Steps over which the learning rate decays to 0 along a half cosine (0: constant). For
+    /// offline runs with a known budget; a daemon that decays stops learning after this many.
+    pub lr_decay_steps: u64,
     /// Steps over which the consistency weight ramps up, `T` in `exp(−5(1−t/T)²)`.
     pub rampup_steps: u64,
     /// Weight of the cluster-balance term `ln C_u − H(mean_i p_i)` on the unlabelled head's
@@ -457,6 +460,7 @@ impl Default for TrainConfig {
             rank_k: 5,
             consistency_weight: 5.0,
             rampup_steps: 400,
+            lr_decay_steps: 0,
             balance_weight: 0.0,
             swap_weight: 0.0,
             swap_epsilon: 0.5,

@@ -354,6 +354,10 @@ struct EvalArgs {
     /// Training steps of the supervised encoder of the k-means baseline.
     #[arg(long, default_value_t = 300)]
     baseline_steps: u64,
+    /// Also measure the test split every this many steps: the learning curve in results.json
+    /// (0: only at the end).
+    #[arg(long, default_value_t = 0)]
+    curve_every: u64,
     /// Where results.json goes.
     #[arg(long, default_value = "results.json")]
     out: PathBuf,
@@ -728,6 +732,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         train,
         device: novelstream::model::select_device(preference)?,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        curve_every: args.curve_every,
     };
     let (results, rows) = evaluate(&options)?;
     write_outputs(&results, &rows, &args.out, &args.predictions)?;

@@ -113,6 +113,33 @@ fn image_folders_are_a_data_set() {
     assert_eq!(results["novel_classes"], serde_json::json!(["red", "yellow"]));
     assert_eq!(results["baselines"]["kmeans_raw_pixels"]["accuracy"].as_f64().unwrap(), 1.0);
     assert_eq!(std::fs::read_to_string(&predictions).unwrap().lines().count(), 1 + 24);
+    assert_eq!(results["method"]["curve"], serde_json::json!([]));
+
+    // The learning curve: points part-way through, and the same run otherwise.
+    let (curve_out, curve_predictions) = (dir.path().join("curve.json"), dir.path().join("curve.csv"));
+    eval(
+        dir.path(),
+        &["--known", "0-1", "--novel", "2-3", "--steps", "5", "--baseline-steps", "5", "--image-size", "16"]
+            .into_iter()
+            .chain(["--curve-every", "2"])
+            .collect::<Vec<_>>(),
+        &config,
+        &curve_out,
+        &curve_predictions,
+    );
+    let curve = read_json(&curve_out)["method"]["curve"].as_array().unwrap().clone();
+    let steps: Vec<u64> = curve.iter().map(|p| p["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [2, 4]);
+    for point in &curve {
+        for key in ["novel_accuracy", "momentum_novel_accuracy", "known_accuracy"] {
+            assert!((0.0..=1.0).contains(&point[key].as_f64().unwrap()), "{key}: {point}");
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(&curve_predictions).unwrap(),
+        std::fs::read_to_string(&predictions).unwrap(),
+        "measuring the curve changed the run"
+    );
 }
 
 #[test]

@@ -53,6 +53,8 @@ pub struct EvalOptions {
     pub train: TrainConfig,
     pub device: Device,
     pub progress: bool,
+    /// Measure the test split every this many steps of the method (0: only at the end).
+    pub curve_every: u64,
 }
 
 /// Clustering quality on one set of samples.
@@ -81,6 +83,21 @@ pub struct MethodResult {
     pub train_seconds: f64,
     /// Mean loss terms over the last 50 steps.
     pub final_losses: LossReport,
+    /// The learning curve: the test split measured every `--curve-every` steps (empty when 0).
+    pub curve: Vec<CurvePoint>,
+}
+
+/// The test split measured part-way through training.
+#[derive(Debug, Clone, Serialize)]
+pub struct CurvePoint {
+    pub step: u64,
+    pub novel_accuracy: f64,
+    pub known_accuracy: f64,
+    /// Novel-class accuracy of the momentum encoder's unlabelled head.
+    pub momentum_novel_accuracy: f64,
+    /// Novel-class accuracy of the memory bank's clusters behind the pseudo labels (each test
+    /// sample in the cluster of its nearest centroid); absent without them.
+    pub bank_cluster_accuracy: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -151,6 +168,37 @@ pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<PredictionRow
     // The method.
     let train_started = Instant::now();
     let mut learner = Learner::new(&model, &options.train, options.device)?;
+    let novel_truth: Vec<usize> = test_novel.iter().map(|&i| data.test.labels[i as usize]).collect();
+    let known_truth: Vec<i64> = test_known.iter().map(|&i| known_index(data.test.labels[i as usize])).collect();
+    let mut curve = Vec::new();
+    let mut curve_seconds = 0.0;
+    let mut measure = |step: u64, learner: &Learner| {
+        if options.curve_every == 0 || step % options.curve_every != 0 || step == options.steps {
+            return;
+        }
+        let started = Instant::now();
+        // Measuring draws no random numbers, so the training run is the same with or without it.
+        let (novel_pred, known_pred, _) =
+            predict(learner, &data.test, &test_novel, &test_known, options.device, modality);
+        let (mut momentum_pred, mut bank_pred) = (Vec::new(), Vec::new());
+        for chunk in test_novel.chunks(512) {
+            let out = learner.predict_momentum(&data.test.batch(&Tensor::from_slice(chunk), options.device, modality));
+            let labels = |t: Tensor| Vec::<i64>::try_from(t.to(Device::Cpu)).expect("int64");
+            momentum_pred.extend(labels(out.novel_logits.argmax(1, false)).into_iter().map(|p| p as usize));
+            if let Some(cluster) = learner.bank_cluster(&out) {
+                bank_pred.extend(labels(cluster).into_iter().map(|p| p as usize));
+            }
+        }
+        curve.push(CurvePoint {
+            step,
+            novel_accuracy: cluster_accuracy(&novel_truth, &novel_pred),
+            known_accuracy: accuracy(&known_truth, &known_pred),
+            momentum_novel_accuracy: cluster_accuracy(&novel_truth, &momentum_pred),
+            bank_cluster_accuracy: (bank_pred.len() == novel_truth.len())
+                .then(|| cluster_accuracy(&novel_truth, &bank_pred)),
+        });
+        curve_seconds += started.elapsed().as_secs_f64();
+    };
     let final_losses = train_loop(
         &mut learner,
         &data.train,
@@ -161,10 +209,9 @@ pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<PredictionRow
         options,
         "method",
         &known_index,
+        &mut measure,
     )?;
-    let train_seconds = train_started.elapsed().as_secs_f64();
-    let novel_truth: Vec<usize> = test_novel.iter().map(|&i| data.test.labels[i as usize]).collect();
-    let known_truth: Vec<i64> = test_known.iter().map(|&i| known_index(data.test.labels[i as usize])).collect();
+    let train_seconds = train_started.elapsed().as_secs_f64() - curve_seconds;
     let (novel_pred, known_pred, method_features) =
         predict(&learner, &data.test, &test_novel, &test_known, options.device, modality);
     let k = options.novel.len() as i64;
@@ -174,6 +221,7 @@ pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<PredictionRow
         kmeans_on_features: Clustering::of(&novel_truth, &kmeans(&method_features, k, 3, 100, options.seed)),
         train_seconds,
         final_losses,
+        curve,
     };
 
     // Baseline 1: k-means on raw pixels.
@@ -185,6 +233,7 @@ pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<PredictionRow
         pairwise_bce: false,
         consistency: false,
         memory_bank: false,
+        lr_decay_steps: 0,
         ..options.train.clone()
     };
     let mut supervised = Learner::new(&model, &supervised_config, options.device)?;
@@ -198,6 +247,7 @@ pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<PredictionRow
         options,
         "baseline",
         &known_index,
+        &mut |_, _| {},
     )?;
     let (_, supervised_known, features) =
         predict(&supervised, &data.test, &test_novel, &test_known, options.device, modality);
@@ -249,6 +299,7 @@ fn train_loop(
     options: &EvalOptions,
     name: &str,
     known_index: &dyn Fn(usize) -> i64,
+    after_step: &mut dyn FnMut(u64, &Learner),
 ) -> Result<LossReport, EvalError> {
     let bar = progress_bar(steps, name, options.progress, "steps");
     let modality = options.model.modality;
@@ -283,6 +334,7 @@ fn train_loop(
             recent.remove(0);
         }
         bar.inc(1);
+        after_step(step + 1, learner);
     }
     bar.finish_and_clear();
     Ok(mean_report(&recent))

@@ -33,6 +33,11 @@ impl Adam {
         Self { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, step: 0, params }
     }
 
+    /// Changes the step size of the following steps (a schedule's current rate).
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
     /// Clears the gradients, back-propagates `loss` and takes one step.
     pub fn backward_step(&mut self, loss: &Tensor) {
         for (_, p, _, _) in &mut self.params {

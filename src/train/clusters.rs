@@ -63,12 +63,18 @@ impl BankClusters {
         self.centroids.is_some()
     }
 
+    /// `[B]` int64: the nearest centroid of each row of `x` `[B, P]`; `None` before the first
+    /// refresh.
+    pub fn assign(&self, x: &Tensor) -> Option<Tensor> {
+        let _guard = tch::no_grad_guard();
+        let centroids = self.centroids.as_ref()?;
+        Some(l2_normalize(&x.detach()).matmul(&centroids.tr()).argmax(1, false))
+    }
+
     /// `[B, B]` float 0/1: whether rows `i` and `j` of `x` `[B, P]` share their nearest centroid;
     /// `None` before the first refresh.
     pub fn same_cluster(&self, x: &Tensor) -> Option<Tensor> {
-        let _guard = tch::no_grad_guard();
-        let centroids = self.centroids.as_ref()?;
-        let assignment = l2_normalize(&x.detach()).matmul(&centroids.tr()).argmax(1, false);
+        let assignment = self.assign(x)?;
         Some(assignment.unsqueeze(1).eq_tensor(&assignment.unsqueeze(0)).to_kind(Kind::Float))
     }
 }

@@ -193,6 +193,18 @@ impl Learner {
         self.model.forward_t(input, false)
     }
 
+    /// The momentum encoder's outputs (its weights average the online model's over recent steps).
+    pub fn predict_momentum(&self, input: &Input) -> Outputs {
+        let _guard = tch::no_grad_guard();
+        self.ema.forward_t(input, false)
+    }
+
+    /// The bank cluster (the nearest of the centroids behind the pseudo labels) of each of the
+    /// momentum encoder's `outputs`; `None` before the first refresh.
+    pub fn bank_cluster(&self, outputs: &Outputs) -> Option<Tensor> {
+        self.clusters.assign(&self.joint_keys(outputs))
+    }
+
     /// Two independently augmented views of a batch.
     fn view(&self, x: &Input) -> Input {
         let a = &self.config.augment;
@@ -320,6 +332,11 @@ impl Learner {
         }
         report.total = loss.double_value(&[]);
         if loss.requires_grad() {
+            if c.lr_decay_steps > 0 {
+                let progress = self.step.min(c.lr_decay_steps) as f64 / c.lr_decay_steps as f64;
+                self.optimizer
+                    .set_learning_rate(c.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
+            }
             self.optimizer.backward_step(&loss);
         }
         self.update_momentum_encoder();
@@ -415,6 +432,36 @@ mod tests {
         let logits = learner.predict(&labelled).known_logits.unwrap();
         let predicted: Vec<i64> = Vec::try_from(logits.argmax(1, false)).unwrap();
         assert_eq!(predicted, vec![0, 0, 0, 0, 1, 1, 1, 1]);
+    }
+
+    /// With `lr_decay_steps`, the learning rate falls to 0 along a half cosine: the weights
+    /// still move before the end of the decay and no longer after it.
+    #[test]
+    fn the_learning_rate_decays_to_zero() {
+        let _rng = crate::rng_lock();
+        let model = ModelConfig {
+            known_classes: vec!["a".into(), "b".into()],
+            novel_clusters: 2,
+            channels: vec![8],
+            projection_dim: 8,
+            ..Default::default()
+        };
+        let train = TrainConfig { batch_size: 4, bank_size: 16, lr_decay_steps: 3, ..Default::default() };
+        let mut learner = Learner::new(&model, &train, Device::Cpu).unwrap();
+        let opts = (Kind::Float, Device::Cpu);
+        let (labelled, unlabelled) =
+            (frames(Tensor::rand([4, 1, 3, 12, 12], opts)), frames(Tensor::rand([4, 1, 3, 12, 12], opts)));
+        let labels = Tensor::from_slice(&[0i64, 1, 0, 1]);
+        let weights = |learner: &Learner| -> Vec<Tensor> {
+            learner.vars.trainable_variables().iter().map(|t| t.detach().copy()).collect()
+        };
+        let moved = |a: &[Tensor], b: &[Tensor]| a.iter().zip(b).any(|(a, b)| a != b);
+        for step in 0..5 {
+            let before = weights(&learner);
+            learner.step(&labelled, &labels, &unlabelled);
+            // Steps 0, 1, 2 use the rates 1, 0.75 and 0.25 of the base; 3 and later 0.
+            assert_eq!(moved(&before, &weights(&learner)), step < 3, "step {step}");
+        }
     }
 
     /// Visual and audio encoders both train; the cross-modal share of the contrast is there only
