@@ -425,6 +425,9 @@ pub struct TrainConfig {
     pub cluster_every: u64,
     /// k-means++ restarts per refresh competing with the previous clusters (0: refine those).
     pub cluster_restarts: usize,
+    /// A bank cluster holding less than this share of the unlabelled keys is moved into the
+    /// largest cluster to split it (0: never).
+    pub cluster_min_share: f64,
     /// Loss terms, each switchable for ablations.
     pub instance_contrast: bool,
     pub category_contrast: bool,
@@ -467,6 +470,7 @@ impl Default for TrainConfig {
             cluster_pairs: crate::train::ClusterPairs::Agree,
             cluster_every: 20,
             cluster_restarts: 0,
+            cluster_min_share: 0.0,
             instance_contrast: true,
             category_contrast: true,
             pairwise_bce: true,
@@ -647,6 +651,9 @@ impl Config {
         if t.cluster_every == 0 {
             return invalid("train.cluster_every", "must be at least 1");
         }
+        if !(t.cluster_min_share >= 0.0 && t.cluster_min_share * (self.model.novel_clusters.max(1) as f64) < 1.0) {
+            return invalid("train.cluster_min_share", "must be 0 or more and below 1 / model.novel_clusters");
+        }
         if t.swap_epsilon.is_nan() || t.swap_epsilon <= 0.0 {
             return invalid("train.swap_epsilon", "must be positive");
         }
@@ -758,6 +765,7 @@ mod tests {
         for (line, key) in [
             ("swap_epsilon = 0.0", "train.swap_epsilon"),
             ("cluster_every = 0", "train.cluster_every"),
+            ("cluster_min_share = 0.5", "train.cluster_min_share"),
             ("balance_weight = -1.0", "train.swap_weight/balance_weight"),
         ] {
             let err = Config::parse(&format!("[train]\n{line}\n")).unwrap_err().to_string();

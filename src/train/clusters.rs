@@ -38,7 +38,7 @@ impl BankClusters {
     /// depend only on which windows share a cluster, not on cluster ids, so fresh starts cost no
     /// stability; they let a refresh leave a poor local optimum (two centroids in one class,
     /// two classes under one centroid) that warm starts alone keep.
-    pub fn refresh(&mut self, keys: &Tensor, k: i64, restarts: usize) {
+    pub fn refresh(&mut self, keys: &Tensor, k: i64, restarts: usize, min_share: f64) {
         let _guard = tch::no_grad_guard();
         let n = keys.size()[0];
         if n < k {
@@ -53,7 +53,7 @@ impl BankClusters {
         starts.extend((0..restarts).map(|_| kmeans_plus_plus(&x, k)));
         self.centroids = starts
             .into_iter()
-            .map(|start| lloyd(&x, start))
+            .map(|start| lloyd(&x, start, min_share))
             .max_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(_, centroids)| centroids);
     }
@@ -81,15 +81,40 @@ impl BankClusters {
 
 /// Spherical k-means from `centroids`: (total cosine similarity of the rows of `x` to their
 /// nearest centroid, centroids).
-fn lloyd(x: &Tensor, mut centroids: Tensor) -> (f64, Tensor) {
+/// With `min_share` above 0, a cluster holding less than that share of the rows is moved into
+/// the largest cluster, onto its row farthest from its centroid, so that the next iterations
+/// split it: a merged pair of classes beside a nearly empty cluster is a local optimum that
+/// refining alone keeps.
+fn lloyd(x: &Tensor, mut centroids: Tensor, min_share: f64) -> (f64, Tensor) {
     let k = centroids.size()[0];
-    for _ in 0..ITERATIONS {
+    let n = x.size()[0] as f64;
+    for iteration in 0..ITERATIONS {
         let assignment = x.matmul(&centroids.tr()).argmax(1, false);
         let one_hot = assignment.one_hot(k).to_kind(Kind::Float);
         let sums = one_hot.tr().matmul(x);
         let counts = one_hot.sum_dim_intlist(0, false, Kind::Float).unsqueeze(1);
         // An emptied cluster keeps its centroid.
         centroids = l2_normalize(&sums).where_self(&counts.gt(0.0), &centroids);
+        if min_share > 0.0 && iteration + 1 < ITERATIONS {
+            let mut sizes = Vec::<f64>::try_from(counts.squeeze_dim(1).to_kind(Kind::Double)).expect("counts");
+            for small in 0..k as usize {
+                if sizes[small] >= min_share * n {
+                    continue;
+                }
+                let largest = (0..k as usize).max_by(|&a, &b| sizes[a].total_cmp(&sizes[b])).expect("k > 0");
+                let similarity = x.matmul(&centroids.get(largest as i64));
+                let outside = assignment.ne(largest as i64);
+                let farthest = similarity.masked_fill(&outside, f64::INFINITY).argmin(0, false);
+                centroids = centroids.index_copy(
+                    0,
+                    &Tensor::from_slice(&[small as i64]),
+                    &x.index_select(0, &farthest.unsqueeze(0)),
+                );
+                let moved = sizes[largest] / 2.0;
+                sizes[largest] -= moved;
+                sizes[small] += moved;
+            }
+        }
     }
     let fit = x.matmul(&centroids.tr()).amax(1, false).sum(Kind::Float).double_value(&[]);
     (fit, centroids)
@@ -155,7 +180,7 @@ mod tests {
         let mut clusters = BankClusters::default();
         assert!(clusters.same_cluster(&keys).is_none(), "no pairs before the first refresh");
         for _ in 0..5 {
-            clusters.refresh(&keys, 3, 0);
+            clusters.refresh(&keys, 3, 0, 0.0);
         }
         let batch = keys.narrow(0, 0, 12);
         let same = clusters.same_cluster(&batch).unwrap();
@@ -178,16 +203,40 @@ mod tests {
             0,
         );
         let stuck = l2_normalize(&stuck);
-        let (stuck_fit, _) = lloyd(&l2_normalize(&keys), stuck.shallow_clone());
+        let (stuck_fit, _) = lloyd(&l2_normalize(&keys), stuck.shallow_clone(), 0.0);
         let mut clusters = BankClusters { centroids: Some(stuck.shallow_clone()) };
-        clusters.refresh(&keys, 3, 0);
-        let (kept, _) = lloyd(&l2_normalize(&keys), clusters.centroids.as_ref().unwrap().shallow_clone());
+        clusters.refresh(&keys, 3, 0, 0.0);
+        let (kept, _) = lloyd(&l2_normalize(&keys), clusters.centroids.as_ref().unwrap().shallow_clone(), 0.0);
         assert!((kept - stuck_fit).abs() < 1.0, "without restarts the warm start stays stuck: {kept} vs {stuck_fit}");
-        clusters.refresh(&keys, 3, 3);
-        let (fit, _) = lloyd(&l2_normalize(&keys), clusters.centroids.as_ref().unwrap().shallow_clone());
+        clusters.refresh(&keys, 3, 3, 0.0);
+        let (fit, _) = lloyd(&l2_normalize(&keys), clusters.centroids.as_ref().unwrap().shallow_clone(), 0.0);
         assert!(fit > stuck_fit + 30.0, "refreshed fit {fit}, stuck {stuck_fit}");
         let same = clusters.same_cluster(&keys).unwrap();
         assert_eq!(same, same_group(&group));
+    }
+
+    /// Two groups under one centroid and a third centroid far from every key: refining keeps
+    /// that; with a minimum share the empty cluster moves into the merged one and splits it.
+    #[test]
+    fn a_nearly_empty_cluster_splits_the_largest() {
+        let _rng = crate::rng_lock();
+        tch::manual_seed(7);
+        let (directions, group, keys) = three_groups();
+        let merged = Tensor::stack(
+            &[
+                directions.get(0),
+                directions.get(1) + directions.get(2),
+                Tensor::eye(8, (Kind::Float, tch::Device::Cpu)).get(7),
+            ],
+            0,
+        );
+        let merged = l2_normalize(&merged);
+        let mut refined = BankClusters { centroids: Some(merged.shallow_clone()) };
+        refined.refresh(&keys, 3, 0, 0.0);
+        assert_ne!(refined.same_cluster(&keys).unwrap(), same_group(&group), "refining alone keeps the merge");
+        let mut split = BankClusters { centroids: Some(merged) };
+        split.refresh(&keys, 3, 0, 0.1);
+        assert_eq!(split.same_cluster(&keys).unwrap(), same_group(&group));
     }
 
     #[test]

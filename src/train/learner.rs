@@ -292,7 +292,12 @@ impl Learner {
             if c.cluster_pairs != ClusterPairs::Off {
                 if self.step % c.cluster_every.max(1) == 0 || !self.clusters.ready() {
                     if let Some(keys) = self.unlabelled_bank_keys() {
-                        self.clusters.refresh(&keys, out1.novel_logits.size()[1], c.cluster_restarts);
+                        self.clusters.refresh(
+                            &keys,
+                            out1.novel_logits.size()[1],
+                            c.cluster_restarts,
+                            c.cluster_min_share,
+                        );
                     }
                 }
                 let batch_keys = self.joint_keys(&momentum_out).narrow(0, nl, nu);
