@@ -180,22 +180,13 @@ pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<PredictionRow
         // Measuring draws no random numbers, so the training run is the same with or without it.
         let (novel_pred, known_pred, _) =
             predict(learner, &data.test, &test_novel, &test_known, options.device, modality);
-        let (mut momentum_pred, mut bank_pred) = (Vec::new(), Vec::new());
-        for chunk in test_novel.chunks(512) {
-            let out = learner.predict_momentum(&data.test.batch(&Tensor::from_slice(chunk), options.device, modality));
-            let labels = |t: Tensor| Vec::<i64>::try_from(t.to(Device::Cpu)).expect("int64");
-            momentum_pred.extend(labels(out.novel_logits.argmax(1, false)).into_iter().map(|p| p as usize));
-            if let Some(cluster) = learner.bank_cluster(&out) {
-                bank_pred.extend(labels(cluster).into_iter().map(|p| p as usize));
-            }
-        }
+        let (momentum_pred, bank_pred) = predict_momentum(learner, &data.test, &test_novel, options.device, modality);
         curve.push(CurvePoint {
             step,
             novel_accuracy: cluster_accuracy(&novel_truth, &novel_pred),
             known_accuracy: accuracy(&known_truth, &known_pred),
             momentum_novel_accuracy: cluster_accuracy(&novel_truth, &momentum_pred),
-            bank_cluster_accuracy: (bank_pred.len() == novel_truth.len())
-                .then(|| cluster_accuracy(&novel_truth, &bank_pred)),
+            bank_cluster_accuracy: bank_pred.map(|bank_pred| cluster_accuracy(&novel_truth, &bank_pred)),
         });
         curve_seconds += started.elapsed().as_secs_f64();
     };
@@ -370,20 +361,49 @@ fn predict(
 ) -> (Vec<usize>, Vec<i64>, Tensor) {
     let mut novel_pred = Vec::with_capacity(novel.len());
     let mut features = Vec::new();
-    for chunk in novel.chunks(512) {
+    for chunk in novel.chunks(PREDICT_CHUNK) {
         let out = learner.predict(&split.batch(&Tensor::from_slice(chunk), device, modality));
-        let p: Vec<i64> = Vec::try_from(out.novel_logits.argmax(1, false).to(Device::Cpu)).expect("int64");
-        novel_pred.extend(p.into_iter().map(|p| p as usize));
+        novel_pred.extend(host_ints(&out.novel_logits.argmax(1, false)).into_iter().map(|p| p as usize));
         features.push(out.z.to(Device::Cpu));
     }
     let mut known_pred = Vec::with_capacity(known.len());
-    for chunk in known.chunks(512) {
+    for chunk in known.chunks(PREDICT_CHUNK) {
         let out = learner.predict(&split.batch(&Tensor::from_slice(chunk), device, modality));
         if let Some(logits) = out.known_logits {
-            known_pred.extend(Vec::<i64>::try_from(logits.argmax(1, false).to(Device::Cpu)).expect("int64"));
+            known_pred.extend(host_ints(&logits.argmax(1, false)));
         }
     }
     (novel_pred, known_pred, Tensor::cat(&features, 0))
+}
+
+/// Novel-head clusters of `novel` by the momentum encoder, and their bank clusters (`None`
+/// before the bank has any).
+fn predict_momentum(
+    learner: &Learner,
+    split: &Split,
+    novel: &[i64],
+    device: Device,
+    modality: Modality,
+) -> (Vec<usize>, Option<Vec<usize>>) {
+    let mut head = Vec::with_capacity(novel.len());
+    let mut bank = Some(Vec::with_capacity(novel.len()));
+    for chunk in novel.chunks(PREDICT_CHUNK) {
+        let out = learner.predict_momentum(&split.batch(&Tensor::from_slice(chunk), device, modality));
+        head.extend(host_ints(&out.novel_logits.argmax(1, false)).into_iter().map(|p| p as usize));
+        bank = bank.zip(learner.bank_cluster(&out)).map(|(mut bank, cluster)| {
+            bank.extend(host_ints(&cluster).into_iter().map(|p| p as usize));
+            bank
+        });
+    }
+    (head, bank)
+}
+
+/// Samples per forward pass when predicting.
+const PREDICT_CHUNK: usize = 512;
+
+/// An int64 tensor's values, on the host.
+fn host_ints(t: &Tensor) -> Vec<i64> {
+    Vec::try_from(t.to(Device::Cpu)).expect("int64")
 }
 
 fn accuracy(truth: &[i64], predicted: &[i64]) -> f64 {

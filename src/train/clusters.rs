@@ -80,44 +80,46 @@ impl BankClusters {
 }
 
 /// Spherical k-means from `centroids`: (total cosine similarity of the rows of `x` to their
-/// nearest centroid, centroids).
-/// With `min_share` above 0, a cluster holding less than that share of the rows is moved into
-/// the largest cluster, onto its row farthest from its centroid, so that the next iterations
-/// split it: a merged pair of classes beside a nearly empty cluster is a local optimum that
-/// refining alone keeps.
+/// nearest centroid, centroids). With `min_share` above 0, small clusters are moved between
+/// iterations (see [`split_largest`]).
 fn lloyd(x: &Tensor, mut centroids: Tensor, min_share: f64) -> (f64, Tensor) {
     let k = centroids.size()[0];
-    let n = x.size()[0] as f64;
     for iteration in 0..ITERATIONS {
         let assignment = x.matmul(&centroids.tr()).argmax(1, false);
         let one_hot = assignment.one_hot(k).to_kind(Kind::Float);
         let sums = one_hot.tr().matmul(x);
-        let counts = one_hot.sum_dim_intlist(0, false, Kind::Float).unsqueeze(1);
+        let counts = one_hot.sum_dim_intlist(0, false, Kind::Float);
         // An emptied cluster keeps its centroid.
-        centroids = l2_normalize(&sums).where_self(&counts.gt(0.0), &centroids);
+        centroids = l2_normalize(&sums).where_self(&counts.gt(0.0).unsqueeze(1), &centroids);
         if min_share > 0.0 && iteration + 1 < ITERATIONS {
-            let mut sizes = Vec::<f64>::try_from(counts.squeeze_dim(1).to_kind(Kind::Double)).expect("counts");
-            for small in 0..k as usize {
-                if sizes[small] >= min_share * n {
-                    continue;
-                }
-                let largest = (0..k as usize).max_by(|&a, &b| sizes[a].total_cmp(&sizes[b])).expect("k > 0");
-                let similarity = x.matmul(&centroids.get(largest as i64));
-                let outside = assignment.ne(largest as i64);
-                let farthest = similarity.masked_fill(&outside, f64::INFINITY).argmin(0, false);
-                centroids = centroids.index_copy(
-                    0,
-                    &Tensor::from_slice(&[small as i64]),
-                    &x.index_select(0, &farthest.unsqueeze(0)),
-                );
-                let moved = sizes[largest] / 2.0;
-                sizes[largest] -= moved;
-                sizes[small] += moved;
-            }
+            centroids = split_largest(x, centroids, &assignment, &counts, min_share);
         }
     }
     let fit = x.matmul(&centroids.tr()).amax(1, false).sum(Kind::Float).double_value(&[]);
     (fit, centroids)
+}
+
+/// Moves each cluster holding less than `min_share` of the rows of `x` into the largest
+/// cluster, onto its row farthest from its centroid, so that the next iterations split it: a
+/// merged pair of classes beside a nearly empty cluster is a local optimum that refining alone
+/// keeps. `assignment` and `counts` are the rows' clusters and the clusters' sizes.
+fn split_largest(x: &Tensor, mut centroids: Tensor, assignment: &Tensor, counts: &Tensor, min_share: f64) -> Tensor {
+    let floor = min_share * x.size()[0] as f64;
+    let mut sizes = Vec::<f64>::try_from(counts.to_kind(Kind::Double)).expect("counts");
+    for small in 0..sizes.len() {
+        if sizes[small] >= floor {
+            continue;
+        }
+        let largest = (0..sizes.len()).max_by(|&a, &b| sizes[a].total_cmp(&sizes[b])).expect("k > 0");
+        let similarity = x.matmul(&centroids.get(largest as i64));
+        let farthest = similarity.masked_fill(&assignment.ne(largest as i64), f64::INFINITY).argmin(0, true);
+        centroids = centroids.index_copy(0, &Tensor::from_slice(&[small as i64]), &x.index_select(0, &farthest));
+        // The largest is now split in two, as far as the next candidates are concerned.
+        let moved = sizes[largest] / 2.0;
+        sizes[largest] -= moved;
+        sizes[small] += moved;
+    }
+    centroids
 }
 
 /// k-means++ seeding on unit rows: each next centroid is a row drawn with probability
