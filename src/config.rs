@@ -421,13 +421,22 @@ pub struct TrainConfig {
     /// Whether pairs of windows in the same spherical k-means cluster of the memory bank's
     /// unlabelled keys join the WTA pseudo labels (`off` is the paper's method).
     pub cluster_pairs: crate::train::ClusterPairs,
+    /// Where each refresh of those clusters starts: the previous centroids, or the groups the
+    /// momentum encoder's unlabelled head makes of the batch.
+    pub cluster_start: crate::train::ClusterStart,
     /// Steps between refreshes of the bank's clusters.
     pub cluster_every: u64,
     /// k-means++ restarts per refresh competing with the previous clusters (0: refine those).
     pub cluster_restarts: usize,
-    /// A bank cluster holding less than this share of the unlabelled keys is moved into the
-    /// largest cluster to split it (0: never).
+    /// A bank cluster holding less than this fraction of an even share (`1 / C_u`) of the
+    /// unlabelled keys is moved into the largest cluster to split it (0: never).
     pub cluster_min_share: f64,
+    /// An unlabelled-head output given less than this fraction of an even share (`1 / C_u`) of
+    /// the unlabelled windows (moving average over about 50 steps) is re-initialised to split
+    /// the head's largest output in two (0: never): a dead output beside two classes merged
+    /// under one is a state the pairwise loss alone rarely leaves, since a dead output's softmax
+    /// passes it almost no gradient.
+    pub head_min_share: f64,
     /// Loss terms, each switchable for ablations.
     pub instance_contrast: bool,
     pub category_contrast: bool,
@@ -448,13 +457,13 @@ impl Default for TrainConfig {
             batch_size: 64,
             learning_rate: 1e-3,
             weight_decay: 1e-5,
-            temperature: 0.1,
+            temperature: 0.2,
             bank_size: 4096,
             momentum: 0.99,
             pseudo_labels: crate::train::PseudoLabelKind::Wta,
             wta_permutations: 64,
             wta_window: 4,
-            wta_threshold: 0.6,
+            wta_threshold: 0.4,
             negative_threshold: 0.0,
             pair_positive_rate: 0.0,
             pseudo_labels_from_momentum: true,
@@ -468,9 +477,11 @@ impl Default for TrainConfig {
             swap_weight: 0.0,
             swap_epsilon: 0.5,
             cluster_pairs: crate::train::ClusterPairs::Agree,
+            cluster_start: crate::train::ClusterStart::Head,
             cluster_every: 20,
             cluster_restarts: 0,
-            cluster_min_share: 0.0,
+            cluster_min_share: 0.25,
+            head_min_share: 0.25,
             instance_contrast: true,
             category_contrast: true,
             pairwise_bce: true,
@@ -651,8 +662,10 @@ impl Config {
         if t.cluster_every == 0 {
             return invalid("train.cluster_every", "must be at least 1");
         }
-        if !(t.cluster_min_share >= 0.0 && t.cluster_min_share * (self.model.novel_clusters.max(1) as f64) < 1.0) {
-            return invalid("train.cluster_min_share", "must be 0 or more and below 1 / model.novel_clusters");
+        for (key, share) in [("train.cluster_min_share", t.cluster_min_share), ("train.head_min_share", t.head_min_share)] {
+            if !(0.0..1.0).contains(&share) {
+                return invalid(key, "must be in [0, 1): a fraction of an even share of the clusters");
+            }
         }
         if t.swap_epsilon.is_nan() || t.swap_epsilon <= 0.0 {
             return invalid("train.swap_epsilon", "must be positive");
@@ -765,7 +778,8 @@ mod tests {
         for (line, key) in [
             ("swap_epsilon = 0.0", "train.swap_epsilon"),
             ("cluster_every = 0", "train.cluster_every"),
-            ("cluster_min_share = 0.5", "train.cluster_min_share"),
+            ("cluster_min_share = 1.0", "train.cluster_min_share"),
+            ("head_min_share = -0.1", "train.head_min_share"),
             ("balance_weight = -1.0", "train.swap_weight/balance_weight"),
         ] {
             let err = Config::parse(&format!("[train]\n{line}\n")).unwrap_err().to_string();

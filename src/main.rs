@@ -349,7 +349,7 @@ struct EvalArgs {
     #[arg(long, default_value_t = 0)]
     seed: i64,
     /// Training steps of the method.
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 3000)]
     steps: u64,
     /// Training steps of the supervised encoder of the k-means baseline.
     #[arg(long, default_value_t = 300)]

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub assign_seconds: Timer,
     pub train_step_seconds: Timer,
     pub train_steps: AtomicU64,
+    /// Dead outputs of the unlabelled head re-initialised to split the largest.
+    pub head_splits: AtomicU64,
     /// Windows that skipped training because the trainer's queue was full.
     pub train_skipped: AtomicU64,
     pub buffered_labelled: Gauge,
@@ -147,6 +149,13 @@ impl Metrics {
             let _ = writeln!(out, "novelstream_{name}_count {}", timer.count.load(Ordering::Relaxed));
         }
         sample(out, "train_steps_total", "counter", "Training steps taken.", count(&self.train_steps));
+        sample(
+            out,
+            "head_splits_total",
+            "counter",
+            "Dead outputs of the unlabelled head re-initialised to split the largest (train.head_min_share).",
+            count(&self.head_splits),
+        );
         sample(
             out,
             "train_skipped_windows_total",

@@ -83,6 +83,9 @@ pub struct MethodResult {
     pub train_seconds: f64,
     /// Mean loss terms over the last 50 steps.
     pub final_losses: LossReport,
+    /// Dead outputs of the unlabelled head re-initialised to split the largest
+    /// (`train.head_min_share`).
+    pub head_splits: u64,
     /// The learning curve: the test split measured every `--curve-every` steps (empty when 0).
     pub curve: Vec<CurvePoint>,
 }
@@ -212,6 +215,7 @@ pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<PredictionRow
         kmeans_on_features: Clustering::of(&novel_truth, &kmeans(&method_features, k, 3, 100, options.seed)),
         train_seconds,
         final_losses,
+        head_splits: learner.head_splits(),
         curve,
     };
 

@@ -38,6 +38,18 @@ impl Adam {
         self.lr = lr;
     }
 
+    /// Forgets the moments of rows `rows` of the variable `name` (rows whose weights were just
+    /// replaced, so that their old gradient history does not steer the new weights).
+    pub fn reset_rows(&mut self, name: &str, rows: &[i64]) {
+        let _guard = tch::no_grad_guard();
+        for (_, _, m, v) in self.params.iter_mut().filter(|(n, ..)| n == name) {
+            for &row in rows {
+                let _ = m.get(row).zero_();
+                let _ = v.get(row).zero_();
+            }
+        }
+    }
+
     /// Clears the gradients, back-propagates `loss` and takes one step.
     pub fn backward_step(&mut self, loss: &Tensor) {
         for (_, p, _, _) in &mut self.params {

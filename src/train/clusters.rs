@@ -22,6 +22,17 @@ pub enum ClusterPairs {
     Agree,
 }
 
+/// Where each refresh of the bank's clusters starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterStart {
+    /// The previous centroids: the clusters follow the keys as the features move.
+    Previous,
+    /// Once ramped up, the means of the batch's keys grouped by the momentum encoder's
+    /// unlabelled head: the clusters follow the head, so the pseudo labels and the head agree.
+    Head,
+}
+
 /// Centroids of the unlabelled keys, refreshed every few steps.
 #[derive(Debug, Default)]
 pub struct BankClusters {
@@ -38,17 +49,28 @@ impl BankClusters {
     /// depend only on which windows share a cluster, not on cluster ids, so fresh starts cost no
     /// stability; they let a refresh leave a poor local optimum (two centroids in one class,
     /// two classes under one centroid) that warm starts alone keep.
-    pub fn refresh(&mut self, keys: &Tensor, k: i64, restarts: usize, min_share: f64) {
+    ///
+    /// With an `anchor` — a batch of keys `[B, P]` and the cluster `[B]` the unlabelled head
+    /// gives each — the refresh starts from the means of those groups instead (the previous
+    /// centroid where a group is empty), so the bank's clusters follow the head's rather than
+    /// drift away from them as the features move.
+    pub fn refresh(&mut self, keys: &Tensor, k: i64, restarts: usize, min_share: f64, anchor: Option<(&Tensor, &Tensor)>) {
         let _guard = tch::no_grad_guard();
         let n = keys.size()[0];
         if n < k {
             return;
         }
         let x = l2_normalize(&keys.detach());
-        let previous = match &self.centroids {
+        let mut previous = match &self.centroids {
             Some(c) if c.size() == [k, x.size()[1]] => c.shallow_clone(),
             _ => x.index_select(0, &Tensor::randperm(n, (Kind::Int64, x.device())).narrow(0, 0, k)),
         };
+        if let Some((batch, groups)) = anchor {
+            let one_hot = groups.one_hot(k).to_kind(Kind::Float);
+            let sums = one_hot.tr().matmul(&l2_normalize(&batch.detach()));
+            let filled = one_hot.sum_dim_intlist(0, false, Kind::Float).gt(0.0).unsqueeze(1);
+            previous = l2_normalize(&sums).where_self(&filled, &previous);
+        }
         let mut starts = vec![previous];
         starts.extend((0..restarts).map(|_| kmeans_plus_plus(&x, k)));
         self.centroids = starts
@@ -182,7 +204,7 @@ mod tests {
         let mut clusters = BankClusters::default();
         assert!(clusters.same_cluster(&keys).is_none(), "no pairs before the first refresh");
         for _ in 0..5 {
-            clusters.refresh(&keys, 3, 0, 0.0);
+            clusters.refresh(&keys, 3, 0, 0.0, None);
         }
         let batch = keys.narrow(0, 0, 12);
         let same = clusters.same_cluster(&batch).unwrap();
@@ -207,10 +229,10 @@ mod tests {
         let stuck = l2_normalize(&stuck);
         let (stuck_fit, _) = lloyd(&l2_normalize(&keys), stuck.shallow_clone(), 0.0);
         let mut clusters = BankClusters { centroids: Some(stuck.shallow_clone()) };
-        clusters.refresh(&keys, 3, 0, 0.0);
+        clusters.refresh(&keys, 3, 0, 0.0, None);
         let (kept, _) = lloyd(&l2_normalize(&keys), clusters.centroids.as_ref().unwrap().shallow_clone(), 0.0);
         assert!((kept - stuck_fit).abs() < 1.0, "without restarts the warm start stays stuck: {kept} vs {stuck_fit}");
-        clusters.refresh(&keys, 3, 3, 0.0);
+        clusters.refresh(&keys, 3, 3, 0.0, None);
         let (fit, _) = lloyd(&l2_normalize(&keys), clusters.centroids.as_ref().unwrap().shallow_clone(), 0.0);
         assert!(fit > stuck_fit + 30.0, "refreshed fit {fit}, stuck {stuck_fit}");
         let same = clusters.same_cluster(&keys).unwrap();
@@ -234,11 +256,30 @@ mod tests {
         );
         let merged = l2_normalize(&merged);
         let mut refined = BankClusters { centroids: Some(merged.shallow_clone()) };
-        refined.refresh(&keys, 3, 0, 0.0);
+        refined.refresh(&keys, 3, 0, 0.0, None);
         assert_ne!(refined.same_cluster(&keys).unwrap(), same_group(&group), "refining alone keeps the merge");
         let mut split = BankClusters { centroids: Some(merged) };
-        split.refresh(&keys, 3, 0, 0.1);
+        split.refresh(&keys, 3, 0, 0.1, None);
         assert_eq!(split.same_cluster(&keys).unwrap(), same_group(&group));
+    }
+
+    /// Centroids stuck with two groups merged: an anchor whose groups follow the keys' true
+    /// groups (a head that has them right) starts the refresh there, and the merge is gone.
+    #[test]
+    fn an_anchor_restarts_the_clusters_from_the_heads_groups() {
+        let _rng = crate::rng_lock();
+        tch::manual_seed(8);
+        let (directions, group, keys) = three_groups();
+        let merged = l2_normalize(&Tensor::stack(
+            &[directions.get(0), directions.get(0) * 0.9 + directions.get(1) * 0.1, directions.get(1) + directions.get(2)],
+            0,
+        ));
+        let mut clusters = BankClusters { centroids: Some(merged.shallow_clone()) };
+        clusters.refresh(&keys, 3, 0, 0.0, None);
+        assert_ne!(clusters.same_cluster(&keys).unwrap(), same_group(&group), "refining alone keeps the merge");
+        let (batch, head) = (keys.narrow(0, 0, 30), group.narrow(0, 0, 30));
+        clusters.refresh(&keys, 3, 0, 0.0, Some((&batch, &head)));
+        assert_eq!(clusters.same_cluster(&keys).unwrap(), same_group(&group));
     }
 
     #[test]

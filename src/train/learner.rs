@@ -4,7 +4,7 @@
 use tch::{nn, Device, Kind, Tensor};
 
 use super::adam::Adam;
-use super::clusters::{join, BankClusters, ClusterPairs};
+use super::clusters::{join, BankClusters, ClusterPairs, ClusterStart};
 use super::losses::{
     balance, category_nce, consistency, instance_nce, instance_nce_in_batch, pairwise_bce, rampup, swapped_prediction,
 };
@@ -61,6 +61,12 @@ pub struct Learner {
     wta: WtaHash,
     /// Clusters of the banks' unlabelled keys, when `cluster_pairs` is on.
     clusters: BankClusters,
+    /// Moving average of the share of unlabelled windows the unlabelled head gives each output
+    /// (kept while `head_min_share` is on).
+    head_share: Option<Tensor>,
+    /// Step of the last split of the unlabelled head, and how many there have been.
+    last_split: Option<u64>,
+    head_splits: u64,
     step: u64,
 }
 
@@ -107,12 +113,21 @@ impl Learner {
             vars,
             optimizer,
             clusters: BankClusters::default(),
+            head_share: None,
+            last_split: None,
+            head_splits: 0,
             step: 0,
         })
     }
 
     pub fn step_count(&self) -> u64 {
         self.step
+    }
+
+    /// How often a dead output of the unlabelled head has been re-initialised to split the
+    /// largest (`train.head_min_share`).
+    pub fn head_splits(&self) -> u64 {
+        self.head_splits
     }
 
     /// Everything a checkpoint needs: the online and momentum weights (`online.*`, `ema.*`), the
@@ -290,17 +305,21 @@ impl Learner {
             };
             let (mut targets, mut mask) = pseudo_labels(c.pseudo_labels, &z, &self.wta, &rule);
             if c.cluster_pairs != ClusterPairs::Off {
+                let batch_keys = self.joint_keys(&momentum_out).narrow(0, nl, nu);
                 if self.step % c.cluster_every.max(1) == 0 || !self.clusters.ready() {
                     if let Some(keys) = self.unlabelled_bank_keys() {
+                        // Once ramped up, the momentum head's clusters of the batch anchor the refresh.
+                        let head = (c.cluster_start == ClusterStart::Head && self.step >= c.rampup_steps)
+                            .then(|| momentum_out.novel_logits.narrow(0, nl, nu).argmax(1, false));
                         self.clusters.refresh(
                             &keys,
                             out1.novel_logits.size()[1],
                             c.cluster_restarts,
-                            c.cluster_min_share,
+                            c.cluster_min_share / out1.novel_logits.size()[1] as f64,
+                            head.as_ref().map(|head| (&batch_keys, head)),
                         );
                     }
                 }
-                let batch_keys = self.joint_keys(&momentum_out).narrow(0, nl, nu);
                 if let Some(same) = self.clusters.same_cluster(&batch_keys) {
                     (targets, mask) = join(c.cluster_pairs, &targets, &mask, &same);
                 }
@@ -345,6 +364,9 @@ impl Learner {
             self.optimizer.backward_step(&loss);
         }
         self.update_momentum_encoder();
+        if c.head_min_share > 0.0 && nu > 1 {
+            self.revive_dead_output(&out1.z.narrow(0, nl, nu), &out1.novel_logits.narrow(0, nl, nu));
+        }
         if c.memory_bank || c.cluster_pairs != ClusterPairs::Off {
             for (slot, bank) in self.banks.iter_mut().enumerate() {
                 if let (Some(bank), Some(keys)) = (bank, projection(&momentum_out, slot)) {
@@ -354,6 +376,68 @@ impl Learner {
         }
         self.step += 1;
         report
+    }
+
+    /// Follows the share of unlabelled windows (`z` `[B, D]`, head `logits` `[B, C_u]`) each
+    /// output of the unlabelled head takes; once ramped up, an output whose share has fallen
+    /// below `head_min_share` of an even share is re-initialised to take half of the largest output: the windows
+    /// the largest takes are split in two by 2-means on their features, and the two outputs'
+    /// rows become the largest's row plus and minus the direction between the halves. Two classes
+    /// merged under one output beside a dead one is where the pairwise loss gets stuck; a split
+    /// hands it two outputs that it then pulls apart by class.
+    fn revive_dead_output(&mut self, z: &Tensor, logits: &Tensor) {
+        let _guard = tch::no_grad_guard();
+        let outputs = logits.size()[1];
+        let assignment = logits.argmax(1, false);
+        let share = assignment.one_hot(outputs).to_kind(Kind::Float).mean_dim(0, false, Kind::Float);
+        let average = match &self.head_share {
+            Some(previous) => previous * SHARE_DECAY + share * (1.0 - SHARE_DECAY),
+            None => share,
+        };
+        let shares = Vec::<f64>::try_from(average.to_kind(Kind::Double)).expect("shares");
+        self.head_share = Some(average);
+        let settled = self.last_split.is_none_or(|last| self.step >= last + SPLIT_COOLDOWN);
+        if self.step < self.config.rampup_steps || !settled {
+            return;
+        }
+        let order = |a: &usize, b: &usize| shares[*a].total_cmp(&shares[*b]);
+        let (dead, largest) = match ((0..shares.len()).min_by(order), (0..shares.len()).max_by(order)) {
+            (Some(dead), Some(largest)) if shares[dead] * (outputs as f64) < self.config.head_min_share => {
+                (dead as i64, largest as i64)
+            }
+            _ => return,
+        };
+        let members = z.detach().index_select(0, &assignment.eq(largest).nonzero().squeeze_dim(1));
+        let Some((first, second)) = two_means(&members) else {
+            return;
+        };
+        let direction = &first - &second;
+        let middle = (&first + &second) / 2.0;
+        // Logits of the two outputs then differ by ±SPLIT_MARGIN at the halves' means.
+        let scale = SPLIT_MARGIN / direction.square().sum(Kind::Float).double_value(&[]).max(1e-12);
+        let (weight_step, bias_step) = (&direction * scale, (&direction * &middle).sum(Kind::Float) * scale);
+        let online = self.vars.variables();
+        let (weight, bias) = (&online["novel.weight"], &online["novel.bias"]);
+        let (row, offset) = (weight.get(largest).copy(), bias.get(largest).copy());
+        let _ = weight.get(dead).copy_(&(&row + &weight_step));
+        let _ = weight.get(largest).copy_(&(&row - &weight_step));
+        let _ = bias.get(dead).copy_(&(&offset - &bias_step));
+        let _ = bias.get(largest).copy_(&(&offset + &bias_step));
+        let momentum = self.ema_vars.variables();
+        for name in ["novel.weight", "novel.bias"] {
+            for r in [dead, largest] {
+                let _ = momentum[name].get(r).copy_(&online[name].get(r));
+            }
+            self.optimizer.reset_rows(name, &[dead, largest]);
+        }
+        let half = shares[largest as usize] / 2.0;
+        if let Some(average) = &mut self.head_share {
+            let _ = average.get(dead).fill_(half);
+            let _ = average.get(largest).fill_(half);
+        }
+        tracing::info!(step = self.step, dead, largest, "re-initialised a dead output of the unlabelled head to split the largest");
+        self.last_split = Some(self.step);
+        self.head_splits += 1;
     }
 
     /// The momentum projections of every modality side by side, `[B, P · modalities]`: the
@@ -389,6 +473,39 @@ impl Learner {
             let _ = ema.g_add_(&(&*online * (1.0 - m)));
         }
     }
+}
+
+/// Weight of the newest batch in the moving average of the unlabelled head's output shares is
+/// `1 − SHARE_DECAY` (about 50 steps of memory).
+const SHARE_DECAY: f64 = 0.98;
+/// Steps after a split before the next: the split outputs need time to take their halves.
+const SPLIT_COOLDOWN: u64 = 100;
+/// Logit margin between the two split outputs at the means of their halves.
+const SPLIT_MARGIN: f64 = 2.0;
+
+/// Means of the two groups 2-means (by cosine similarity) finds among the rows of `x` `[N, D]`,
+/// started from the row least like the mean and the row least like that one; `None` when
+/// there are fewer than 4 rows or a group ends empty.
+fn two_means(x: &Tensor) -> Option<(Tensor, Tensor)> {
+    if x.size()[0] < 4 {
+        return None;
+    }
+    let unit = crate::model::l2_normalize(x);
+    let least_like = |c: &Tensor| unit.get(unit.matmul(c).argmin(0, false).int64_value(&[]));
+    let start = least_like(&unit.mean_dim(0, false, Kind::Float));
+    let mut centroids = Tensor::stack(&[least_like(&start), start], 0);
+    let mut means = None;
+    for _ in 0..10 {
+        let first = unit.matmul(&centroids.tr()).argmax(1, false).eq(0);
+        let rows = [first.nonzero().squeeze_dim(1), first.logical_not().nonzero().squeeze_dim(1)];
+        if rows.iter().any(|r| r.size()[0] == 0) {
+            return None;
+        }
+        let group_mean = |t: &Tensor, r: &Tensor| t.index_select(0, r).mean_dim(0, false, Kind::Float);
+        centroids = crate::model::l2_normalize(&Tensor::stack(&rows.each_ref().map(|r| group_mean(&unit, r)), 0));
+        means = Some(rows.map(|r| group_mean(x, &r)));
+    }
+    means.map(|[a, b]| (a, b))
 }
 
 #[cfg(test)]
@@ -467,6 +584,89 @@ mod tests {
             // Steps 0, 1, 2 use the rates 1, 0.75 and 0.25 of the base; 3 and later 0.
             assert_eq!(moved(&before, &weights(&learner)), step < 3, "step {step}");
         }
+    }
+
+    /// An unlabelled-head output that takes no window is re-initialised once ramped up to split
+    /// the largest: with the learning rate at 0 only the split moves the head (the steps before
+    /// settle batch-norm statistics), and it must give the two kinds of unlabelled windows the
+    /// largest output held one output each.
+    #[test]
+    fn a_dead_head_output_splits_the_largest() {
+        const RAMPUP: u64 = 30;
+        let _rng = crate::rng_lock();
+        let model = ModelConfig {
+            known_classes: vec!["a".into(), "b".into()],
+            novel_clusters: 2,
+            channels: vec![8],
+            projection_dim: 8,
+            ..Default::default()
+        };
+        let train = TrainConfig {
+            batch_size: 8,
+            bank_size: 32,
+            learning_rate: 0.0,
+            rampup_steps: RAMPUP,
+            head_min_share: 0.2,
+            // Views equal to the windows, so that the features the split sees are the ones
+            // `predict` sees.
+            augment: crate::config::AugmentConfig {
+                min_crop_scale: 1.0,
+                rotation_degrees: 0.0,
+                translate: 0.0,
+                brightness: 0.0,
+                contrast: 0.0,
+                noise: 0.0,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut learner = Learner::new(&model, &train, Device::Cpu).unwrap();
+        let opts = (Kind::Float, Device::Cpu);
+        // Left-lit and right-lit images: features that point different ways.
+        let half = |left: bool| {
+            let x = Tensor::rand([4, 1, 3, 12, 12], opts) * 0.1;
+            let lit = x.narrow(4, if left { 0 } else { 6 }, 6);
+            let _ = lit.shallow_clone().copy_(&(&lit + 0.9));
+            x
+        };
+        let unlabelled = frames(Tensor::cat(&[half(true), half(false)], 0));
+        let (labelled, labels) = (frames(Tensor::rand([2, 1, 3, 12, 12], opts)), Tensor::from_slice(&[0i64, 1]));
+        tch::no_grad(|| {
+            let _ = learner.vars.variables()["novel.bias"].get(1).fill_(-100.0);
+        });
+        let clusters = |learner: &Learner| Vec::<i64>::try_from(learner.predict(&unlabelled).novel_logits.argmax(1, false)).unwrap();
+        assert_eq!(clusters(&learner), vec![0; 8], "output 1 is dead");
+        for _ in 0..RAMPUP {
+            learner.step(&labelled, &labels, &unlabelled);
+        }
+        assert_eq!(learner.head_splits(), 0, "no split before the ramp-up ends");
+        learner.step(&labelled, &labels, &unlabelled);
+        assert_eq!(learner.head_splits(), 1);
+        let after = clusters(&learner);
+        assert!(after[..4].iter().all(|&c| c == after[0]) && after[4..].iter().all(|&c| c == 1 - after[0]), "{after:?}");
+        // The momentum head follows, and the next split waits for the cooldown.
+        let momentum = learner.predict_momentum(&unlabelled).novel_logits.argmax(1, false);
+        assert_eq!(Vec::<i64>::try_from(momentum).unwrap(), after);
+        learner.step(&labelled, &labels, &unlabelled);
+        assert_eq!(learner.head_splits(), 1);
+    }
+
+    #[test]
+    fn two_means_finds_two_directions() {
+        let _rng = crate::rng_lock();
+        let opts = (Kind::Float, Device::Cpu);
+        let near = |axis: i64| {
+            let x = Tensor::randn([5, 3], opts) * 0.1;
+            let _ = x.narrow(1, axis, 1).g_add_scalar_(3.0);
+            x
+        };
+        let x = Tensor::cat(&[near(0), near(1)], 0);
+        let (a, b) = two_means(&x).unwrap();
+        let (a, b) = (Vec::<f32>::try_from(a).unwrap(), Vec::<f32>::try_from(b).unwrap());
+        let (x_axis, y_axis) = if a[0] > a[1] { (a, b) } else { (b, a) };
+        assert!(x_axis[0] > 2.5 && x_axis[1].abs() < 0.5 && y_axis[1] > 2.5 && y_axis[0].abs() < 0.5);
+        assert!(two_means(&Tensor::ones([6, 3], opts)).is_none(), "identical rows have no second group");
+        assert!(two_means(&x.narrow(0, 0, 3)).is_none(), "too few rows");
     }
 
     /// Visual and audio encoders both train; the cross-modal share of the contrast is there only

@@ -15,7 +15,7 @@ mod wta;
 
 pub use augment::{augment, augment_mel};
 pub use bank::MemoryBank;
-pub use clusters::{BankClusters, ClusterPairs};
+pub use clusters::{BankClusters, ClusterPairs, ClusterStart};
 pub use learner::{Learner, LossReport};
 pub use losses::rampup;
 pub use online::{OnlineTrainer, Snapshot};

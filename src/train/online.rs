@@ -301,6 +301,7 @@ impl Worker {
         let report = self.learner.step(&labelled.to(self.device), &labels.to(self.device), &unlabelled.to(self.device));
         self.metrics.train_step_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.train_steps.fetch_add(1, Ordering::Relaxed);
+        self.metrics.head_splits.store(self.learner.head_splits(), Ordering::Relaxed);
         self.record(&report);
         if self.learner.step_count() % self.config.snapshot_every == 0 {
             self.publish();
