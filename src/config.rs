@@ -662,7 +662,9 @@ impl Config {
         if t.cluster_every == 0 {
             return invalid("train.cluster_every", "must be at least 1");
         }
-        for (key, share) in [("train.cluster_min_share", t.cluster_min_share), ("train.head_min_share", t.head_min_share)] {
+        for (key, share) in
+            [("train.cluster_min_share", t.cluster_min_share), ("train.head_min_share", t.head_min_share)]
+        {
             if !(0.0..1.0).contains(&share) {
                 return invalid(key, "must be in [0, 1): a fraction of an even share of the clusters");
             }

@@ -54,7 +54,14 @@ impl BankClusters {
     /// gives each — the refresh starts from the means of those groups instead (the previous
     /// centroid where a group is empty), so the bank's clusters follow the head's rather than
     /// drift away from them as the features move.
-    pub fn refresh(&mut self, keys: &Tensor, k: i64, restarts: usize, min_share: f64, anchor: Option<(&Tensor, &Tensor)>) {
+    pub fn refresh(
+        &mut self,
+        keys: &Tensor,
+        k: i64,
+        restarts: usize,
+        min_share: f64,
+        anchor: Option<(&Tensor, &Tensor)>,
+    ) {
         let _guard = tch::no_grad_guard();
         let n = keys.size()[0];
         if n < k {
@@ -271,7 +278,11 @@ mod tests {
         tch::manual_seed(8);
         let (directions, group, keys) = three_groups();
         let merged = l2_normalize(&Tensor::stack(
-            &[directions.get(0), directions.get(0) * 0.9 + directions.get(1) * 0.1, directions.get(1) + directions.get(2)],
+            &[
+                directions.get(0),
+                directions.get(0) * 0.9 + directions.get(1) * 0.1,
+                directions.get(1) + directions.get(2),
+            ],
             0,
         ));
         let mut clusters = BankClusters { centroids: Some(merged.shallow_clone()) };

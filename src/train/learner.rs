@@ -62,8 +62,9 @@ pub struct Learner {
     /// Clusters of the banks' unlabelled keys, when `cluster_pairs` is on.
     clusters: BankClusters,
     /// Moving average of the share of unlabelled windows the unlabelled head gives each output
-    /// (kept while `head_min_share` is on).
-    head_share: Option<Tensor>,
+    /// (kept while `head_min_share` is on), and how many batches it has seen since the start
+    /// or restart.
+    head_share: Option<(Tensor, u64)>,
     /// Step of the last split of the unlabelled head, and how many there have been.
     last_split: Option<u64>,
     head_splits: u64,
@@ -380,23 +381,25 @@ impl Learner {
 
     /// Follows the share of unlabelled windows (`z` `[B, D]`, head `logits` `[B, C_u]`) each
     /// output of the unlabelled head takes; once ramped up, an output whose share has fallen
-    /// below `head_min_share` of an even share is re-initialised to take half of the largest output: the windows
-    /// the largest takes are split in two by 2-means on their features, and the two outputs'
-    /// rows become the largest's row plus and minus the direction between the halves. Two classes
-    /// merged under one output beside a dead one is where the pairwise loss gets stuck; a split
-    /// hands it two outputs that it then pulls apart by class.
+    /// below `head_min_share` of an even share is re-initialised to take half of the largest
+    /// output: the windows the largest takes are split in two by 2-means on their features, and
+    /// the two outputs' rows become the largest's row plus and minus the direction between the
+    /// halves. Two classes merged under one output beside a dead one is where the pairwise loss
+    /// gets stuck; a split hands it two outputs that it then pulls apart by class.
     fn revive_dead_output(&mut self, z: &Tensor, logits: &Tensor) {
         let _guard = tch::no_grad_guard();
         let outputs = logits.size()[1];
         let assignment = logits.argmax(1, false);
         let share = assignment.one_hot(outputs).to_kind(Kind::Float).mean_dim(0, false, Kind::Float);
-        let average = match &self.head_share {
-            Some(previous) => previous * SHARE_DECAY + share * (1.0 - SHARE_DECAY),
-            None => share,
+        let (average, seen) = match &self.head_share {
+            Some((previous, seen)) => (previous * SHARE_DECAY + share * (1.0 - SHARE_DECAY), seen + 1),
+            None => (share, 1),
         };
         let shares = Vec::<f64>::try_from(average.to_kind(Kind::Double)).expect("shares");
-        self.head_share = Some(average);
-        let settled = self.last_split.is_none_or(|last| self.step >= last + SPLIT_COOLDOWN);
+        self.head_share = Some((average, seen));
+        // The average must span enough batches (also after a restart from a checkpoint) for one
+        // output's absence from a batch or two not to count as dead.
+        let settled = seen >= SHARE_WARMUP && self.last_split.is_none_or(|last| self.step >= last + SPLIT_COOLDOWN);
         if self.step < self.config.rampup_steps || !settled {
             return;
         }
@@ -431,11 +434,16 @@ impl Learner {
             self.optimizer.reset_rows(name, &[dead, largest]);
         }
         let half = shares[largest as usize] / 2.0;
-        if let Some(average) = &mut self.head_share {
+        if let Some((average, _)) = &mut self.head_share {
             let _ = average.get(dead).fill_(half);
             let _ = average.get(largest).fill_(half);
         }
-        tracing::info!(step = self.step, dead, largest, "re-initialised a dead output of the unlabelled head to split the largest");
+        tracing::info!(
+            step = self.step,
+            dead,
+            largest,
+            "re-initialised a dead output of the unlabelled head to split the largest"
+        );
         self.last_split = Some(self.step);
         self.head_splits += 1;
     }
@@ -478,6 +486,8 @@ impl Learner {
 /// Weight of the newest batch in the moving average of the unlabelled head's output shares is
 /// `1 − SHARE_DECAY` (about 50 steps of memory).
 const SHARE_DECAY: f64 = 0.98;
+/// Batches the moving average must have seen before it can call an output dead.
+const SHARE_WARMUP: u64 = 50;
 /// Steps after a split before the next: the split outputs need time to take their halves.
 const SPLIT_COOLDOWN: u64 = 100;
 /// Logit margin between the two split outputs at the means of their halves.
@@ -592,7 +602,7 @@ mod tests {
     /// largest output held one output each.
     #[test]
     fn a_dead_head_output_splits_the_largest() {
-        const RAMPUP: u64 = 30;
+        const RAMPUP: u64 = 60;
         let _rng = crate::rng_lock();
         let model = ModelConfig {
             known_classes: vec!["a".into(), "b".into()],
@@ -634,7 +644,9 @@ mod tests {
         tch::no_grad(|| {
             let _ = learner.vars.variables()["novel.bias"].get(1).fill_(-100.0);
         });
-        let clusters = |learner: &Learner| Vec::<i64>::try_from(learner.predict(&unlabelled).novel_logits.argmax(1, false)).unwrap();
+        let clusters = |learner: &Learner| {
+            Vec::<i64>::try_from(learner.predict(&unlabelled).novel_logits.argmax(1, false)).unwrap()
+        };
         assert_eq!(clusters(&learner), vec![0; 8], "output 1 is dead");
         for _ in 0..RAMPUP {
             learner.step(&labelled, &labels, &unlabelled);
@@ -643,7 +655,10 @@ mod tests {
         learner.step(&labelled, &labels, &unlabelled);
         assert_eq!(learner.head_splits(), 1);
         let after = clusters(&learner);
-        assert!(after[..4].iter().all(|&c| c == after[0]) && after[4..].iter().all(|&c| c == 1 - after[0]), "{after:?}");
+        assert!(
+            after[..4].iter().all(|&c| c == after[0]) && after[4..].iter().all(|&c| c == 1 - after[0]),
+            "{after:?}"
+        );
         // The momentum head follows, and the next split waits for the cooldown.
         let momentum = learner.predict_momentum(&unlabelled).novel_logits.argmax(1, false);
         assert_eq!(Vec::<i64>::try_from(momentum).unwrap(), after);
