@@ -422,14 +422,14 @@ impl Learner {
         let online = self.vars.variables();
         let (weight, bias) = (&online["novel.weight"], &online["novel.bias"]);
         let (row, offset) = (weight.get(largest).copy(), bias.get(largest).copy());
-        let _ = weight.get(dead).copy_(&(&row + &weight_step));
-        let _ = weight.get(largest).copy_(&(&row - &weight_step));
-        let _ = bias.get(dead).copy_(&(&offset - &bias_step));
-        let _ = bias.get(largest).copy_(&(&offset + &bias_step));
+        weight.get(dead).copy_(&(&row + &weight_step));
+        weight.get(largest).copy_(&(&row - &weight_step));
+        bias.get(dead).copy_(&(&offset - &bias_step));
+        bias.get(largest).copy_(&(&offset + &bias_step));
         let momentum = self.ema_vars.variables();
         for name in ["novel.weight", "novel.bias"] {
             for r in [dead, largest] {
-                let _ = momentum[name].get(r).copy_(&online[name].get(r));
+                momentum[name].get(r).copy_(&online[name].get(r));
             }
             self.optimizer.reset_rows(name, &[dead, largest]);
         }
@@ -636,7 +636,7 @@ mod tests {
         let half = |left: bool| {
             let x = Tensor::rand([4, 1, 3, 12, 12], opts) * 0.1;
             let lit = x.narrow(4, if left { 0 } else { 6 }, 6);
-            let _ = lit.shallow_clone().copy_(&(&lit + 0.9));
+            lit.shallow_clone().copy_(&(&lit + 0.9));
             x
         };
         let unlabelled = frames(Tensor::cat(&[half(true), half(false)], 0));
