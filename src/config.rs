@@ -517,6 +517,21 @@ pub struct AugmentConfig {
     pub audio_mask: i64,
 }
 
+impl AugmentConfig {
+    /// Every visual augmentation off: a view is the window itself.
+    pub fn visual_off() -> Self {
+        Self {
+            min_crop_scale: 1.0,
+            rotation_degrees: 0.0,
+            translate: 0.0,
+            brightness: 0.0,
+            contrast: 0.0,
+            noise: 0.0,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for AugmentConfig {
     fn default() -> Self {
         Self {

@@ -115,15 +115,7 @@ mod tests {
     fn identity_when_every_augmentation_is_off() {
         let _rng = crate::rng_lock();
         let frames = Tensor::rand([3, 1, 3, 8, 8], (Kind::Float, tch::Device::Cpu));
-        let off = AugmentConfig {
-            min_crop_scale: 1.0,
-            rotation_degrees: 0.0,
-            translate: 0.0,
-            brightness: 0.0,
-            contrast: 0.0,
-            noise: 0.0,
-            ..AugmentConfig::default()
-        };
+        let off = AugmentConfig::visual_off();
         let out = augment(&frames, &off);
         let diff = (&out - &frames).abs().max().double_value(&[]);
         assert!(diff < 1e-5, "max difference {diff}");

@@ -504,18 +504,19 @@ fn two_means(x: &Tensor) -> Option<(Tensor, Tensor)> {
     let least_like = |c: &Tensor| unit.get(unit.matmul(c).argmin(0, false).int64_value(&[]));
     let start = least_like(&unit.mean_dim(0, false, Kind::Float));
     let mut centroids = Tensor::stack(&[least_like(&start), start], 0);
-    let mut means = None;
+    let group_mean = |t: &Tensor, r: &Tensor| t.index_select(0, r).mean_dim(0, false, Kind::Float);
+    let mut rows = None;
     for _ in 0..10 {
         let first = unit.matmul(&centroids.tr()).argmax(1, false).eq(0);
-        let rows = [first.nonzero().squeeze_dim(1), first.logical_not().nonzero().squeeze_dim(1)];
-        if rows.iter().any(|r| r.size()[0] == 0) {
+        let groups = [first.nonzero().squeeze_dim(1), first.logical_not().nonzero().squeeze_dim(1)];
+        if groups.iter().any(|r| r.size()[0] == 0) {
             return None;
         }
-        let group_mean = |t: &Tensor, r: &Tensor| t.index_select(0, r).mean_dim(0, false, Kind::Float);
-        centroids = crate::model::l2_normalize(&Tensor::stack(&rows.each_ref().map(|r| group_mean(&unit, r)), 0));
-        means = Some(rows.map(|r| group_mean(x, &r)));
+        centroids = crate::model::l2_normalize(&Tensor::stack(&groups.each_ref().map(|r| group_mean(&unit, r)), 0));
+        rows = Some(groups);
     }
-    means.map(|[a, b]| (a, b))
+    // The means of the features themselves (not of their directions) over the last groups.
+    rows.map(|[a, b]| (group_mean(x, &a), group_mean(x, &b)))
 }
 
 #[cfg(test)]
@@ -619,15 +620,7 @@ mod tests {
             head_min_share: 0.2,
             // Views equal to the windows, so that the features the split sees are the ones
             // `predict` sees.
-            augment: crate::config::AugmentConfig {
-                min_crop_scale: 1.0,
-                rotation_degrees: 0.0,
-                translate: 0.0,
-                brightness: 0.0,
-                contrast: 0.0,
-                noise: 0.0,
-                ..Default::default()
-            },
+            augment: crate::config::AugmentConfig::visual_off(),
             ..Default::default()
         };
         let mut learner = Learner::new(&model, &train, Device::Cpu).unwrap();
