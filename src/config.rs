@@ -509,6 +509,9 @@ pub struct AugmentConfig {
     pub contrast: f64,
     /// Standard deviation of added Gaussian noise.
     pub noise: f64,
+    /// Random erasing: a square of up to this share of the frame's side, placed at random, is
+    /// set to the window's mean (0: off); teaches features to look past one stroke or blemish.
+    pub erase: f64,
     /// Audio: largest shift of the spectrogram in time, in frames (10 ms each), either way.
     pub audio_shift_frames: i64,
     /// Audio: largest gain change either way, in decibels.
@@ -527,6 +530,7 @@ impl AugmentConfig {
             brightness: 0.0,
             contrast: 0.0,
             noise: 0.0,
+            erase: 0.0,
             ..Self::default()
         }
     }
@@ -541,6 +545,7 @@ impl Default for AugmentConfig {
             brightness: 0.1,
             contrast: 0.2,
             noise: 0.03,
+            erase: 0.0,
             audio_shift_frames: 10,
             audio_gain_db: 6.0,
             audio_mask: 8,
@@ -692,6 +697,9 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&t.augment.min_crop_scale) || t.augment.min_crop_scale == 0.0 {
             return invalid("train.augment.min_crop_scale", "must be in (0, 1]");
+        }
+        if !(0.0..1.0).contains(&t.augment.erase) {
+            return invalid("train.augment.erase", "must be in [0, 1)");
         }
         if self.model.max_batch == 0 {
             return invalid("model.max_batch", "must be at least 1");

@@ -1,6 +1,6 @@
 //! Augmentations for frames, batched on the model's device: random resized crop and a small
-//! affine transform (one sampling grid), brightness and contrast jitter, Gaussian noise. All
-//! frames of one window share a transform, so motion within a window is kept.
+//! affine transform (one sampling grid), brightness and contrast jitter, Gaussian noise, random
+//! erasing. All frames of one window share a transform, so motion within a window is kept.
 
 use std::f64::consts::PI;
 
@@ -35,8 +35,23 @@ pub fn augment(frames: &Tensor, config: &AugmentConfig) -> Tensor {
     let contrast = uniform(1.0 - config.contrast, 1.0 + config.contrast).view([b, 1, 1, 1, 1]);
     let mean = warped.mean_dim(&[1i64, 2, 3, 4][..], true, Kind::Float);
     let jittered = (&warped - &mean) * contrast + mean + brightness;
-    let noisy = &jittered + jittered.randn_like() * config.noise;
-    noisy.clamp(0.0, 1.0)
+    let noisy = (&jittered + jittered.randn_like() * config.noise).clamp(0.0, 1.0);
+    if config.erase <= 0.0 {
+        return noisy;
+    }
+    // One square per window, of side up to `erase` of the frame's, filled with the window's mean.
+    let side = uniform(0.0, config.erase).view([b, 1, 1, 1, 1]);
+    let square = |len: i64, dim: i64| {
+        let extent = &side * (len as f64);
+        let start = Tensor::rand([b, 1, 1, 1, 1], options) * (-&extent + len as f64);
+        let mut shape = [1i64; 5];
+        shape[dim as usize] = len;
+        let position = Tensor::arange(len, options).view(shape) + 0.5;
+        position.ge_tensor(&start).logical_and(&position.lt_tensor(&(&start + extent)))
+    };
+    let erased = square(h, 3).logical_and(&square(w, 4));
+    let mean = noisy.mean_dim(&[1i64, 2, 3, 4][..], true, Kind::Float);
+    noisy.where_self(&erased.logical_not(), &mean)
 }
 
 /// A second view of log-mel spectrograms `[B, 1, M, F]`: a random shift in time (wrapping
@@ -109,6 +124,31 @@ mod tests {
         let moved = augment_mel(&mel, &shift);
         let total = |t: &Tensor| t.sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float);
         assert!((total(&moved) - total(&mel)).abs().max().double_value(&[]) < 1e-3);
+    }
+
+    #[test]
+    fn erasing_fills_one_square_per_window_with_its_mean() {
+        let _rng = crate::rng_lock();
+        tch::manual_seed(2);
+        // Pixels of 0 and 1 only, so no pixel equals its window's mean by chance.
+        let frames = Tensor::rand([8, 2, 3, 20, 20], (Kind::Float, tch::Device::Cpu)).round();
+        let config = AugmentConfig { erase: 0.5, ..AugmentConfig::visual_off() };
+        let out = augment(&frames, &config);
+        let changed = (&out - &frames).abs().gt(1e-4);
+        for i in 0..8 {
+            let window = changed.get(i);
+            // The same pixels change in every frame and channel, and they form a square.
+            assert!(window.eq_tensor(&window.get(0).get(0).expand([2, 3, 20, 20], false)).all().int64_value(&[]) == 1);
+            let plane = window.get(0).get(0);
+            let (rows, cols) = (plane.any_dim(1, false), plane.any_dim(0, false));
+            let area = plane.sum(Kind::Int64).int64_value(&[]);
+            assert_eq!(area, rows.sum(Kind::Int64).int64_value(&[]) * cols.sum(Kind::Int64).int64_value(&[]));
+            assert!(area <= 100, "at most half the side: {area} pixels");
+            let mean = frames.get(i).mean(Kind::Float);
+            let filled = out.get(i).masked_select(&window);
+            assert!((filled - mean).abs().max().double_value(&[]) < 1e-4);
+        }
+        assert!(changed.any().int64_value(&[]) == 1, "some window lost a square");
     }
 
     #[test]
