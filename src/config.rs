@@ -545,7 +545,7 @@ impl Default for AugmentConfig {
             brightness: 0.1,
             contrast: 0.2,
             noise: 0.03,
-            erase: 0.0,
+            erase: 0.5,
             audio_shift_frames: 10,
             audio_gain_db: 6.0,
             audio_mask: 8,
@@ -759,6 +759,20 @@ mod tests {
         let config = Config::parse(text).unwrap();
         // The shipped file documents the defaults: parsing it changes nothing.
         assert_eq!(config, Config::default());
+    }
+
+    /// The configs that pin earlier defaults for RESULTS.md's older rows keep parsing, and each
+    /// differs from today's defaults (else it would pin nothing).
+    #[test]
+    fn pinned_result_configs_parse_and_differ_from_the_defaults() {
+        for (name, text) in [
+            ("before-head-split", include_str!("../results/configs/before-head-split.toml")),
+            ("before-erase", include_str!("../results/configs/before-erase.toml")),
+        ] {
+            let config = Config::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            config.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_ne!(config.train, Config::default().train, "{name}");
+        }
     }
 
     /// Secret properties never show in Debug output (what logs would print); `env:` values come
