@@ -824,6 +824,10 @@ mod tests {
             let err = Config::parse(&format!("[train]\n{line}\n")).unwrap_err().to_string();
             assert!(err.contains(key), "{line}: {err}");
         }
+        for value in ["1.0", "-0.5"] {
+            let err = Config::parse(&format!("[train.augment]\nerase = {value}\n")).unwrap_err().to_string();
+            assert!(err.contains("train.augment.erase"), "{value}: {err}");
+        }
         let err = Config::parse("[train]\ncluster_pairs = \"sometimes\"\n").unwrap_err().to_string();
         assert!(err.contains("cluster_pairs"), "{err}");
     }
