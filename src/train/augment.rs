@@ -41,11 +41,11 @@ pub fn augment(frames: &Tensor, config: &AugmentConfig) -> Tensor {
     }
     // One square per window, of side up to `erase` of the frame's, filled with the window's mean.
     let side = uniform(0.0, config.erase).view([b, 1, 1, 1, 1]);
-    let square = |len: i64, dim: i64| {
+    let square = |len: i64, dim: usize| {
         let extent = &side * (len as f64);
         let start = Tensor::rand([b, 1, 1, 1, 1], options) * (-&extent + len as f64);
         let mut shape = [1i64; 5];
-        shape[dim as usize] = len;
+        shape[dim] = len;
         let position = Tensor::arange(len, options).view(shape) + 0.5;
         position.ge_tensor(&start).logical_and(&position.lt_tensor(&(&start + extent)))
     };
