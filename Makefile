@@ -5,7 +5,8 @@ CACHE ?= $(or $(NOVELSTREAM_CACHE),$(HOME)/.cache/novelstream)
 export NOVELSTREAM_CACHE := $(CACHE)
 # libtorch as `make setup` installed it (CPU libraries, or the CUDA venv with NOVELSTREAM_TORCH=cuda).
 export LIBTORCH ?= $(shell readlink -f $(CACHE)/libtorch 2>/dev/null)
-export NOVELSTREAM_TANSU ?= $(CACHE)/tansu-0.6.0/bin/tansu
+# The broker scripts/setup.sh built, through the link it makes to that version.
+export NOVELSTREAM_TANSU ?= $(CACHE)/tansu/bin/tansu
 CARGO ?= cargo
 CARGO_FLAGS ?= --release --locked
 

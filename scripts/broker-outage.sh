@@ -15,16 +15,15 @@ WORK=$(mktemp -d /tmp/novelstream-broker.XXXXXX)
 source "$(dirname "$0")/lib.sh"
 OUT="$(mkdir -p "${1:-$ROOT/results/broker-outage}" && cd "${1:-$ROOT/results/broker-outage}" && pwd)"
 CLIPS="${CLIPS:-1000}" RATE="${RATE:-10}" OUTAGES="${OUTAGES:-2}" OUTAGE="${OUTAGE:-15}"
-SET="$ROOT/data/av-digits"
-[ -f "$SET/manifest.json" ] || { echo "no $SET/manifest.json: run make setup" >&2; exit 1; }
-PORT=$(free_port) PROXY=$(free_port) MPORT=$(free_port)
+require_av_digits
+read -r PORT PROXY MPORT < <(free_ports 3)
 BROKERS="127.0.0.1:$PROXY"
 python3 "$ROOT/scripts/outage_proxy.py" "$PROXY" "$PORT" >"$WORK/proxy.log" 2>&1 &
 proxy=$!
 started $proxy
 start_tansu "$PORT" "$PROXY"
 
-cat >"$WORK/daemon.toml" <<TOML
+daemon_config "$WORK/daemon.toml" <<TOML
 [kafka]
 brokers = "$BROKERS"
 input_topic = "outage.segments"
@@ -32,28 +31,15 @@ output_topic = "outage.assignments"
 dead_letter_topic = "outage.dead-letters"
 clusters_topic = "outage.clusters"
 group_id = "outage-daemon"
-topic_partitions = 4
-topic_replication_factor = 1
 [source]
 file_roots = ["$(readlink -f "$SET")"]
-[decode]
-window = "1s"
-hop = "1s"
-frames = 2
-height = 32
-width = 32
-[model]
-known_classes = ["0", "1", "2", "3", "4"]
-novel_clusters = 5
-modality = "both"
 [metrics]
 listen = "127.0.0.1:$MPORT"
 TOML
 
-"$BIN" run --config "$WORK/daemon.toml" >"$WORK/daemon.out" 2>"$OUT/daemon.log" &
-daemon=$!
-started $daemon
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$MPORT/readyz" >/dev/null && break; sleep 0.2; done
+start_daemon "$WORK/daemon.toml" "$OUT/daemon.log"
+daemon=$DAEMON_PID
+wait_ready "$MPORT"
 
 echo "streaming $CLIPS clips at $RATE/s; the broker goes away $OUTAGES times for ${OUTAGE}s"
 "$BIN" produce --brokers "$BROKERS" --topic outage.segments --manifest "$SET/manifest.json" --split train \

@@ -11,45 +11,27 @@ source "$(dirname "$0")/lib.sh"
 TRAIN_CLIPS="${TRAIN_CLIPS:-600}" TEST_CLIPS="${TEST_CLIPS:-200}" RATE="${RATE:-8}"
 OUT="${DEMO_OUT:-$ROOT/results/demo}"
 mkdir -p "$OUT"
-SET="$ROOT/data/av-digits"
-[ -f "$SET/manifest.json" ] || { echo "no $SET/manifest.json: run make setup" >&2; exit 1; }
-PORT=$(free_port) MPORT=$(free_port)
+require_av_digits
+read -r PORT MPORT < <(free_ports 2)
 BROKERS="127.0.0.1:$PORT"
 say() { printf '\n== %s\n' "$*"; }
 
 say "starting tansu on $BROKERS"
 start_tansu "$PORT"
 
-cat >"$WORK/demo.toml" <<TOML
+daemon_config "$WORK/demo.toml" <<TOML
 [kafka]
 brokers = "$BROKERS"
-topic_partitions = 4
-topic_replication_factor = 1
 [source]
 file_roots = ["$(readlink -f "$SET")"]
-[decode]
-window = "1s"
-hop = "1s"
-frames = 2
-height = 32
-width = 32
-[model]
-known_classes = ["0", "1", "2", "3", "4"]
-novel_clusters = 5
-modality = "both"
-[train.augment]
-# The clips' digits span under half of the 32-pixel frame: erasing squares of up to half the
-# side (the default, tuned on MNIST, where the digit fills the image) can wipe a digit out.
-erase = 0.0
 [metrics]
 listen = "127.0.0.1:$MPORT"
 TOML
 
 say "starting the daemon: both modalities, training online from untrained weights"
-"$BIN" run --config "$WORK/demo.toml" --run-for 30m >"$WORK/daemon.out" 2>"$WORK/daemon.log" &
-daemon=$!
-started $daemon
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$MPORT/readyz" >/dev/null && break; sleep 0.2; done
+start_daemon "$WORK/demo.toml" "$WORK/daemon.log" --run-for 30m
+daemon=$DAEMON_PID
+wait_ready "$MPORT"
 
 say "streaming $TRAIN_CLIPS training clips on 4 streams at $RATE/s: digits 0-4 labelled, 5-9 not"
 "$BIN" produce --brokers "$BROKERS" --manifest "$SET/manifest.json" --split train --known 0-4 \

