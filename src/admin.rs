@@ -41,7 +41,7 @@ async fn create(kafka: &KafkaConfig, names: &[&str], compacted: bool) -> Result<
         match result {
             Ok(topic) => tracing::info!(topic, "created topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(Error::Pipeline(format!("cannot create topic {topic}: {code}"))),
+            Err((topic, code)) => return Err(Error::CreateTopic { topic, code }),
         }
     }
     Ok(())

@@ -3,25 +3,23 @@
 //! Segments arrive from Kafka ([`source`]), are decoded into windows of frames and audio
 //! ([`decode`]), embedded by a tch model ([`model`]), assigned to a known class or a novel cluster
 //! ([`assign`]) and published back to Kafka ([`sink`]). [`pipeline`] wires the stages together
-//! with bounded queues.
+//! with bounded queues; [`train`] learns beside them. [`eval`] measures the method offline, and
+//! [`tools`] holds the client tools (produce, summary, score, report, bench). The map of the
+//! whole is `docs/ARCHITECTURE.md`.
 
 pub mod admin;
 pub mod allocator;
 pub mod assign;
-pub mod bench;
 pub mod config;
 pub mod decode;
 pub mod eval;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
-pub mod produce;
-pub mod report;
 pub mod rng;
-pub mod score;
 pub mod sink;
 pub mod source;
-pub mod summary;
+pub mod tools;
 pub mod train;
 
 /// Crate-wide result for the library's top-level entry points.
@@ -46,8 +44,26 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Pipeline(String),
+    #[error("cannot create topic {topic}: {code}")]
+    CreateTopic { topic: String, code: rdkafka::types::RDKafkaErrorCode },
+    #[error(transparent)]
+    Device(#[from] model::DeviceError),
+    /// The model thread ended before it had a model to serve with (its own error is logged).
+    #[error("the model thread stopped before it loaded a model")]
+    ModelThreadStart,
+    /// A thread of the data path panicked: what it held in flight is not published, so its
+    /// input offsets were not committed and will be read again.
+    #[error("a decoder or the model thread panicked")]
+    WorkerPanicked,
+    /// Exactly-once needs the consumer's group metadata to commit offsets in a transaction.
+    #[error("exactly-once: the consumer has no group metadata to commit offsets with")]
+    NoGroupMetadata,
+    #[error("the {task} task failed: {source}")]
+    Task {
+        task: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 impl Error {

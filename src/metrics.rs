@@ -23,6 +23,32 @@ impl Gauge {
     }
 }
 
+/// A gauge that also counts how often it was set: the gauge alone reads 0 both when it measured
+/// 0 and when it never measured, and a test (or a dashboard) must tell the two apart.
+#[derive(Debug, Default)]
+pub struct Measurement {
+    value: Gauge,
+    count: AtomicU64,
+}
+
+impl Measurement {
+    pub fn set(&self, value: f64) {
+        self.value.set(value);
+        // Release: whoever sees the count also sees the value stored before it.
+        self.count.fetch_add(1, Ordering::Release);
+    }
+
+    /// The last value, `None` until the first.
+    pub fn get(&self) -> Option<f64> {
+        (self.count() > 0).then(|| self.value.get())
+    }
+
+    /// How many values were set.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+}
+
 /// A running sum and count of seconds (a Prometheus summary without quantiles).
 #[derive(Debug, Default)]
 pub struct Timer {
@@ -66,7 +92,7 @@ pub struct Metrics {
     pub wta_positive_rate: Gauge,
     pub model_version: Gauge,
     /// Share of the replay set whose novel cluster changed at the last new version.
-    pub cluster_changed_fraction: Gauge,
+    pub cluster_changed_fraction: Measurement,
     pub consumer_lag: Gauge,
     pub ready: AtomicBool,
     /// Errors the Kafka client reported (connection failures, timeouts, …).
@@ -112,8 +138,14 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let out = &mut out;
-        let count = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+        self.render_data_path(&mut out);
+        self.render_training(&mut out);
+        self.render_broker(&mut out);
+        out
+    }
+
+    /// What went through the stages: counts, queue depths and stage times.
+    fn render_data_path(&self, out: &mut String) {
         sample(out, "segments_in_total", "counter", "Segments consumed.", count(&self.segments_in));
         sample(
             out,
@@ -148,12 +180,16 @@ impl Metrics {
             let _ = writeln!(out, "novelstream_{name}_sum {}", timer.micros.load(Ordering::Relaxed) as f64 / 1e6);
             let _ = writeln!(out, "novelstream_{name}_count {}", timer.count.load(Ordering::Relaxed));
         }
+    }
+
+    /// The trainer and the model: steps, buffers, losses, versions and their stability.
+    fn render_training(&self, out: &mut String) {
         sample(out, "train_steps_total", "counter", "Training steps taken.", count(&self.train_steps));
         sample(
             out,
             "head_splits_total",
             "counter",
-            "Dead outputs of the unlabelled head re-initialised to split the largest (train.head_min_share).",
+            "Dead outputs of the unlabelled head re-initialised to split the largest (train.clusters.head_min_share).",
             count(&self.head_splits),
         );
         sample(
@@ -200,8 +236,19 @@ impl Metrics {
             "cluster_changed_fraction",
             "gauge",
             "Share of the replay set whose novel cluster changed at the last version.",
-            self.cluster_changed_fraction.get(),
+            self.cluster_changed_fraction.get().unwrap_or(0.0),
         );
+        sample(
+            out,
+            "cluster_changed_measurements_total",
+            "counter",
+            "Versions whose cluster_changed_fraction was measured (it reads 0 before the first).",
+            self.cluster_changed_fraction.count() as f64,
+        );
+    }
+
+    /// The consumer and the brokers: lag, readiness and outages.
+    fn render_broker(&self, out: &mut String) {
         sample(
             out,
             "consumer_lag_messages",
@@ -225,8 +272,12 @@ impl Metrics {
             count(&self.broker_outages),
         );
         sample(out, "broker_errors_total", "counter", "Errors the Kafka client reported.", count(&self.broker_errors));
-        std::mem::take(out)
     }
+}
+
+/// A counter's value as a sample.
+fn count(counter: &AtomicU64) -> f64 {
+    counter.load(Ordering::Relaxed) as f64
 }
 
 /// One metric with its HELP and TYPE lines.
@@ -298,6 +349,15 @@ mod tests {
     }
 
     #[test]
+    fn a_measurement_tells_a_measured_zero_from_none() {
+        let m = Metrics::default();
+        assert_eq!(m.cluster_changed_fraction.get(), None);
+        m.cluster_changed_fraction.set(0.0);
+        assert_eq!((m.cluster_changed_fraction.get(), m.cluster_changed_fraction.count()), (Some(0.0), 1));
+        assert!(m.render().contains("novelstream_cluster_changed_measurements_total 1\n"));
+    }
+
+    #[test]
     fn renders_every_metric_in_prometheus_text() {
         let m = Metrics::default();
         m.windows_assigned.fetch_add(3, Ordering::Relaxed);
@@ -310,6 +370,8 @@ mod tests {
         assert!(text.contains("novelstream_train_step_seconds_count 2\n"));
         assert!(text.contains("novelstream_model_version 7\n"));
         assert!(text.contains("novelstream_ready 0\n"));
+        assert!(text.contains("novelstream_cluster_changed_fraction 0\n"));
+        assert!(text.contains("novelstream_cluster_changed_measurements_total 0\n"), "never measured");
         // Every sample line follows its HELP and TYPE lines.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split_whitespace().next().unwrap();

@@ -197,7 +197,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
             })
             .map_err(Error::io("starting the model thread"))?,
     );
-    let version = ready_rx.recv().map_err(|_| Error::Pipeline("the model thread failed to start".into()))?;
+    let version = ready_rx.recv().map_err(|_| Error::ModelThreadStart)?;
     metrics.ready.store(true, Ordering::Relaxed);
     tracing::info!(
         model_version = version,
@@ -375,7 +375,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
         return Err(e);
     }
     if !joined {
-        return Err(Error::Pipeline("a decoder or the model thread panicked".into()));
+        return Err(Error::WorkerPanicked);
     }
     let stats = stats.lock().expect("stats lock").clone();
     tracing::info!(segments = stats.segments, windows = stats.windows, dead_letters = stats.dead_letters, "stopped");
@@ -582,17 +582,14 @@ async fn publish_transactions(
         let counts: Vec<(u64, u64)> = ready.iter().map(|o| counter.counts(&o.records)).collect();
         let records: Vec<OutRecord> = ready.into_iter().flat_map(|o| o.records).collect();
         let Some(group) = consumer.group_metadata() else {
-            failure
-                .lock()
-                .expect("failure lock")
-                .get_or_insert(Error::Pipeline("consumer has no group metadata".into()));
+            failure.lock().expect("failure lock").get_or_insert(Error::NoGroupMetadata);
             shutdown.cancel();
             break;
         };
         let transactions = transactions.clone();
         let committed = tokio::task::spawn_blocking(move || transactions.commit(&records, &positions, &group))
             .await
-            .unwrap_or_else(|e| Err(Error::Pipeline(format!("transaction task failed: {e}"))));
+            .unwrap_or_else(|source| Err(Error::Task { task: "transaction", source }));
         match committed {
             Ok(()) => counts.into_iter().for_each(|c| counter.add(c)),
             Err(e) => {

@@ -6,14 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{free_port, http_get, make_clip, metric, novelstream, Broker, Daemon};
+use common::{http_get, make_clip, metric, novelstream, wait_for_metrics, Broker, Daemon};
 use novelstream::config::KafkaConfig;
 use novelstream::decode::spans;
 use novelstream::sink::{
     Assignment, ClusterRecord, DeadLetter, Kind, ModelRecord, ASSIGNMENT_SCHEMA, CLUSTER_SCHEMA, MODEL_KEY,
     MODEL_SCHEMA,
 };
-use novelstream::summary::read_topic;
+use novelstream::tools::{read_topic, TopicRecord};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -24,7 +24,9 @@ const DEAD: &str = "e2e.dead-letters";
 const CLUSTERS: &str = "e2e.clusters";
 const GROUP: &str = "e2e-daemon";
 
-fn config(broker: &Broker, roots: &std::path::Path, metrics_port: u16) -> String {
+/// The daemon's config; its metrics endpoint on a port the system picks (see
+/// [`Daemon::metrics_port`]).
+fn config(broker: &Broker, roots: &std::path::Path) -> String {
     format!(
         r#"
 [kafka]
@@ -54,7 +56,7 @@ channels = [8, 16]
 device = "cpu"
 
 [metrics]
-listen = "127.0.0.1:{metrics_port}"
+listen = "127.0.0.1:0"
 "#,
         brokers = broker.address,
         roots = roots.display()
@@ -108,9 +110,9 @@ fn segments_in_assignments_out_dead_letters_and_commits() {
     producer.flush(Duration::from_secs(10)).unwrap();
 
     let config_path = dir.path().join("novelstream.toml");
-    let port = free_port();
-    std::fs::write(&config_path, config(&broker, &clips, port)).unwrap();
-    let daemon = Daemon::start(&["run", "--config", config_path.to_str().unwrap()]);
+    std::fs::write(&config_path, config(&broker, &clips)).unwrap();
+    let mut daemon = Daemon::start(&["run", "--config", config_path.to_str().unwrap()]);
+    let port = daemon.metrics_port();
 
     let expected_windows = 5 + 3 + 4;
     let assignments = read_topic(&kafka, OUTPUT, expected_windows, Duration::from_secs(120)).unwrap();
@@ -120,16 +122,10 @@ fn segments_in_assignments_out_dead_letters_and_commits() {
     assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
     assert_eq!(http_get(port, "/readyz").unwrap().0, 200);
     assert_eq!(http_get(port, "/nothing").unwrap().0, 404);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let body = loop {
-        let body = http_get(port, "/metrics").unwrap().1;
-        if metric(&body, "novelstream_windows_published_total") == Some(expected_windows as f64)
-            || std::time::Instant::now() > deadline
-        {
-            break body;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let published = format!("novelstream_windows_published_total {expected_windows}");
+    let body = wait_for_metrics(port, &published, Duration::from_secs(10), |body| {
+        metric(body, "novelstream_windows_published_total") == Some(expected_windows as f64)
+    });
     for (name, value) in [
         ("novelstream_segments_in_total", 7.0),
         ("novelstream_windows_assigned_total", expected_windows as f64),
@@ -147,7 +143,7 @@ fn segments_in_assignments_out_dead_letters_and_commits() {
     // The clusters topic: the latest record per cluster accounts for every window, and the
     // labelled stream's class holds its 4 windows with exemplars from that stream.
     let mut latest: BTreeMap<String, ClusterRecord> = BTreeMap::new();
-    for (key, payload) in read_topic(&kafka, CLUSTERS, 1, Duration::from_secs(30)).unwrap() {
+    for TopicRecord { key, payload, .. } in read_topic(&kafka, CLUSTERS, 1, Duration::from_secs(30)).unwrap() {
         if key == MODEL_KEY {
             let model: ModelRecord = serde_json::from_slice(&payload).unwrap();
             assert_eq!(model.schema, MODEL_SCHEMA);
@@ -174,7 +170,7 @@ fn segments_in_assignments_out_dead_letters_and_commits() {
     }
     assert_eq!(expected.len(), expected_windows);
     let mut seen = BTreeSet::new();
-    for (key, payload) in &assignments {
+    for TopicRecord { key, payload, .. } in &assignments {
         let a: Assignment = serde_json::from_slice(payload).unwrap();
         assert_eq!(a.schema, ASSIGNMENT_SCHEMA);
         assert_eq!(&a.stream_id, key, "assignments are keyed by stream id");
@@ -193,7 +189,7 @@ fn segments_in_assignments_out_dead_letters_and_commits() {
 
     // One dead letter per planted bad input, each with its reason and coordinates.
     let mut reasons = BTreeMap::new();
-    for (_, payload) in &dead_letters {
+    for TopicRecord { payload, .. } in &dead_letters {
         let d: DeadLetter = serde_json::from_slice(payload).unwrap();
         assert_eq!(d.topic, INPUT);
         assert!(d.offset >= 0);
@@ -228,7 +224,7 @@ fn segments_in_assignments_out_dead_letters_and_commits() {
 
     // The example downstream consumer handles each window once: a redelivered assignment is
     // skipped, and a restart of the consumer resumes after its committed offsets.
-    producer.send(BaseRecord::to(OUTPUT).key(&assignments[0].0).payload(&assignments[0].1)).unwrap();
+    producer.send(BaseRecord::to(OUTPUT).key(&assignments[0].key).payload(&assignments[0].payload)).unwrap();
     producer.flush(Duration::from_secs(10)).unwrap();
     let example = Path::new(env!("CARGO_BIN_EXE_novelstream")).parent().unwrap().join("examples/consume_assignments");
     assert!(example.exists(), "{} missing: `cargo test` builds the examples", example.display());
@@ -259,28 +255,26 @@ fn the_daemon_learns_while_it_serves() {
         args.extend_from_slice(flags);
         novelstream(&args)
     };
-    let port = free_port();
     let checkpoint = dir.path().join("state/learner.ckpt");
     let online = format!(
         "\n[online]\nmin_unlabelled = 8\nsnapshot_every = 2\nreplay_size = 8\n[train]\nbatch_size = 4\nbank_size = 32\n[checkpoint]\npath = \"{}\"\n",
         checkpoint.display()
     );
     let config_path = dir.path().join("novelstream.toml");
-    std::fs::write(&config_path, config(&broker, &clips, port) + &online).unwrap();
-    let daemon = Daemon::start(&["run", "--config", config_path.to_str().unwrap()]);
+    std::fs::write(&config_path, config(&broker, &clips) + &online).unwrap();
+    let mut daemon = Daemon::start(&["run", "--config", config_path.to_str().unwrap()]);
+    let port = daemon.metrics_port();
 
     // First wave: 15 unlabelled and 7 labelled windows, enough to start training.
     produce("cam-1", &[clips.join("long.ts").to_str().unwrap()]);
     produce("cam-2", &["--label", "pattern", clips.join("labelled.ts").to_str().unwrap()]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let body = loop {
-        let body = http_get(port, "/metrics").map(|r| r.1).unwrap_or_default();
-        if metric(&body, "novelstream_model_version").unwrap_or(0.0) >= 2.0 {
-            break body;
-        }
-        assert!(std::time::Instant::now() < deadline, "no new model version:\n{body}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    // Version 2 compares the replay set's clusters with version 1's: stability is measured then
+    // (the fraction alone reads 0 before that, so the count of measurements tells).
+    let what = "model version 2 with a stability measurement";
+    let body = wait_for_metrics(port, what, Duration::from_secs(120), |body| {
+        metric(body, "novelstream_model_version").unwrap_or(0.0) >= 2.0
+            && metric(body, "novelstream_cluster_changed_measurements_total").unwrap_or(0.0) >= 1.0
+    });
     assert!(metric(&body, "novelstream_train_steps_total").unwrap() >= 4.0);
     assert!(metric(&body, "novelstream_buffered_labelled_windows").unwrap() > 0.0);
     let changed = metric(&body, "novelstream_cluster_changed_fraction").unwrap();
@@ -292,7 +286,7 @@ fn the_daemon_learns_while_it_serves() {
     assert!(status.success(), "daemon exited with {status}");
     let versions: Vec<(String, u64)> = assignments
         .iter()
-        .map(|(_, p)| serde_json::from_slice::<Assignment>(p).unwrap())
+        .map(|r| serde_json::from_slice::<Assignment>(&r.payload).unwrap())
         .map(|a| (a.stream_id, a.model_version))
         .collect();
     assert!(versions.iter().filter(|(s, _)| s == "cam-3").all(|(_, v)| *v >= 2), "{versions:?}");
@@ -308,7 +302,7 @@ fn the_daemon_learns_while_it_serves() {
     assert!(daemon.terminate(Duration::from_secs(30)).success());
     let resumed: Vec<u64> = assignments
         .iter()
-        .map(|(_, p)| serde_json::from_slice::<Assignment>(p).unwrap())
+        .map(|r| serde_json::from_slice::<Assignment>(&r.payload).unwrap())
         .filter(|a| a.stream_id == "cam-4")
         .map(|a| a.model_version)
         .collect();

@@ -10,8 +10,8 @@ use common::{ffmpeg, novelstream};
 use novelstream::eval::metrics::cluster_accuracy;
 
 /// A tiny model and batch: these tests prove behaviour, not accuracy.
-const SMALL_MODEL: &str =
-    "[model]\nchannels = [8, 16]\nprojection_dim = 16\n[train]\nbatch_size = 16\nbank_size = 256\nrank_k = 4\n";
+const SMALL_MODEL: &str = "[model]\nchannels = [8, 16]\nprojection_dim = 16\n\
+    [train]\nbatch_size = 16\nbank_size = 256\n[train.pseudo]\nrank_k = 4\n";
 
 /// Runs `novelstream eval` on the CPU with `config`, writing `out` and `predictions`.
 fn eval(dataset: &Path, args: &[&str], config: &Path, out: &Path, predictions: &Path) -> String {

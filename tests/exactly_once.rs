@@ -9,13 +9,12 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{make_clip, novelstream};
+use common::{make_clip, novelstream, Daemon};
 use novelstream::config::KafkaConfig;
 use novelstream::sink::{Assignment, DeadLetter};
-use novelstream::summary::read_topic;
+use novelstream::tools::{read_topic, TopicRecord};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
@@ -85,22 +84,14 @@ fn run_daemon(dir: &Path, brokers: &str, until: impl Fn() -> bool) -> (Option<st
     let config_path = dir.join("novelstream.toml");
     std::fs::write(&config_path, config(brokers)).unwrap();
     let log_path = dir.join("daemon.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_novelstream"))
-        .args(["run", "--config", config_path.to_str().unwrap()])
-        .env("RUST_LOG", "info,librdkafka=warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut daemon = Daemon::start_logging_to(&["run", "--config", config_path.to_str().unwrap()], &log_path);
     let deadline = Instant::now() + Duration::from_secs(120);
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
             break Some(status);
         }
         if until() || Instant::now() > deadline {
-            // SAFETY: plain kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            child.wait().unwrap();
+            daemon.terminate(Duration::from_secs(60));
             break None;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -126,14 +117,14 @@ fn every_window_once_through_committed_transactions() {
     // Three 2-second clips at 1-second windows: six windows, each exactly once; one dead letter.
     let assignments = read_topic(&kafka, OUTPUT, 7, Duration::from_secs(3)).unwrap();
     let mut windows = BTreeSet::new();
-    for (_, payload) in &assignments {
+    for TopicRecord { payload, .. } in &assignments {
         let a: Assignment = serde_json::from_slice(payload).unwrap();
         assert!(windows.insert((a.segment_id, a.window)), "window published twice");
     }
     assert_eq!(windows.len(), 6, "{log}");
     let dead = read_topic(&kafka, DEAD, 2, Duration::from_secs(3)).unwrap();
     assert_eq!(dead.len(), 1);
-    let letter: DeadLetter = serde_json::from_slice(&dead[0].1).unwrap();
+    let letter: DeadLetter = serde_json::from_slice(&dead[0].payload).unwrap();
     assert_eq!(letter.reason, "undecodable");
 }
 

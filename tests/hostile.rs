@@ -7,10 +7,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{ffmpeg, free_port, make_clip, Broker, Daemon};
+use common::{ffmpeg, make_clip, Broker, Daemon};
 use novelstream::config::KafkaConfig;
 use novelstream::sink::{Assignment, DeadLetter};
-use novelstream::summary::read_topic;
+use novelstream::tools::{read_topic, TopicRecord};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
@@ -57,11 +57,10 @@ known_classes = ["cat"]
 channels = [8]
 device = "cpu"
 [metrics]
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:0"
 "#,
             brokers = broker.address,
-            roots = roots.display(),
-            port = free_port()
+            roots = roots.display()
         ),
     )
     .unwrap();
@@ -177,14 +176,14 @@ listen = "127.0.0.1:{port}"
     assert!(status.success(), "daemon exited with {status}");
 
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, payload) in &dead {
+    for TopicRecord { payload, .. } in &dead {
         let letter: DeadLetter = serde_json::from_slice(payload).unwrap();
         assert!(!letter.detail.is_empty());
         *reasons.entry(letter.reason).or_default() += 1;
     }
     let expected: BTreeMap<String, usize> = expected.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     assert_eq!(reasons, expected);
-    let windows: Vec<Assignment> = served.iter().map(|(_, p)| serde_json::from_slice(p).unwrap()).collect();
+    let windows: Vec<Assignment> = served.iter().map(|r| serde_json::from_slice(&r.payload).unwrap()).collect();
     assert_eq!(windows.len(), 2, "the good 2 s clip is served after the hostile ones");
     assert!(windows.iter().all(|a| a.segment_id == "good" && a.cluster == "cat"));
 }

@@ -117,6 +117,9 @@ fn dataset_error(context: impl std::fmt::Display, e: impl std::fmt::Display) -> 
     EvalError::Dataset(format!("{context}: {e}"))
 }
 
+/// MNIST images as one split holds them: pixels (784 a digit), labels, and the count.
+type MnistSplit = (Vec<u8>, Vec<u8>, usize);
+
 /// Builds the set; returns its manifest (also written to `out/manifest.json`).
 pub fn build_av_digits(options: &AvDigitsOptions) -> Result<AvManifest, EvalError> {
     if options.train_per_class == 0 || options.test_per_class == 0 {
@@ -125,106 +128,22 @@ pub fn build_av_digits(options: &AvDigitsOptions) -> Result<AvManifest, EvalErro
     if options.size < 16 || options.size % 2 == 1 {
         return Err(EvalError::Invalid("the frame size must be even and at least 16".into()));
     }
-    let mnist = |images: &str, labels: &str| -> Result<(Vec<u8>, Vec<u8>, usize), EvalError> {
-        let images = read_idx(&options.mnist.join(images))?;
-        let labels = read_idx(&options.mnist.join(labels))?;
-        if images.dims.len() != 3 || images.dims[1] != 28 || images.dims[2] != 28 || labels.dims[0] != images.dims[0] {
-            return Err(EvalError::Dataset(format!("{}: not MNIST-shaped IDX files", options.mnist.display())));
-        }
-        Ok((images.data, labels.data, images.dims[0]))
-    };
-    let train_images = mnist("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
-    let test_images = mnist("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
+    let train_images = read_mnist(&options.mnist, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
+    let test_images = read_mnist(&options.mnist, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
     let utterances = load_speech(&options.speech, options.sample_rate, options.workers)?;
-
-    // Hold out whole languages whose speaker says every digit.
-    let mut digits_of: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::new();
-    for u in &utterances {
-        digits_of.entry(&u.language).or_default().insert(u.digit);
-    }
-    let mut complete: Vec<&str> = digits_of.iter().filter(|(_, d)| d.len() == 10).map(|(l, _)| *l).collect();
     let mut rng = SplitMix64::new(options.seed ^ 0x4156_4449_4749_5453);
-    rng.shuffle(&mut complete);
-    if options.test_languages == 0 || options.test_languages >= complete.len() {
-        return Err(EvalError::Invalid(format!(
-            "test languages must be between 1 and {} ({} languages say all ten digits)",
-            complete.len().saturating_sub(1),
-            complete.len()
-        )));
-    }
-    let test_languages: BTreeSet<&str> = complete[..options.test_languages].iter().copied().collect();
-    let train_languages: BTreeSet<&str> = digits_of.keys().copied().filter(|l| !test_languages.contains(l)).collect();
-
+    let (train_languages, test_languages) = split_languages(&utterances, options.test_languages, &mut rng)?;
     let clip_samples = (options.clip_ms * options.sample_rate as u64 / 1000) as usize;
     let mut plans = Vec::new();
     for (split, per_class, (_, labels, _), languages) in [
         ("train", options.train_per_class, &train_images, &train_languages),
         ("test", options.test_per_class, &test_images, &test_languages),
     ] {
-        for digit in 0..10usize {
-            let mut images: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] as usize == digit).collect();
-            rng.shuffle(&mut images);
-            let mut voices: Vec<usize> = (0..utterances.len())
-                .filter(|&i| utterances[i].digit == digit && languages.contains(utterances[i].language.as_str()))
-                .collect();
-            if images.is_empty() || voices.is_empty() {
-                return Err(EvalError::Dataset(format!("no {split} images or speakers for digit {digit}")));
-            }
-            rng.shuffle(&mut voices);
-            for i in 0..per_class {
-                let utterance = voices[i % voices.len()];
-                let u = &utterances[utterance];
-                let len = u.samples.len().min(clip_samples);
-                let index = plans.len();
-                plans.push(Plan {
-                    clip: AvClip {
-                        path: PathBuf::from(format!("{split}/{digit}/{index:05}.mp4")),
-                        split: split.into(),
-                        label: digit.to_string(),
-                        image: images[i % images.len()],
-                        speech: u.file.clone(),
-                        language: u.language.clone(),
-                    },
-                    utterance,
-                    start: (rng.uniform(-0.08, 0.08), rng.uniform(-0.08, 0.08)),
-                    drift: (rng.uniform(-0.1, 0.1), rng.uniform(-0.1, 0.1)),
-                    scale: rng.uniform(0.6, 0.75),
-                    zoom: rng.uniform(-0.05, 0.05),
-                    gain: rng.uniform(0.4, 0.9),
-                    offset: rng.below(clip_samples - len + 1),
-                    noise: rng.uniform(0.002, 0.01),
-                    noise_seed: rng.next_u64(),
-                });
-            }
-        }
+        let draw = SplitDraw { split, per_class, labels, languages, clip_samples };
+        plan_split(&draw, &utterances, &mut rng, &mut plans)?;
     }
-
     std::fs::create_dir_all(&options.out).map_err(|e| dataset_error(options.out.display(), e))?;
-    let bar = super::progress_bar(plans.len() as u64, "clips", options.progress, "clips");
-    let workers = options.workers.max(1);
-    let results: Vec<Result<(), EvalError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                let (plans, utterances, bar) = (&plans, &utterances, &bar);
-                let (train_images, test_images) = (&train_images, &test_images);
-                scope.spawn(move || {
-                    for plan in plans.iter().skip(w).step_by(workers) {
-                        let images = if plan.clip.split == "train" { train_images } else { test_images };
-                        let image = &images.0[plan.clip.image * 784..(plan.clip.image + 1) * 784];
-                        let frames = render_frames(image, plan, options);
-                        let audio = render_audio(&utterances[plan.utterance].samples, plan, clip_samples);
-                        encode(&frames, &audio, &options.out.join(&plan.clip.path), options)?;
-                        bar.inc(1);
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("encoder thread")).collect()
-    });
-    results.into_iter().collect::<Result<Vec<()>, _>>()?;
-    bar.finish_and_clear();
-
+    render_clips(&plans, &utterances, (&train_images, &test_images), clip_samples, options)?;
     let manifest = AvManifest {
         schema: MANIFEST_SCHEMA.into(),
         seed: options.seed,
@@ -243,6 +162,133 @@ pub fn build_av_digits(options: &AvDigitsOptions) -> Result<AvManifest, EvalErro
     text.push('\n');
     std::fs::write(&path, text).map_err(|e| dataset_error(path.display(), e))?;
     Ok(manifest)
+}
+
+/// One split of MNIST's IDX files in `dir`, checked to be 28×28 digits with a label each.
+fn read_mnist(dir: &Path, images: &str, labels: &str) -> Result<MnistSplit, EvalError> {
+    let images = read_idx(&dir.join(images))?;
+    let labels = read_idx(&dir.join(labels))?;
+    if images.dims.len() != 3 || images.dims[1] != 28 || images.dims[2] != 28 || labels.dims[0] != images.dims[0] {
+        return Err(EvalError::Dataset(format!("{}: not MNIST-shaped IDX files", dir.display())));
+    }
+    Ok((images.data, labels.data, images.dims[0]))
+}
+
+/// Holds out `count` whole languages whose speaker says every digit, drawn with `rng`; returns
+/// (train languages, test languages).
+fn split_languages<'a>(
+    utterances: &'a [Utterance],
+    count: usize,
+    rng: &mut SplitMix64,
+) -> Result<(BTreeSet<&'a str>, BTreeSet<&'a str>), EvalError> {
+    let mut digits_of: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::new();
+    for u in utterances {
+        digits_of.entry(&u.language).or_default().insert(u.digit);
+    }
+    let mut complete: Vec<&str> = digits_of.iter().filter(|(_, d)| d.len() == 10).map(|(l, _)| *l).collect();
+    rng.shuffle(&mut complete);
+    if count == 0 || count >= complete.len() {
+        return Err(EvalError::Invalid(format!(
+            "test languages must be between 1 and {} ({} languages say all ten digits)",
+            complete.len().saturating_sub(1),
+            complete.len()
+        )));
+    }
+    let test: BTreeSet<&str> = complete[..count].iter().copied().collect();
+    let train: BTreeSet<&str> = digits_of.keys().copied().filter(|l| !test.contains(l)).collect();
+    Ok((train, test))
+}
+
+/// What the clips of one split are drawn from.
+struct SplitDraw<'a> {
+    split: &'a str,
+    per_class: usize,
+    /// The split's MNIST labels.
+    labels: &'a [u8],
+    /// The languages whose voices this split may use.
+    languages: &'a BTreeSet<&'a str>,
+    clip_samples: usize,
+}
+
+/// Draws `per_class` clips of every digit for one split and appends their plans.
+fn plan_split(
+    draw: &SplitDraw<'_>,
+    utterances: &[Utterance],
+    rng: &mut SplitMix64,
+    plans: &mut Vec<Plan>,
+) -> Result<(), EvalError> {
+    let (split, labels) = (draw.split, draw.labels);
+    for digit in 0..10usize {
+        let mut images: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] as usize == digit).collect();
+        rng.shuffle(&mut images);
+        let mut voices: Vec<usize> = (0..utterances.len())
+            .filter(|&i| utterances[i].digit == digit && draw.languages.contains(utterances[i].language.as_str()))
+            .collect();
+        if images.is_empty() || voices.is_empty() {
+            return Err(EvalError::Dataset(format!("no {split} images or speakers for digit {digit}")));
+        }
+        rng.shuffle(&mut voices);
+        for i in 0..draw.per_class {
+            let utterance = voices[i % voices.len()];
+            let u = &utterances[utterance];
+            let len = u.samples.len().min(draw.clip_samples);
+            let index = plans.len();
+            plans.push(Plan {
+                clip: AvClip {
+                    path: PathBuf::from(format!("{split}/{digit}/{index:05}.mp4")),
+                    split: split.into(),
+                    label: digit.to_string(),
+                    image: images[i % images.len()],
+                    speech: u.file.clone(),
+                    language: u.language.clone(),
+                },
+                utterance,
+                start: (rng.uniform(-0.08, 0.08), rng.uniform(-0.08, 0.08)),
+                drift: (rng.uniform(-0.1, 0.1), rng.uniform(-0.1, 0.1)),
+                scale: rng.uniform(0.6, 0.75),
+                zoom: rng.uniform(-0.05, 0.05),
+                gain: rng.uniform(0.4, 0.9),
+                offset: rng.below(draw.clip_samples - len + 1),
+                noise: rng.uniform(0.002, 0.01),
+                noise_seed: rng.next_u64(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Renders and encodes every planned clip into `options.out`, on `options.workers` threads.
+fn render_clips(
+    plans: &[Plan],
+    utterances: &[Utterance],
+    (train_images, test_images): (&MnistSplit, &MnistSplit),
+    clip_samples: usize,
+    options: &AvDigitsOptions,
+) -> Result<(), EvalError> {
+    let bar = super::progress_bar(plans.len() as u64, "clips", options.progress, "clips");
+    let workers = options.workers.max(1);
+    let results: Vec<Result<(), EvalError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let bar = &bar;
+                scope.spawn(move || {
+                    for plan in plans.iter().skip(w).step_by(workers) {
+                        let images = if plan.clip.split == "train" { train_images } else { test_images };
+                        let image = &images.0[plan.clip.image * 784..(plan.clip.image + 1) * 784];
+                        let frames = render_frames(image, plan, options);
+                        let audio = render_audio(&utterances[plan.utterance].samples, plan, clip_samples);
+                        encode(&frames, &audio, &options.out.join(&plan.clip.path), options)?;
+                        bar.inc(1);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("encoder thread")).collect()
+    });
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    bar.finish_and_clear();
+    Ok(())
 }
 
 /// Every `<digit>[_<language>].ogg` of `dir`, decoded to mono at `rate` by the `ffmpeg` CLI and

@@ -38,24 +38,44 @@ pub fn read_idx(path: &Path) -> Result<Idx, EvalError> {
     parse_idx(&bytes).map_err(|why| EvalError::Dataset(format!("{}: {why}", actual.display())))
 }
 
+/// Why bytes are not an IDX file of unsigned bytes.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum IdxError {
+    /// The first two bytes are not zero: another format altogether.
+    #[error("not an IDX file (bad magic)")]
+    BadMagic,
+    /// Only unsigned bytes (0x08) are read; images and labels of MNIST-like sets are.
+    #[error("IDX element type 0x{0:02x} is not unsigned bytes")]
+    ElementType(u8),
+    /// No dimensions, or fewer header bytes than the dimensions need.
+    #[error("truncated IDX header")]
+    TruncatedHeader,
+    /// The product of the dimensions does not fit in memory's address space.
+    #[error("IDX dimensions overflow")]
+    Overflow,
+    /// The data after the header is not as long as the dimensions say.
+    #[error("IDX data holds {have} bytes, dimensions {dims:?} need {need}")]
+    Length { have: usize, dims: Vec<usize>, need: usize },
+}
+
 /// Parses IDX bytes: magic `0 0 0x08 n`, `n` big-endian u32 dimensions, then the data.
-pub fn parse_idx(bytes: &[u8]) -> Result<Idx, String> {
+pub fn parse_idx(bytes: &[u8]) -> Result<Idx, IdxError> {
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
-        return Err("not an IDX file (bad magic)".into());
+        return Err(IdxError::BadMagic);
     }
     if bytes[2] != 0x08 {
-        return Err(format!("IDX element type 0x{:02x} is not unsigned bytes", bytes[2]));
+        return Err(IdxError::ElementType(bytes[2]));
     }
     let n = bytes[3] as usize;
     let header = 4 + 4 * n;
     if n == 0 || bytes.len() < header {
-        return Err("truncated IDX header".into());
+        return Err(IdxError::TruncatedHeader);
     }
     let dims: Vec<usize> =
         (0..n).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize).collect();
-    let count = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("IDX dimensions overflow")?;
+    let count = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or(IdxError::Overflow)?;
     if bytes.len() - header != count {
-        return Err(format!("IDX data holds {} bytes, dimensions {:?} need {count}", bytes.len() - header, dims));
+        return Err(IdxError::Length { have: bytes.len() - header, dims, need: count });
     }
     Ok(Idx { dims, data: bytes[header..].to_vec() })
 }
@@ -78,9 +98,11 @@ mod tests {
         let parsed = parse_idx(&idx(&[2, 2, 3], &[1; 12])).unwrap();
         assert_eq!(parsed.dims, vec![2, 2, 3]);
         assert_eq!(parsed.data.len(), 12);
-        assert!(parse_idx(&idx(&[2, 2, 3], &[1; 11])).unwrap_err().contains("need 12"));
-        assert!(parse_idx(b"\x00\x00\x0d\x01\x00\x00\x00\x01x").unwrap_err().contains("element type"));
-        assert!(parse_idx(b"PK\x03\x04").unwrap_err().contains("magic"));
+        let short = parse_idx(&idx(&[2, 2, 3], &[1; 11])).unwrap_err();
+        assert_eq!(short, IdxError::Length { have: 11, dims: vec![2, 2, 3], need: 12 });
+        assert!(short.to_string().contains("need 12"));
+        assert_eq!(parse_idx(b"\x00\x00\x0d\x01\x00\x00\x00\x01x"), Err(IdxError::ElementType(0x0d)));
+        assert_eq!(parse_idx(b"PK\x03\x04"), Err(IdxError::BadMagic));
     }
 
     #[test]

@@ -8,14 +8,31 @@ use tch::Device;
 
 use crate::config::DevicePreference;
 
-/// Loads `libtorch_cuda.so` if it and the CUDA libraries it needs are present; returns why not.
-fn load_torch_cuda() -> Result<(), String> {
+/// Why the model cannot run where the config says it must.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// `model.device = "cuda"` on a machine where CUDA cannot be used; `reason` is the dynamic
+    /// loader's message for `libtorch_cuda.so`, or libtorch's own answer when that loaded.
+    #[error("model.device = \"cuda\" but no CUDA device is usable ({reason})")]
+    NoCuda { reason: String },
+}
+
+/// `libtorch_cuda.so` (or a CUDA library it needs) could not be loaded: the dynamic loader's
+/// message, which names the library that was missing.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct LoadError {
+    message: String,
+}
+
+/// Loads `libtorch_cuda.so` if it and the CUDA libraries it needs are present.
+fn load_torch_cuda() -> Result<(), LoadError> {
     let mut candidates = Vec::new();
     if let Some(dir) = option_env!("NOVELSTREAM_LIBTORCH_LIB") {
         candidates.push(format!("{dir}/libtorch_cuda.so"));
     }
     candidates.push("libtorch_cuda.so".to_owned());
-    let mut last_error = String::new();
+    let mut last_error = LoadError { message: "libtorch_cuda.so: not found".into() };
     for name in candidates {
         let c_name = CString::new(name).expect("library name has no NUL");
         // SAFETY: dlopen with a valid C string; the handle is kept for the life of the process.
@@ -26,7 +43,8 @@ fn load_torch_cuda() -> Result<(), String> {
         // SAFETY: dlerror returns a thread-local C string or null.
         let message = unsafe { libc::dlerror() };
         if !message.is_null() {
-            last_error = unsafe { std::ffi::CStr::from_ptr(message) }.to_string_lossy().into_owned();
+            let message = unsafe { std::ffi::CStr::from_ptr(message) }.to_string_lossy().into_owned();
+            last_error = LoadError { message };
         }
     }
     Err(last_error)
@@ -44,13 +62,13 @@ pub fn select_device(preference: DevicePreference) -> Result<Device, crate::Erro
             tracing::info!(gpus = tch::Cuda::device_count(), "using CUDA");
             Ok(device)
         }
-        (None, DevicePreference::Cuda) => Err(crate::Error::Pipeline(format!(
-            "model.device = \"cuda\" but no CUDA device is usable ({})",
-            loaded.err().unwrap_or_else(|| "libtorch reports no GPU".into())
-        ))),
+        (None, DevicePreference::Cuda) => Err(DeviceError::NoCuda {
+            reason: loaded.err().map_or_else(|| "libtorch reports no GPU".into(), |e| e.to_string()),
+        }
+        .into()),
         (None, _) => {
             tracing::info!(
-                reason = %loaded.err().unwrap_or_else(|| "no GPU found".into()),
+                reason = %loaded.err().map_or_else(|| "no GPU found".into(), |e| e.to_string()),
                 allocator = crate::allocator::name(),
                 "using CPU"
             );

@@ -1,13 +1,13 @@
-//! The joint model of DESIGN.md §2, in tch: a visual encoder `f_v` and an audio encoder `f_a`
-//! (either or both, per `model.modality`) giving `z = [z_v; z_a]`, contrastive projections per
-//! modality, a labelled head `η_l` over the known classes and an unlabelled head `φ` over the
-//! novel clusters.
+//! The joint model of the method (docs/ARCHITECTURE.md), in tch: a visual encoder `f_v` and an
+//! audio encoder `f_a` (either or both, per `model.modality`) giving `z = [z_v; z_a]`,
+//! contrastive projections per modality, a labelled head `η_l` over the known classes and an
+//! unlabelled head `φ` over the novel clusters.
 
 mod device;
 mod encoder;
 pub mod mel;
 
-pub use device::select_device;
+pub use device::{select_device, DeviceError};
 pub use encoder::{AudioEncoder, VisualEncoder};
 pub use mel::LogMel;
 

@@ -5,6 +5,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
+use super::score::nearest_rank;
+use super::ToolError;
 use crate::config::DecodeConfig;
 use crate::decode::decode_segment;
 
@@ -20,27 +22,31 @@ pub struct DecodeRun {
     pub realtime: f64,
 }
 
+impl DecodeRun {
+    /// The run of the best pass, `seconds` long, that decoded `windows` windows (`media_s`
+    /// seconds of media).
+    fn best(name: &str, seconds: f64, windows: usize, media_s: f64) -> Self {
+        DecodeRun { name: name.into(), seconds, windows_per_s: windows as f64 / seconds, realtime: media_s / seconds }
+    }
+}
+
 /// Decodes `clip` `repeat` times with the product's decoder (one thread, as each of the
 /// daemon's decoders), and with the `ffmpeg` CLI producing the same raw output — every frame
 /// scaled bilinearly to `H × W` RGB24 and the audio resampled to mono f32 at the window rate —
 /// with one decoding thread; returns both, best pass of each.
-pub fn decode(clip: &Path, config: &DecodeConfig, repeat: usize) -> Result<(DecodeRun, DecodeRun), String> {
-    let bytes = std::fs::read(clip).map_err(|e| format!("reading {}: {e}", clip.display()))?;
+pub fn decode(clip: &Path, config: &DecodeConfig, repeat: usize) -> Result<(DecodeRun, DecodeRun), ToolError> {
+    let bytes = std::fs::read(clip).map_err(ToolError::file("reading", clip))?;
     let mut best = f64::INFINITY;
     let mut windows = 0;
     for _ in 0..repeat.max(1) {
         let started = Instant::now();
-        let decoded = decode_segment(bytes.clone(), config).map_err(|e| format!("{}: {e}", clip.display()))?;
+        let decoded = decode_segment(bytes.clone(), config)
+            .map_err(|source| ToolError::Decode { clip: clip.to_owned(), source })?;
         best = best.min(started.elapsed().as_secs_f64());
         windows = decoded.len();
     }
     let media_s = windows as f64 * config.hop.as_secs_f64();
-    let product = DecodeRun {
-        name: "novelstream decoder".into(),
-        seconds: best,
-        windows_per_s: windows as f64 / best,
-        realtime: media_s / best,
-    };
+    let product = DecodeRun::best("novelstream decoder", best, windows, media_s);
     let mut cli_best = f64::INFINITY;
     for _ in 0..repeat.max(1) {
         let started = Instant::now();
@@ -53,19 +59,13 @@ pub fn decode(clip: &Path, config: &DecodeConfig, repeat: usize) -> Result<(Deco
             .arg(config.sample_rate.to_string())
             .args(["-f", "f32le", "-y", "/dev/null"])
             .status()
-            .map_err(|e| format!("running ffmpeg: {e}"))?;
+            .map_err(ToolError::FfmpegStart)?;
         if !status.success() {
-            return Err(format!("ffmpeg failed on {}: {status}", clip.display()));
+            return Err(ToolError::FfmpegFailed { clip: clip.to_owned(), status });
         }
         cli_best = cli_best.min(started.elapsed().as_secs_f64());
     }
-    let cli = DecodeRun {
-        name: "ffmpeg CLI, same output".into(),
-        seconds: cli_best,
-        windows_per_s: windows as f64 / cli_best,
-        realtime: media_s / cli_best,
-    };
-    Ok((product, cli))
+    Ok((product, DecodeRun::best("ffmpeg CLI, same output", cli_best, windows, media_s)))
 }
 
 /// Assignment (inference) at one batch size.
@@ -112,13 +112,12 @@ pub fn assign(config: &crate::config::Config, device: tch::Device, sizes: &[usiz
                 })
                 .collect();
             times.sort_by(f64::total_cmp);
-            let rank = |p: f64| times[((p * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1];
             let total: f64 = times.iter().sum();
             AssignRun {
                 batch,
                 windows_per_s: (batch * times.len()) as f64 / total,
-                p50_s: rank(0.5),
-                p99_s: rank(0.99),
+                p50_s: nearest_rank(&times, 0.5),
+                p99_s: nearest_rank(&times, 0.99),
             }
         })
         .collect()
@@ -146,10 +145,10 @@ pub fn train(
     device: tch::Device,
     steps: usize,
     warmup: usize,
-) -> Result<TrainRun, String> {
+) -> Result<TrainRun, ToolError> {
     use tch::{Kind, Tensor};
     let (m, d, t) = (&config.model, &config.decode, &config.train);
-    let mut learner = crate::train::Learner::new(m, t, device).map_err(|e| e.to_string())?;
+    let mut learner = crate::train::Learner::new(m, t, device)?;
     let b = t.batch_size as i64;
     let mel = crate::model::LogMel::new(d.sample_rate);
     let mel_frames = mel.frames_for((d.window.as_secs_f64() * f64::from(d.sample_rate)) as usize) as i64;
@@ -181,13 +180,12 @@ pub fn train(
         .collect();
     let mean_s = times.iter().sum::<f64>() / times.len() as f64;
     times.sort_by(f64::total_cmp);
-    let rank = |p: f64| times[((p * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1];
     Ok(TrainRun {
         windows_per_step: 2 * t.batch_size,
         steps: times.len(),
         mean_s,
-        p50_s: rank(0.5),
-        p90_s: rank(0.9),
+        p50_s: nearest_rank(&times, 0.5),
+        p90_s: nearest_rank(&times, 0.9),
         windows_per_s: (2 * t.batch_size) as f64 / mean_s,
     })
 }

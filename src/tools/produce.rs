@@ -7,19 +7,23 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
+use super::manifest::read_manifest;
+use super::ToolError;
 use crate::config::KafkaConfig;
 use crate::source::{SegmentRef, SEGMENT_SCHEMA};
-use crate::{Error, Result};
 
 /// What to publish and how.
 #[derive(Debug, Clone)]
 pub struct ProduceOptions {
+    /// The topic the daemon reads segments from.
     pub topic: String,
     /// Files, or directories whose files are taken in name order.
     pub paths: Vec<PathBuf>,
+    /// The stream every file belongs to (the message key).
     pub stream_id: String,
     /// Sequence number of the first segment.
     pub first_seq: u64,
+    /// Known class every segment is labelled with, or none.
     pub label: Option<String>,
     /// Send the media bytes as the message (headers carry the fields) instead of a `file://` URI.
     pub inline: bool,
@@ -29,18 +33,20 @@ pub struct ProduceOptions {
 #[derive(Debug, Clone)]
 pub struct Produced {
     pub segment_id: String,
+    /// The file the segment's media came from.
     pub path: PathBuf,
+    /// Where the broker stored it.
     pub partition: i32,
     pub offset: i64,
 }
 
 /// Lists the files to publish: files as given, directories expanded (not recursively), sorted.
-pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ToolError> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
             let mut inner: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(Error::io(format!("listing {}", path.display())))?
+                .map_err(ToolError::file("listing", path))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.is_file())
                 .collect();
@@ -49,19 +55,16 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         } else if path.is_file() {
             files.push(path.clone());
         } else {
-            return Err(Error::Io {
-                context: format!("{}", path.display()),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
-            });
+            return Err(ToolError::NotFound { path: path.clone() });
         }
     }
     Ok(files)
 }
 
 /// Publishes each file as one segment of `stream_id`, waiting for every acknowledgement.
-pub async fn produce(kafka: &KafkaConfig, options: &ProduceOptions) -> Result<Vec<Produced>> {
+pub async fn produce(kafka: &KafkaConfig, options: &ProduceOptions) -> Result<Vec<Produced>, ToolError> {
     let files = collect_files(&options.paths)?;
-    let producer: FutureProducer = kafka.client_config().create().map_err(Error::kafka("creating producer"))?;
+    let producer: FutureProducer = kafka.client_config().create().map_err(ToolError::kafka("creating producer"))?;
     let mut produced = Vec::with_capacity(files.len());
     for (i, path) in files.iter().enumerate() {
         let seq = options.first_seq + i as u64;
@@ -88,10 +91,15 @@ struct Outgoing<'a> {
 
 /// Publishes one segment (a `file://` reference, or inline bytes with the fields as headers) and
 /// waits for its acknowledgement.
-async fn send_segment(producer: &FutureProducer, topic: &str, inline: bool, s: Outgoing<'_>) -> Result<Produced> {
+async fn send_segment(
+    producer: &FutureProducer,
+    topic: &str,
+    inline: bool,
+    s: Outgoing<'_>,
+) -> Result<Produced, ToolError> {
     let start_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).ok();
     let (payload, headers) = if inline {
-        let bytes = std::fs::read(s.path).map_err(Error::io(format!("reading {}", s.path.display())))?;
+        let bytes = std::fs::read(s.path).map_err(ToolError::file("reading", s.path))?;
         let seq_text = s.seq.to_string();
         let start_text = start_ms.map(|t| t.to_string());
         let mut headers = OwnedHeaders::new();
@@ -130,7 +138,7 @@ async fn send_segment(producer: &FutureProducer, topic: &str, inline: bool, s: O
     let delivery = producer
         .send(record, Timeout::Never)
         .await
-        .map_err(|(e, _)| Error::Kafka { context: format!("producing {}", s.path.display()), source: e })?;
+        .map_err(|(e, _)| ToolError::Kafka { context: format!("producing {}", s.path.display()), source: e })?;
     Ok(Produced {
         segment_id: s.segment_id,
         path: s.path.to_owned(),
@@ -142,12 +150,15 @@ async fn send_segment(producer: &FutureProducer, topic: &str, inline: bool, s: O
 /// Streaming a labelled clip set (an `av-digits` manifest) as several interleaved streams.
 #[derive(Debug, Clone)]
 pub struct ManifestOptions {
+    /// The topic the daemon reads segments from.
     pub topic: String,
+    /// The av-digits `manifest.json`; clip paths are relative to its folder.
     pub manifest: PathBuf,
     /// Only clips of this split (`train`, `test`), or all.
     pub split: Option<String>,
     /// Classes whose clips carry their label; every other clip is sent unlabelled.
     pub known: Vec<String>,
+    /// Streams the clips are dealt over, round-robin.
     pub streams: usize,
     /// Order of the clips: shuffled with this seed.
     pub seed: u64,
@@ -155,17 +166,15 @@ pub struct ManifestOptions {
     pub rate: f64,
     /// Clips sent at most (0: all).
     pub limit: usize,
+    /// Send the media bytes in the message instead of a `file://` URI.
     pub inline: bool,
 }
 
 /// Publishes the clips of a manifest in a seeded random order, round-robin over `streams`
 /// streams (`av-0`, `av-1`, …). A clip's segment id is its path in the manifest, so `score`
 /// can find its true class; only clips of `known` classes carry their label.
-pub async fn produce_manifest(kafka: &KafkaConfig, options: &ManifestOptions) -> Result<Vec<Produced>> {
-    let text = std::fs::read_to_string(&options.manifest)
-        .map_err(Error::io(format!("reading {}", options.manifest.display())))?;
-    let manifest: crate::eval::av_digits::AvManifest = serde_json::from_str(&text)
-        .map_err(|e| Error::Pipeline(format!("{}: not an av-digits manifest: {e}", options.manifest.display())))?;
+pub async fn produce_manifest(kafka: &KafkaConfig, options: &ManifestOptions) -> Result<Vec<Produced>, ToolError> {
+    let manifest = read_manifest(&options.manifest)?;
     let root = options.manifest.parent().unwrap_or(Path::new("."));
     let mut clips: Vec<_> =
         manifest.clips.iter().filter(|c| options.split.as_ref().is_none_or(|s| *s == c.split)).collect();
@@ -173,7 +182,7 @@ pub async fn produce_manifest(kafka: &KafkaConfig, options: &ManifestOptions) ->
     if options.limit > 0 {
         clips.truncate(options.limit);
     }
-    let producer: FutureProducer = kafka.client_config().create().map_err(Error::kafka("creating producer"))?;
+    let producer: FutureProducer = kafka.client_config().create().map_err(ToolError::kafka("creating producer"))?;
     let streams: Vec<String> = (0..options.streams.max(1)).map(|i| format!("av-{i}")).collect();
     let started = std::time::Instant::now();
     let mut produced = Vec::with_capacity(clips.len());
@@ -196,9 +205,7 @@ pub async fn produce_manifest(kafka: &KafkaConfig, options: &ManifestOptions) ->
 }
 
 /// The `file://` URI of a path, made absolute.
-pub fn file_uri(path: &Path) -> Result<String> {
-    let absolute = path.canonicalize().map_err(Error::io(format!("resolving {}", path.display())))?;
-    url::Url::from_file_path(&absolute)
-        .map(|u| u.to_string())
-        .map_err(|()| Error::Pipeline(format!("{} cannot be a file URI", absolute.display())))
+pub fn file_uri(path: &Path) -> Result<String, ToolError> {
+    let absolute = path.canonicalize().map_err(ToolError::file("resolving", path))?;
+    url::Url::from_file_path(&absolute).map(|u| u.to_string()).map_err(|()| ToolError::FileUri { path: absolute })
 }

@@ -4,10 +4,11 @@
 //! only here, after the fact.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt::Write;
 
 use serde::Serialize;
 
+use super::manifest::truth_labels;
+use super::TopicRecord;
 use crate::eval::av_digits::AvManifest;
 use crate::eval::metrics::{ari, cluster_accuracy, nmi};
 use crate::sink::{Assignment, Kind};
@@ -24,8 +25,10 @@ pub struct Slice {
     pub novel_accuracy: Option<f64>,
 }
 
+/// What `score` measured: `score.json`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ScoreReport {
+    /// Distinct (segment, window) pairs published, and the segments they belong to.
     pub windows: usize,
     pub segments: usize,
     /// Novel-kind windows of clips with a truth, over the whole run.
@@ -69,89 +72,151 @@ impl Latency {
             return None;
         }
         samples.sort_unstable();
-        let rank = |p: f64| samples[((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
         Some(Latency {
             windows: samples.len(),
-            p50_ms: rank(0.50),
-            p95_ms: rank(0.95),
-            p99_ms: rank(0.99),
+            p50_ms: nearest_rank(&samples, 0.50),
+            p95_ms: nearest_rank(&samples, 0.95),
+            p99_ms: nearest_rank(&samples, 0.99),
             max_ms: samples[samples.len() - 1],
         })
     }
 }
 
-/// Scores `records` (assignment payloads with their publish times). Duplicates of a
-/// (segment, window) count once, the first time. `sent` (segment id → its publish time on the
-/// input topic) adds the assignment latency.
+/// The `p` quantile of sorted, non-empty `samples` by nearest rank.
+pub fn nearest_rank<T: Copy>(sorted: &[T], p: f64) -> T {
+    sorted[((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// Every window's first publication in publish order, and how many later publications of an
+/// already published (segment, window) there were (at-least-once redelivery). Records that are
+/// not assignments are skipped.
+pub fn first_publications(records: &[TopicRecord]) -> (Vec<(Assignment, i64)>, usize) {
+    let mut assignments: Vec<(Assignment, i64)> = records
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<Assignment>(&r.payload).ok().map(|a| (a, r.timestamp_ms)))
+        .collect();
+    assignments.sort_by_key(|(_, t)| *t);
+    let published = assignments.len();
+    let mut seen = HashSet::new();
+    assignments.retain(|(a, _)| seen.insert((a.segment_id.clone(), a.window)));
+    let duplicates = published - assignments.len();
+    (assignments, duplicates)
+}
+
+/// Scores `records` (as read from the assignments topic). Duplicates of a (segment, window)
+/// count once, the first time. `sent` (segment id → its publish time on the input topic) adds
+/// the assignment latency.
 pub fn score(
-    records: &[(Vec<u8>, i64)],
+    records: &[TopicRecord],
     truth: &AvManifest,
     split: Option<&str>,
     slices: usize,
     sent: Option<&HashMap<String, i64>>,
 ) -> ScoreReport {
-    let labels: HashMap<String, &str> = truth
-        .clips
-        .iter()
-        .filter(|c| split.is_none_or(|s| c.split == s))
-        .map(|c| (c.path.to_string_lossy().into_owned(), c.label.as_str()))
-        .collect();
-    let mut assignments: Vec<(Assignment, i64)> =
-        records.iter().filter_map(|(p, t)| serde_json::from_slice::<Assignment>(p).ok().map(|a| (a, *t))).collect();
-    assignments.sort_by_key(|(_, t)| *t);
-
-    let mut seen = HashSet::new();
-    let mut duplicate_windows = 0;
-    let mut per_segment: HashMap<String, usize> = HashMap::new();
-    let mut model_versions = BTreeMap::new();
-    let mut unknown_segments = HashSet::new();
-    // (truth class, cluster) of novel windows in publish order, with their times.
-    let mut novel: Vec<(usize, String, i64)> = Vec::new();
-    let (mut known_windows, mut known_right) = (0, 0);
-    let mut latencies = Vec::new();
-    for (a, time) in &assignments {
-        if !seen.insert((a.segment_id.clone(), a.window)) {
-            duplicate_windows += 1;
-            continue;
-        }
-        if let Some(at) = sent.and_then(|s| s.get(&a.segment_id)) {
-            latencies.push(time - at);
-        }
-        *per_segment.entry(a.segment_id.clone()).or_default() += 1;
-        *model_versions.entry(a.model_version).or_default() += 1;
-        let Some(label) = labels.get(&a.segment_id) else {
-            unknown_segments.insert(a.segment_id.clone());
-            continue;
-        };
-        match a.kind {
-            Kind::Known => {
-                known_windows += 1;
-                known_right += usize::from(a.cluster == *label);
-            }
-            Kind::Novel => {
-                let class = truth.classes.iter().position(|c| c == label).unwrap_or(usize::MAX);
-                novel.push((class, a.cluster.clone(), *time));
-            }
-        }
+    let labels = truth_labels(truth, split);
+    let (assignments, duplicate_windows) = first_publications(records);
+    let tally = Tally::count(&assignments, &labels, &truth.classes, sent);
+    let (novel_accuracy, novel_nmi, novel_ari) = clustering(&tally.novel);
+    let mut windows_per_segment = BTreeMap::new();
+    for count in tally.per_segment.values() {
+        *windows_per_segment.entry(*count).or_default() += 1;
     }
-    let clustering = |part: &[(usize, String, i64)]| -> (f64, f64, f64) {
-        if part.is_empty() {
-            return (0.0, 0.0, 0.0);
+    let novel = &tally.novel;
+    ScoreReport {
+        windows: assignments.len(),
+        segments: tally.per_segment.len(),
+        novel_windows: novel.len(),
+        novel_accuracy,
+        novel_nmi,
+        novel_ari,
+        last_half_novel_accuracy: clustering(&novel[novel.len() / 2..]).0,
+        known_windows: tally.known_windows,
+        known_accuracy: if tally.known_windows > 0 {
+            tally.known_right as f64 / tally.known_windows as f64
+        } else {
+            0.0
+        },
+        slices: time_slices(novel, slices),
+        windows_per_segment,
+        duplicate_windows,
+        missing_segments: labels.keys().filter(|s| !tally.per_segment.contains_key(*s)).count(),
+        unknown_segments: tally.unknown_segments.len(),
+        model_versions: tally.model_versions,
+        latency: Latency::of(tally.latencies),
+    }
+}
+
+/// A novel window: its true class (index in the manifest's classes), its cluster and its
+/// publish time.
+type NovelWindow = (usize, String, i64);
+
+/// What one pass over the windows' first publications counts.
+#[derive(Default)]
+struct Tally {
+    per_segment: HashMap<String, usize>,
+    model_versions: BTreeMap<u64, usize>,
+    unknown_segments: HashSet<String>,
+    /// In publish order.
+    novel: Vec<NovelWindow>,
+    known_windows: usize,
+    known_right: usize,
+    latencies: Vec<i64>,
+}
+
+impl Tally {
+    fn count(
+        assignments: &[(Assignment, i64)],
+        labels: &HashMap<String, &str>,
+        classes: &[String],
+        sent: Option<&HashMap<String, i64>>,
+    ) -> Self {
+        let mut t = Tally::default();
+        for (a, time) in assignments {
+            if let Some(at) = sent.and_then(|s| s.get(&a.segment_id)) {
+                t.latencies.push(time - at);
+            }
+            *t.per_segment.entry(a.segment_id.clone()).or_default() += 1;
+            *t.model_versions.entry(a.model_version).or_default() += 1;
+            let Some(label) = labels.get(&a.segment_id) else {
+                t.unknown_segments.insert(a.segment_id.clone());
+                continue;
+            };
+            match a.kind {
+                Kind::Known => {
+                    t.known_windows += 1;
+                    t.known_right += usize::from(a.cluster == *label);
+                }
+                Kind::Novel => {
+                    let class = classes.iter().position(|c| c == label).unwrap_or(usize::MAX);
+                    t.novel.push((class, a.cluster.clone(), *time));
+                }
+            }
         }
-        let mut ids: HashMap<&str, usize> = HashMap::new();
-        let truth: Vec<usize> = part.iter().map(|p| p.0).collect();
-        let predicted: Vec<usize> = part
-            .iter()
-            .map(|p| {
-                let next = ids.len();
-                *ids.entry(p.1.as_str()).or_insert(next)
-            })
-            .collect();
-        (cluster_accuracy(&truth, &predicted), nmi(&truth, &predicted), ari(&truth, &predicted))
-    };
-    let (novel_accuracy, novel_nmi, novel_ari) = clustering(&novel);
+        t
+    }
+}
+
+/// Accuracy (Hungarian), NMI and ARI of the clusters against the true classes; zeros when empty.
+fn clustering(part: &[NovelWindow]) -> (f64, f64, f64) {
+    if part.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    let truth: Vec<usize> = part.iter().map(|p| p.0).collect();
+    let predicted: Vec<usize> = part
+        .iter()
+        .map(|p| {
+            let next = ids.len();
+            *ids.entry(p.1.as_str()).or_insert(next)
+        })
+        .collect();
+    (cluster_accuracy(&truth, &predicted), nmi(&truth, &predicted), ari(&truth, &predicted))
+}
+
+/// The novel windows cut into `slices` equal runs in publish order, each with its accuracy.
+fn time_slices(novel: &[NovelWindow], slices: usize) -> Vec<Slice> {
     let slices = slices.max(1);
-    let slice_list = (0..slices)
+    (0..slices)
         .filter_map(|i| {
             let (from, to) = (i * novel.len() / slices, (i + 1) * novel.len() / slices);
             let part = &novel[from..to];
@@ -163,33 +228,11 @@ pub fn score(
                 novel_accuracy: Some(clustering(part).0),
             })
         })
-        .collect();
-    let mut windows_per_segment = BTreeMap::new();
-    for count in per_segment.values() {
-        *windows_per_segment.entry(*count).or_default() += 1;
-    }
-    ScoreReport {
-        windows: seen.len(),
-        segments: per_segment.len(),
-        novel_windows: novel.len(),
-        novel_accuracy,
-        novel_nmi,
-        novel_ari,
-        last_half_novel_accuracy: clustering(&novel[novel.len() / 2..]).0,
-        known_windows,
-        known_accuracy: if known_windows > 0 { known_right as f64 / known_windows as f64 } else { 0.0 },
-        slices: slice_list,
-        windows_per_segment,
-        duplicate_windows,
-        missing_segments: labels.keys().filter(|s| !per_segment.contains_key(*s)).count(),
-        unknown_segments: unknown_segments.len(),
-        model_versions,
-        latency: Latency::of(latencies),
-    }
+        .collect()
 }
 
 /// Each segment's publish time on the input topic, from its records (the first, if repeated).
-pub fn segment_times(records: &[crate::summary::TopicRecord]) -> HashMap<String, i64> {
+pub fn segment_times(records: &[TopicRecord]) -> HashMap<String, i64> {
     let mut times = HashMap::new();
     for r in records {
         let id = match r.headers.iter().find(|(k, _)| k == "segment_id") {
@@ -203,51 +246,6 @@ pub fn segment_times(records: &[crate::summary::TopicRecord]) -> HashMap<String,
         }
     }
     times
-}
-
-/// The accuracy-over-time curve as a self-contained SVG: novel accuracy per slice.
-pub fn accuracy_svg(report: &ScoreReport) -> String {
-    let (width, height, margin) = (640.0, 320.0, 48.0);
-    let n = report.slices.len().max(1) as f64;
-    let x = |i: f64| margin + (width - 2.0 * margin) * if n > 1.0 { i / (n - 1.0) } else { 0.5 };
-    let y = |acc: f64| height - margin - (height - 2.0 * margin) * acc;
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = write!(svg, r#"<rect width="{width}" height="{height}" fill="white"/>"#);
-    for tick in [0.0, 0.25, 0.5, 0.75, 1.0] {
-        let _ = write!(
-            svg,
-            r##"<line x1="{m}" x2="{r}" y1="{yy}" y2="{yy}" stroke="#ddd"/><text x="{t}" y="{ty}" text-anchor="end">{p:.0}%</text>"##,
-            m = margin,
-            r = width - margin,
-            yy = y(tick),
-            t = margin - 6.0,
-            ty = y(tick) + 4.0,
-            p = tick * 100.0
-        );
-    }
-    let points: Vec<String> = report
-        .slices
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| s.novel_accuracy.map(|a| format!("{:.1},{:.1}", x(i as f64), y(a))))
-        .collect();
-    let _ = write!(svg, r##"<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{}"/>"##, points.join(" "));
-    for p in &points {
-        let (px, py) = p.split_once(',').expect("x,y");
-        let _ = write!(svg, r##"<circle cx="{px}" cy="{py}" r="3" fill="#1f77b4"/>"##);
-    }
-    let _ = write!(
-        svg,
-        r#"<text x="{cx}" y="20" text-anchor="middle">Novel-class accuracy over the run ({n} slices of published windows)</text><text x="{cx}" y="{by}" text-anchor="middle">time →</text></svg>"#,
-        cx = width / 2.0,
-        n = report.slices.len(),
-        by = height - 12.0
-    );
-    svg
 }
 
 #[cfg(test)]
@@ -286,21 +284,8 @@ mod tests {
         }
     }
 
-    fn record(segment: &str, kind: Kind, cluster: &str, version: u64, time: i64) -> (Vec<u8>, i64) {
-        let a = Assignment {
-            schema: crate::sink::ASSIGNMENT_SCHEMA.into(),
-            stream_id: "av-0".into(),
-            segment_id: segment.into(),
-            seq: 0,
-            window: 0,
-            start_ms: 0,
-            end_ms: 1000,
-            kind,
-            cluster: cluster.into(),
-            confidence: 0.9,
-            model_version: version,
-        };
-        (serde_json::to_vec(&a).unwrap(), time)
+    fn record(segment: &str, kind: Kind, cluster: &str, version: u64, time: i64) -> TopicRecord {
+        crate::tools::testing::assignment(segment, kind, cluster, 0.9, version, time)
     }
 
     #[test]
@@ -330,7 +315,7 @@ mod tests {
         assert_eq!(report.slices[0].novel_accuracy, Some(0.5));
         assert_eq!(report.windows_per_segment, BTreeMap::from([(1, 6)]));
         assert_eq!(report.model_versions, BTreeMap::from([(0, 3), (1, 3)]));
-        let svg = accuracy_svg(&report);
+        let svg = crate::tools::charts::accuracy_svg(&report);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>") && svg.contains("<polyline"));
         // Windows of sent segments: 1 - 0, 2 - 1, 5 - 2 (the duplicate at 6 does not count).
         let latency = report.latency.unwrap();
@@ -347,7 +332,6 @@ mod tests {
 
     #[test]
     fn segment_times_from_references_and_inline_headers() {
-        use crate::summary::TopicRecord;
         let record = |payload: &[u8], headers: Vec<(String, Vec<u8>)>, t| TopicRecord {
             key: String::new(),
             payload: payload.to_vec(),

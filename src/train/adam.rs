@@ -3,7 +3,11 @@
 //! `tch::nn::Optimizer` does not expose them, and a restart would otherwise begin again from
 //! zero moments.
 
+use std::collections::HashMap;
+
 use tch::{nn, Kind, Tensor};
+
+use super::checkpoint::RestoreError;
 
 /// The optimiser and its state: step count and first and second moments per variable.
 pub struct Adam {
@@ -86,27 +90,20 @@ impl Adam {
 
     /// Restores [`Adam::state`]. A checkpoint without it (written before the optimiser state was
     /// kept) leaves the moments at zero and says so; one with moments of other shapes is refused.
-    pub fn restore(&mut self, tensors: &std::collections::HashMap<&str, &Tensor>) -> Result<bool, String> {
+    pub fn restore(&mut self, tensors: &HashMap<&str, &Tensor>) -> Result<bool, RestoreError> {
         let Some(step) = tensors.get("adam.step") else {
             return Ok(false);
         };
         let mut found = Vec::with_capacity(self.params.len());
         for (name, p, _, _) in &self.params {
-            let (m, v) = match (
-                tensors.get(format!("adam.m.{name}").as_str()),
-                tensors.get(format!("adam.v.{name}").as_str()),
-            ) {
-                (Some(m), Some(v)) => (m, v),
-                _ => return Err(format!("checkpoint lacks the optimiser moments of {name}")),
+            let moment = |which: &str| {
+                let key = format!("adam.{which}.{name}");
+                let saved =
+                    tensors.get(key.as_str()).copied().ok_or_else(|| RestoreError::Missing { name: key.clone() })?;
+                RestoreError::check_shape(&key, p, saved)?;
+                Ok::<_, RestoreError>(saved.shallow_clone())
             };
-            if m.size() != p.size() || v.size() != p.size() {
-                return Err(format!(
-                    "optimiser moments of {name}: shape {:?} in the checkpoint, {:?} here",
-                    m.size(),
-                    p.size()
-                ));
-            }
-            found.push(((*m).shallow_clone(), (*v).shallow_clone()));
+            found.push((moment("m")?, moment("v")?));
         }
         let _guard = tch::no_grad_guard();
         for ((_, p, m, v), (saved_m, saved_v)) in self.params.iter_mut().zip(found) {
@@ -164,14 +161,19 @@ mod tests {
             adam.backward_step(&x.apply(&net).sum(Kind::Float));
         }
         let saved = adam.state();
-        let map: std::collections::HashMap<&str, &Tensor> = saved.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let mut map: HashMap<&str, &Tensor> = saved.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let mut fresh = Adam::new(&vars, 0.01, 0.0);
-        assert_eq!(fresh.restore(&map), Ok(true));
+        assert!(fresh.restore(&map).unwrap());
         assert_eq!(fresh.step, 3);
         for ((_, _, m1, v1), (_, _, m2, v2)) in adam.params.iter().zip(&fresh.params) {
             assert!(m1.allclose(m2, 0.0, 0.0, false) && v1.allclose(v2, 0.0, 0.0, false));
         }
-        let old: std::collections::HashMap<&str, &Tensor> = std::collections::HashMap::new();
-        assert_eq!(Adam::new(&vars, 0.01, 0.0).restore(&old), Ok(false), "older checkpoints have no optimiser state");
+        let old: HashMap<&str, &Tensor> = HashMap::new();
+        assert!(!Adam::new(&vars, 0.01, 0.0).restore(&old).unwrap(), "older checkpoints have no optimiser state");
+        // A moment of another shape is refused, naming the tensor and both shapes.
+        let wrong = Tensor::zeros([7], (Kind::Float, tch::Device::Cpu));
+        map.insert("adam.v.fc.bias", &wrong);
+        let error = Adam::new(&vars, 0.01, 0.0).restore(&map).unwrap_err().to_string();
+        assert_eq!(error, "adam.v.fc.bias: shape [7] in the checkpoint, [2] here");
     }
 }

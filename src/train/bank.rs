@@ -1,8 +1,13 @@
 //! The memory bank: a fixed-size queue of keys from the momentum encoder, with the label of
 //! each (−1 for unlabelled windows), supplying contrastive negatives beyond the batch.
 
+use std::collections::HashMap;
+
 use tch::{Device, Kind, Tensor};
 
+use super::checkpoint::RestoreError;
+
+/// Keys `[capacity, P]` and their labels, filled in turn.
 #[derive(Debug)]
 pub struct MemoryBank {
     keys: Tensor,
@@ -14,6 +19,7 @@ pub struct MemoryBank {
 }
 
 impl MemoryBank {
+    /// An empty bank of `capacity` keys of `dim` columns on `device`.
     pub fn new(capacity: i64, dim: i64, device: Device) -> Self {
         assert!(capacity > 0 && dim > 0, "memory bank must have rows and columns");
         Self {
@@ -24,14 +30,17 @@ impl MemoryBank {
         }
     }
 
+    /// Rows the bank holds when full.
     pub fn capacity(&self) -> i64 {
         self.keys.size()[0]
     }
 
+    /// Rows holding keys.
     pub fn len(&self) -> i64 {
         self.filled
     }
 
+    /// Whether no key has been pushed yet.
     pub fn is_empty(&self) -> bool {
         self.filled == 0
     }
@@ -41,25 +50,32 @@ impl MemoryBank {
         (self.keys.narrow(0, 0, self.filled), self.labels.narrow(0, 0, self.filled))
     }
 
-    /// Enqueues `keys` `[B, P]` (detached) with `labels` `[B]`, overwriting the oldest rows.
     /// The whole state, for checkpoints: keys, labels, and `[cursor, filled]`.
     pub fn state(&self) -> [Tensor; 3] {
         [self.keys.copy(), self.labels.copy(), Tensor::from_slice(&[self.cursor, self.filled])]
     }
 
-    /// Restores [`MemoryBank::state`]; refuses a state of another shape.
-    pub fn restore(&mut self, keys: &Tensor, labels: &Tensor, position: &Tensor) -> Result<(), String> {
-        if keys.size() != self.keys.size() || labels.size() != self.labels.size() {
-            return Err(format!("memory bank of shape {:?}, checkpoint has {:?}", self.keys.size(), keys.size()));
-        }
-        let position = Vec::<i64>::try_from(position).map_err(|e| e.to_string())?;
+    /// Restores [`MemoryBank::state`] from the tensors `<prefix>.keys`, `.labels` and
+    /// `.position`; `Ok(false)` when the checkpoint lacks any of them (an older format), an error when they do not
+    /// fit this bank.
+    pub fn restore(&mut self, prefix: &str, tensors: &HashMap<&str, &Tensor>) -> Result<bool, RestoreError> {
+        let name = |part: &str| format!("{prefix}.{part}");
+        let get = |part: &str| tensors.get(name(part).as_str()).copied();
+        let (Some(keys), Some(labels), Some(position)) = (get("keys"), get("labels"), get("position")) else {
+            return Ok(false);
+        };
+        RestoreError::check_shape(&name("keys"), &self.keys, keys)?;
+        RestoreError::check_shape(&name("labels"), &self.labels, labels)?;
+        let position = Vec::<i64>::try_from(position)
+            .map_err(|source| RestoreError::Unreadable { name: name("position"), source })?;
         let _guard = tch::no_grad_guard();
         self.keys.copy_(keys);
         self.labels.copy_(labels);
         (self.cursor, self.filled) = (position[0], position[1]);
-        Ok(())
+        Ok(true)
     }
 
+    /// Enqueues `keys` `[B, P]` (detached) with `labels` `[B]`, overwriting the oldest rows.
     pub fn push(&mut self, keys: &Tensor, labels: &Tensor) {
         let _guard = tch::no_grad_guard();
         let capacity = self.capacity();

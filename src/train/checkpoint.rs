@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use super::{Learner, WtaHash};
+
 const MAGIC: &[u8; 4] = b"NSCK";
 const META: &str = "__meta__";
 /// Bumped when the layout changes; older files are refused with a clear error.
@@ -29,6 +31,7 @@ pub struct CheckpointMeta {
     pub saved_at_ms: i64,
 }
 
+/// Why a checkpoint could not be written, read or used.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("{path}: {source}")]
@@ -37,6 +40,36 @@ pub enum CheckpointError {
     Corrupt { path: PathBuf, problem: String },
     #[error("{path}: {source}")]
     Tensors { path: PathBuf, source: tch::TchError },
+    /// The file is sound but was written by a learner of another model config.
+    #[error("{path}: checkpoint does not fit this model config: {source}")]
+    Mismatch { path: PathBuf, source: RestoreError },
+}
+
+/// Which of a checkpoint's tensors does not fit the learner it is restored into.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// A tensor this learner has is not in the checkpoint.
+    #[error("checkpoint lacks {name}")]
+    Missing { name: String },
+    /// A tensor has another shape in the checkpoint than here.
+    #[error("{name}: shape {found:?} in the checkpoint, {expected:?} here")]
+    Shape { name: String, expected: Vec<i64>, found: Vec<i64> },
+    /// The WTA permutations compare another number of dimensions.
+    #[error("WTA over {found} dimensions in the checkpoint, {expected} here")]
+    WtaDimensions { expected: usize, found: usize },
+    /// A tensor is there but its values cannot be read as expected.
+    #[error("{name}: {source}")]
+    Unreadable { name: String, source: tch::TchError },
+}
+
+impl RestoreError {
+    /// `Ok` when `found`, the checkpoint's tensor `name`, has the shape of `expected`.
+    pub fn check_shape(name: &str, expected: &Tensor, found: &Tensor) -> Result<(), RestoreError> {
+        if found.size() == expected.size() {
+            return Ok(());
+        }
+        Err(RestoreError::Shape { name: name.to_owned(), expected: expected.size(), found: found.size() })
+    }
 }
 
 /// The previous generation of `path`.
@@ -126,6 +159,37 @@ pub fn load_latest(path: &Path) -> Option<(CheckpointMeta, Vec<(String, Tensor)>
         }
     }
     None
+}
+
+/// Writes `learner`'s state as model version `version` (see [`save`]); the step it was at.
+pub fn save_learner(path: &Path, version: u64, learner: &Learner) -> Result<u64, CheckpointError> {
+    let (step, wta, tensors) = learner.state();
+    let meta = CheckpointMeta {
+        format: FORMAT,
+        version,
+        step,
+        wta_dim: wta.dim(),
+        wta_prefixes: wta.prefixes().to_vec(),
+        saved_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+    };
+    save(path, &meta, &tensors)?;
+    Ok(step)
+}
+
+/// Restores `learner` from the newest good checkpoint at `path` (see [`load_latest`]): its
+/// metadata, or `None` when there is no usable checkpoint. One written for another model config
+/// is refused with what does not fit, and the learner keeps its weights.
+pub fn resume(path: &Path, learner: &mut Learner) -> Result<Option<CheckpointMeta>, CheckpointError> {
+    let Some((meta, tensors)) = load_latest(path) else {
+        return Ok(None);
+    };
+    let wta = WtaHash::from_prefixes(meta.wta_dim, meta.wta_prefixes.clone());
+    learner
+        .restore(meta.step, wta, &tensors)
+        .map_err(|source| CheckpointError::Mismatch { path: path.to_owned(), source })?;
+    Ok(Some(meta))
 }
 
 #[cfg(test)]

@@ -4,34 +4,11 @@
 //! The WTA hash compares two windows alone; the bank's clusters see the whole neighbourhood,
 //! which pairs windows of a class the hash finds too varied to call similar.
 
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use super::kmeans::{plus_plus, Lloyd, Metric, Update};
+use crate::config::ClusterPairs;
 use crate::model::l2_normalize;
-
-/// How the bank's clusters join the WTA pseudo labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClusterPairs {
-    /// WTA pseudo labels alone (the paper's method).
-    Off,
-    /// A pair is positive when the WTA hash or the bank's clusters say so.
-    Union,
-    /// Positive when both say so, negative when neither does; pairs they disagree on are left
-    /// out of the loss.
-    Agree,
-}
-
-/// Where each refresh of the bank's clusters starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClusterStart {
-    /// The previous centroids: the clusters follow the keys as the features move.
-    Previous,
-    /// Once ramped up, the means of the batch's keys grouped by the momentum encoder's
-    /// unlabelled head: the clusters follow the head, so the pseudo labels and the head agree.
-    Head,
-}
 
 /// Centroids of the unlabelled keys, refreshed every few steps.
 #[derive(Debug, Default)]
@@ -39,8 +16,10 @@ pub struct BankClusters {
     centroids: Option<Tensor>,
 }
 
-/// Lloyd iterations per candidate clustering.
-const ITERATIONS: usize = 10;
+/// Spherical k-means with the refresh's `min_share`: ten updates from each start.
+fn lloyd(min_share: f64) -> Lloyd {
+    Lloyd { metric: Metric::Cosine, updates: 10, until_stable: false, update: Update::Together, min_share }
+}
 
 impl BankClusters {
     /// Clusters `keys` `[N, P]` into `k` groups, starting from the previous centroids (from `k`
@@ -73,18 +52,12 @@ impl BankClusters {
             _ => x.index_select(0, &Tensor::randperm(n, (Kind::Int64, x.device())).narrow(0, 0, k)),
         };
         if let Some((batch, groups)) = anchor {
-            let one_hot = groups.one_hot(k).to_kind(Kind::Float);
-            let sums = one_hot.tr().matmul(&l2_normalize(&batch.detach()));
-            let filled = one_hot.sum_dim_intlist(0, false, Kind::Float).gt(0.0).unsqueeze(1);
-            previous = l2_normalize(&sums).where_self(&filled, &previous);
+            previous = Metric::Cosine.group_centroids(&l2_normalize(&batch.detach()), groups, &previous).0;
         }
         let mut starts = vec![previous];
-        starts.extend((0..restarts).map(|_| kmeans_plus_plus(&x, k)));
-        self.centroids = starts
-            .into_iter()
-            .map(|start| lloyd(&x, start, min_share))
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, centroids)| centroids);
+        starts.extend((0..restarts).map(|_| plus_plus(Metric::Cosine, &x, k)));
+        let runs = starts.into_iter().filter_map(|start| lloyd(min_share).run(&x, start));
+        self.centroids = Metric::Cosine.best(runs).map(|best| best.centroids);
     }
 
     /// Whether [`BankClusters::refresh`] has found centroids yet.
@@ -97,7 +70,7 @@ impl BankClusters {
     pub fn assign(&self, x: &Tensor) -> Option<Tensor> {
         let _guard = tch::no_grad_guard();
         let centroids = self.centroids.as_ref()?;
-        Some(l2_normalize(&x.detach()).matmul(&centroids.tr()).argmax(1, false))
+        Some(Metric::Cosine.nearest(&l2_normalize(&x.detach()), centroids))
     }
 
     /// `[B, B]` float 0/1: whether rows `i` and `j` of `x` `[B, P]` share their nearest centroid;
@@ -106,67 +79,6 @@ impl BankClusters {
         let assignment = self.assign(x)?;
         Some(assignment.unsqueeze(1).eq_tensor(&assignment.unsqueeze(0)).to_kind(Kind::Float))
     }
-}
-
-/// Spherical k-means from `centroids`: (total cosine similarity of the rows of `x` to their
-/// nearest centroid, centroids). With `min_share` above 0, small clusters are moved between
-/// iterations (see [`split_largest`]).
-fn lloyd(x: &Tensor, mut centroids: Tensor, min_share: f64) -> (f64, Tensor) {
-    let k = centroids.size()[0];
-    for iteration in 0..ITERATIONS {
-        let assignment = x.matmul(&centroids.tr()).argmax(1, false);
-        let one_hot = assignment.one_hot(k).to_kind(Kind::Float);
-        let sums = one_hot.tr().matmul(x);
-        let counts = one_hot.sum_dim_intlist(0, false, Kind::Float);
-        // An emptied cluster keeps its centroid.
-        centroids = l2_normalize(&sums).where_self(&counts.gt(0.0).unsqueeze(1), &centroids);
-        if min_share > 0.0 && iteration + 1 < ITERATIONS {
-            centroids = split_largest(x, centroids, &assignment, &counts, min_share);
-        }
-    }
-    let fit = x.matmul(&centroids.tr()).amax(1, false).sum(Kind::Float).double_value(&[]);
-    (fit, centroids)
-}
-
-/// Moves each cluster holding less than `min_share` of the rows of `x` into the largest
-/// cluster, onto its row farthest from its centroid, so that the next iterations split it: a
-/// merged pair of classes beside a nearly empty cluster is a local optimum that refining alone
-/// keeps. `assignment` and `counts` are the rows' clusters and the clusters' sizes.
-fn split_largest(x: &Tensor, mut centroids: Tensor, assignment: &Tensor, counts: &Tensor, min_share: f64) -> Tensor {
-    let floor = min_share * x.size()[0] as f64;
-    let mut sizes = Vec::<f64>::try_from(counts.to_kind(Kind::Double)).expect("counts");
-    for small in 0..sizes.len() {
-        if sizes[small] >= floor {
-            continue;
-        }
-        let largest = (0..sizes.len()).max_by(|&a, &b| sizes[a].total_cmp(&sizes[b])).expect("k > 0");
-        let similarity = x.matmul(&centroids.get(largest as i64));
-        let farthest = similarity.masked_fill(&assignment.ne(largest as i64), f64::INFINITY).argmin(0, true);
-        centroids = centroids.index_copy(0, &Tensor::from_slice(&[small as i64]), &x.index_select(0, &farthest));
-        // The largest is now split in two, as far as the next candidates are concerned.
-        let moved = sizes[largest] / 2.0;
-        sizes[largest] -= moved;
-        sizes[small] += moved;
-    }
-    centroids
-}
-
-/// k-means++ seeding on unit rows: each next centroid is a row drawn with probability
-/// proportional to its squared distance from the nearest centroid so far.
-fn kmeans_plus_plus(x: &Tensor, k: i64) -> Tensor {
-    let n = x.size()[0];
-    let first = Tensor::randint(n, [1], (Kind::Int64, x.device()));
-    let mut chosen = x.index_select(0, &first);
-    for _ in 1..k {
-        // ‖a − b‖² = 2 − 2 a·b for unit vectors.
-        let similarity = x.matmul(&chosen.tr()).amax(1, false);
-        let distance = (similarity * -2.0 + 2.0).clamp_min(0.0);
-        let weights =
-            if distance.sum(Kind::Float).double_value(&[]) > 0.0 { distance } else { x.ones_like().select(1, 0) };
-        let next = weights.multinomial(1, false);
-        chosen = Tensor::cat(&[&chosen, &x.index_select(0, &next)], 0);
-    }
-    chosen
 }
 
 /// Joins WTA `targets` and `mask` with the bank's `same` pairs, all `[B, B]` float 0/1.
@@ -194,6 +106,11 @@ mod tests {
         let group = Tensor::arange(300, (Kind::Int64, Device::Cpu)).remainder(3);
         let keys = directions.index_select(0, &group) + Tensor::randn([300, 8], opts) * 0.05;
         (directions, group, keys)
+    }
+
+    /// Total cosine similarity of `keys` to their nearest centroid after refining `centroids`.
+    fn fit(keys: &Tensor, centroids: &Tensor) -> f64 {
+        lloyd(0.0).run(&l2_normalize(keys), centroids.shallow_clone()).unwrap().fit
     }
 
     /// `[N, N]` float 0/1: whether two keys are of one group.
@@ -234,14 +151,14 @@ mod tests {
             0,
         );
         let stuck = l2_normalize(&stuck);
-        let (stuck_fit, _) = lloyd(&l2_normalize(&keys), stuck.shallow_clone(), 0.0);
+        let stuck_fit = fit(&keys, &stuck);
         let mut clusters = BankClusters { centroids: Some(stuck.shallow_clone()) };
         clusters.refresh(&keys, 3, 0, 0.0, None);
-        let (kept, _) = lloyd(&l2_normalize(&keys), clusters.centroids.as_ref().unwrap().shallow_clone(), 0.0);
+        let kept = fit(&keys, clusters.centroids.as_ref().unwrap());
         assert!((kept - stuck_fit).abs() < 1.0, "without restarts the warm start stays stuck: {kept} vs {stuck_fit}");
         clusters.refresh(&keys, 3, 3, 0.0, None);
-        let (fit, _) = lloyd(&l2_normalize(&keys), clusters.centroids.as_ref().unwrap().shallow_clone(), 0.0);
-        assert!(fit > stuck_fit + 30.0, "refreshed fit {fit}, stuck {stuck_fit}");
+        let refreshed = fit(&keys, clusters.centroids.as_ref().unwrap());
+        assert!(refreshed > stuck_fit + 30.0, "refreshed fit {refreshed}, stuck {stuck_fit}");
         let same = clusters.same_cluster(&keys).unwrap();
         assert_eq!(same, same_group(&group));
     }

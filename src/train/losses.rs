@@ -1,15 +1,6 @@
-//! The loss terms of DESIGN.md §2, as plain functions of tensors.
+//! The loss terms of the method (docs/ARCHITECTURE.md), as plain functions of tensors.
 
 use tch::{Kind, Reduction, Tensor};
-
-/// Consistency ramp-up `w(t) = exp(−5 (1 − t/T)²)`, rising from about 0.007 to 1 at `t = T`.
-pub fn rampup(step: u64, rampup_steps: u64) -> f64 {
-    if rampup_steps == 0 {
-        return 1.0;
-    }
-    let t = (step as f64 / rampup_steps as f64).min(1.0);
-    (-5.0 * (1.0 - t).powi(2)).exp()
-}
 
 /// Instance discrimination (InfoNCE): each query's positive is its own key (the other view
 /// through the momentum encoder); negatives are the `negatives` rows `[K, P]`.
@@ -93,14 +84,6 @@ pub fn consistency(logits_a: &Tensor, logits_b: &Tensor) -> Tensor {
 mod tests {
     use super::*;
     use crate::model::l2_normalize;
-
-    #[test]
-    fn rampup_rises_from_near_zero_to_one() {
-        assert!(rampup(0, 100) < 0.01);
-        assert!(rampup(50, 100) > rampup(10, 100));
-        assert_eq!(rampup(100, 100), 1.0);
-        assert_eq!(rampup(1000, 100), 1.0);
-    }
 
     #[test]
     fn contrast_prefers_matching_keys() {

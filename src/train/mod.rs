@@ -1,23 +1,31 @@
-//! The online learner of DESIGN.md §2–3: augmentations, the memory bank of momentum keys,
+//! The online learner (docs/ARCHITECTURE.md): augmentations, the memory bank of momentum keys,
 //! pseudo labels (WTA hash and the alternatives used in ablations), the loss terms and the
-//! training step that combines them.
+//! training step that combines them (`learner`), its schedule, the splits of dead outputs of
+//! the unlabelled head, the k-means behind the bank's clusters and the eval baselines, and
+//! checkpoints.
 
 mod adam;
 mod augment;
 mod bank;
 pub mod checkpoint;
 mod clusters;
+mod head_split;
+pub mod kmeans;
 mod learner;
 mod losses;
 mod online;
 mod pseudo;
+mod schedule;
 mod wta;
 
 pub use augment::{augment, augment_mel};
 pub use bank::MemoryBank;
-pub use clusters::{BankClusters, ClusterPairs, ClusterStart};
-pub use learner::{Learner, LossReport};
-pub use losses::rampup;
+pub use clusters::BankClusters;
+pub use learner::{Encoder, Learner, LossReport, Predictions};
 pub use online::{OnlineTrainer, Snapshot};
-pub use pseudo::{pseudo_labels, PairRule, PseudoLabelKind};
+pub use pseudo::{pseudo_labels, PairRule};
+pub use schedule::rampup;
 pub use wta::{rows_tensor, WtaHash};
+
+// The config owns these choices (config sits below train); re-exported where the learner is used.
+pub use crate::config::{ClusterPairs, ClusterStart, PseudoLabelKind};

@@ -1,17 +1,18 @@
-//! Learning while serving (DESIGN.md §3): the assigner offers every window it has assigned to a
-//! trainer on its own thread, which keeps bounded buffers of recent labelled and unlabelled
-//! windows, samples mini-batches from them, steps at its own pace, and every
-//! `online.snapshot_every` steps publishes the weights as a new model version. Offering never
-//! blocks: when the trainer is behind, windows skip training (and are counted), assignment goes on.
+//! Learning while serving (docs/ARCHITECTURE.md, "The trainer beside the path"): the assigner
+//! offers every window it has assigned to a trainer on its own thread, which keeps bounded buffers
+//! of recent labelled and unlabelled windows, samples mini-batches from them, steps at its own
+//! pace, and every `online.snapshot_every` steps publishes the weights as a new model version.
+//! Offering never blocks: when the trainer is behind, windows skip training (and are counted),
+//! assignment goes on.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
-use super::checkpoint::{self, CheckpointMeta};
-use super::{Learner, LossReport, WtaHash};
+use super::checkpoint;
+use super::{Encoder, Learner, LossReport};
 use crate::config::{CheckpointConfig, DecodeConfig, ModelConfig, OnlineConfig, TrainConfig};
 use crate::decode::Window;
 use crate::metrics::Metrics;
@@ -116,22 +117,19 @@ impl OnlineTrainer {
         decode: &DecodeConfig,
         device: Device,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, tch::TchError> {
+    ) -> crate::Result<Self> {
         let mut learner = Learner::new(model, train, device)?;
         let mut version = 0;
         let latest = Arc::new(Mutex::new(None));
         if !checkpoint.path.as_os_str().is_empty() {
-            if let Some((meta, tensors)) = checkpoint::load_latest(&checkpoint.path) {
-                let wta = WtaHash::from_prefixes(meta.wta_dim, meta.wta_prefixes.clone());
-                match learner.restore(meta.step, wta, &tensors) {
-                    Ok(()) => {
-                        version = meta.version;
-                        *latest.lock().expect("snapshot lock") =
-                            Some(Snapshot { version, weights: learner.snapshot(), changed_fraction: None });
-                    }
-                    Err(problem) => tracing::error!(path = %checkpoint.path.display(), %problem,
-                        "checkpoint does not fit this model config; starting from initial weights"),
+            match checkpoint::resume(&checkpoint.path, &mut learner) {
+                Ok(Some(meta)) => {
+                    version = meta.version;
+                    *latest.lock().expect("snapshot lock") =
+                        Some(Snapshot { version, weights: learner.snapshot(), changed_fraction: None });
                 }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "starting from initial weights"),
             }
         }
         let (offers, rx) = flume::bounded(online.trainer_queue);
@@ -145,7 +143,6 @@ impl OnlineTrainer {
             replay_clusters: None,
             config: online.clone(),
             batch: train.batch_size,
-            device,
             latest: latest.clone(),
             stop: stop.clone(),
             metrics: metrics.clone(),
@@ -160,7 +157,7 @@ impl OnlineTrainer {
         let thread = std::thread::Builder::new()
             .name("trainer".into())
             .spawn(move || worker.run())
-            .map_err(|e| tch::TchError::Kind(format!("starting the trainer thread: {e}")))?;
+            .map_err(crate::Error::io("starting the trainer thread"))?;
         Ok(Self {
             offers,
             latest,
@@ -212,7 +209,6 @@ struct Worker {
     replay_clusters: Option<Vec<i64>>,
     config: OnlineConfig,
     batch: usize,
-    device: Device,
     latest: Arc<Mutex<Option<Snapshot>>>,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
@@ -258,20 +254,9 @@ impl Worker {
         if self.checkpoint.path.as_os_str().is_empty() || self.learner.step_count() == 0 {
             return;
         }
-        let (step, wta, tensors) = self.learner.state();
-        let meta = CheckpointMeta {
-            format: checkpoint::FORMAT,
-            version: self.version,
-            step,
-            wta_dim: wta.dim(),
-            wta_prefixes: wta.prefixes().to_vec(),
-            saved_at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
-        };
         let started = Instant::now();
-        match checkpoint::save(&self.checkpoint.path, &meta, &tensors) {
-            Ok(()) => tracing::info!(path = %self.checkpoint.path.display(), version = self.version, step,
+        match checkpoint::save_learner(&self.checkpoint.path, self.version, &self.learner) {
+            Ok(step) => tracing::info!(path = %self.checkpoint.path.display(), version = self.version, step,
                 seconds = started.elapsed().as_secs_f64(), "checkpoint written"),
             Err(e) => tracing::error!(error = %e, "checkpoint not written; the previous one stays"),
         }
@@ -293,12 +278,9 @@ impl Worker {
     fn step(&mut self) {
         let started = Instant::now();
         let (unlabelled, _) = self.unlabelled.sample(self.batch, &mut self.rng);
-        let (labelled, labels) = if self.labelled.len() >= 2 {
-            self.labelled.sample(self.batch, &mut self.rng)
-        } else {
-            (unlabelled.narrow(0), Tensor::zeros([0], (Kind::Int64, Device::Cpu)))
-        };
-        let report = self.learner.step(&labelled.to(self.device), &labels.to(self.device), &unlabelled.to(self.device));
+        // Too few labelled windows yet: the step gets an empty labelled batch.
+        let labelled = (self.labelled.len() >= 2).then(|| self.labelled.sample(self.batch, &mut self.rng));
+        let report = self.learner.step_on(labelled, Some(unlabelled));
         self.metrics.train_step_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.train_steps.fetch_add(1, Ordering::Relaxed);
         self.metrics.head_splits.store(self.learner.head_splits(), Ordering::Relaxed);
@@ -325,20 +307,12 @@ impl Worker {
         self.version += 1;
         let mut changed_fraction = None;
         if !self.replay.is_empty() {
-            let clusters: Vec<i64> = self
-                .replay
-                .chunks(256)
-                .flat_map(|chunk| {
-                    let batch = chunk.iter().fold(None::<Input>, |acc, x| {
-                        Some(match acc {
-                            None => x.narrow(x.len()),
-                            Some(acc) => acc.cat(x),
-                        })
-                    });
-                    let out = self.learner.predict(&batch.expect("non-empty chunk").to(self.device));
-                    Vec::<i64>::try_from(out.novel_logits.argmax(1, false).to(Device::Cpu)).expect("int64")
-                })
-                .collect();
+            // The replay windows are kept one by one; they are predicted 256 at a time.
+            let batches = self.replay.chunks(256).map(|chunk| {
+                let first = chunk[0].narrow(chunk[0].len());
+                chunk[1..].iter().fold(first, |batch, x| batch.cat(x))
+            });
+            let clusters = self.learner.predict_all(Encoder::Online, batches).clusters;
             if let Some(previous) = &self.replay_clusters {
                 let changed = previous.iter().zip(&clusters).filter(|(a, b)| a != b).count();
                 let fraction = changed as f64 / clusters.len().max(1) as f64;
@@ -356,6 +330,8 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
+    use tch::Kind;
+
     use super::*;
 
     /// The buffer's storage is allocated once; later windows overwrite the oldest rows.
@@ -435,7 +411,8 @@ mod tests {
         assert!(versions.len() >= 2 && versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
         assert!(metrics.train_steps.load(Ordering::Relaxed) >= 4);
         assert_eq!(metrics.buffered_unlabelled.get(), 6.0);
-        let changed = metrics.cluster_changed_fraction.get();
+        // The second version measured the replay set against the first's clusters.
+        let changed = metrics.cluster_changed_fraction.get().expect("stability measured at the second version");
         assert!((0.0..=1.0).contains(&changed));
 
         // Stopping wrote a checkpoint; a new trainer resumes from it: its first snapshot is the

@@ -1,23 +1,11 @@
 //! Pairwise pseudo labels on unlabelled windows: the WTA hash (the method), and for ablations
 //! cosine similarity and AutoNovel's rank statistics.
 
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::WtaHash;
+use crate::config::PseudoLabelKind;
 use crate::model::l2_normalize;
-
-/// How pairwise pseudo labels are made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum PseudoLabelKind {
-    /// Winner-Take-All hash: share of equal codes ≥ μ.
-    Wta,
-    /// Cosine similarity of the features ≥ a threshold.
-    Cosine,
-    /// AutoNovel's rank statistics: the same top-k feature dimensions.
-    RankStats,
-}
 
 /// Thresholds for turning similarities into pairs.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,7 +1,7 @@
-//! Winner-Take-All hashing (DESIGN.md §2, loss 3): `H` fixed random permutations of the
-//! feature dimensions; code `c_h(z)` is the position of the largest of the first `k` permuted
-//! entries. Two windows are similar in proportion to the codes they share, and a pair is a
-//! positive pseudo label when that share reaches `μ`.
+//! Winner-Take-All hashing, the method's pairwise pseudo labels (docs/ARCHITECTURE.md): `H` fixed
+//! random permutations of the feature dimensions; code `c_h(z)` is the position of the largest of
+//! the first `k` permuted entries. Two windows are similar in proportion to the codes they share,
+//! and a pair is a positive pseudo label when that share reaches `μ`.
 //!
 //! Codes depend only on the order of entries, so they are invariant to positive scaling and to
 //! adding a constant — the property that makes them robust pseudo labels.

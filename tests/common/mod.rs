@@ -1,28 +1,79 @@
-//! Test harness: a real `tansu` broker on a free 127.0.0.1 port, clips made with the `ffmpeg`
-//! CLI, and the `novelstream` binary as a child process. Everything started here is stopped on
-//! drop.
+//! Test harness: a real `tansu` broker on 127.0.0.1, clips made with the `ffmpeg` CLI, and the
+//! `novelstream` binary as a child process. Everything started here is stopped on drop.
 
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+use std::collections::HashSet;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// The tansu binary: `$NOVELSTREAM_TANSU`, or where `make setup` puts it.
+/// The tansu binary: `$NOVELSTREAM_TANSU`, or the `tansu` link `make setup` points at the version
+/// it built (the version is written only in scripts/setup.sh).
 fn tansu_binary() -> PathBuf {
     let path = std::env::var_os("NOVELSTREAM_TANSU").map(PathBuf::from).unwrap_or_else(|| {
         let cache = std::env::var_os("NOVELSTREAM_CACHE")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/novelstream"));
-        cache.join("tansu-0.6.0/bin/tansu")
+        cache.join("tansu/bin/tansu")
     });
     assert!(path.is_file(), "tansu not found at {} (run `make setup`)", path.display());
     path
 }
 
-pub fn free_port() -> u16 {
+/// A port nothing listened on a moment ago: only a guess, as any process may bind it before the
+/// caller does. A server started on it is checked with [`wait_listening`].
+fn unused_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// (port, socket inode) of every TCP socket listening on this machine, from /proc/net.
+fn listening_sockets() -> Vec<(u16, u64)> {
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for fields in text.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>()) {
+            // Field 1 is the local ADDRESS:PORT in hex, field 3 the state (0A: listening), 9 the inode.
+            if fields.len() > 9 && fields[3] == "0A" {
+                let port = fields[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+                if let (Some(port), Ok(inode)) = (port, fields[9].parse()) {
+                    found.push((port, inode));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Inodes of the sockets process `pid` holds open.
+fn socket_inodes(pid: u32) -> HashSet<u64> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return HashSet::new() };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok())
+        .collect()
+}
+
+/// Waits until `child` itself listens on `port` (or, with `None`, on any port) and returns that
+/// port; `Err` with its status when it exited first. The listening socket must be among the
+/// child's own descriptors: a server that lost its port to another process is not taken for one
+/// that serves.
+fn wait_listening(child: &mut Child, port: Option<u16>, within: Duration) -> Result<u16, ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(status);
+        }
+        let own = socket_inodes(child.id());
+        let listening = listening_sockets()
+            .into_iter()
+            .find(|(p, inode)| own.contains(inode) && port.is_none_or(|want| *p == want));
+        if let Some((port, _)) = listening {
+            return Ok(port);
+        }
+        assert!(Instant::now() < deadline, "pid {} listened on no port ({port:?}) within {within:?}", child.id());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A tansu broker with in-memory storage, killed on drop.
@@ -32,23 +83,26 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// Tansu must be told its port up front (it advertises it to clients), so the port is picked
+    /// before tansu binds it and a parallel test's server may take it in between: tansu then exits,
+    /// and it is started again on another port.
     pub fn start() -> Broker {
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu_binary())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting tansu");
-        let broker = Broker { child, address: format!("127.0.0.1:{port}") };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(&broker.address).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start listening");
-            std::thread::sleep(Duration::from_millis(100));
+        for _ in 0..5 {
+            let port = unused_port();
+            let url = format!("tcp://127.0.0.1:{port}");
+            let mut child = Command::new(tansu_binary())
+                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args(["--storage-engine", "memory://tansu/"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting tansu");
+            match wait_listening(&mut child, Some(port), Duration::from_secs(30)) {
+                Ok(_) => return Broker { child, address: format!("127.0.0.1:{port}") },
+                Err(status) => eprintln!("tansu exited ({status}) on port {port}; trying another port"),
+            }
         }
-        broker
+        panic!("tansu did not start on any of 5 ports");
     }
 }
 
@@ -65,17 +119,38 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Starts `novelstream ARGS`, its output on the test's.
     pub fn start(args: &[&str]) -> Daemon {
+        Self::spawn(args, Stdio::inherit(), Stdio::inherit())
+    }
+
+    /// Starts `novelstream ARGS` with its log (standard error) written to `log`, for a test that
+    /// reads it; standard output is dropped.
+    pub fn start_logging_to(args: &[&str], log: &Path) -> Daemon {
+        Self::spawn(args, Stdio::null(), std::fs::File::create(log).unwrap().into())
+    }
+
+    fn spawn(args: &[&str], stdout: Stdio, stderr: Stdio) -> Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_novelstream"))
             .args(args)
             .env("RUST_LOG", "info,librdkafka=warn")
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .expect("starting novelstream");
         Daemon { child }
     }
 
+    /// The port of the metrics endpoint of a daemon configured with `listen = "127.0.0.1:0"`:
+    /// the system picks a free port as the daemon binds it, so no parallel test can take it
+    /// between a pick and the bind. The daemon listens on no other port.
+    pub fn metrics_port(&mut self) -> u16 {
+        wait_listening(&mut self.child, None, Duration::from_secs(60))
+            .unwrap_or_else(|status| panic!("novelstream exited ({status}) before serving its metrics"))
+    }
+
     /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(mut self, within: Duration) -> std::process::ExitStatus {
+    pub fn terminate(mut self, within: Duration) -> ExitStatus {
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + within;
@@ -148,4 +223,18 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 /// The value of one sample line (`name value`) of a Prometheus text body.
 pub fn metric(body: &str, name: &str) -> Option<f64> {
     body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Polls `/metrics` on `port` until `done` holds for its body, and returns that body; fails
+/// saying what it waited for and what the endpoint said last.
+pub fn wait_for_metrics(port: u16, what: &str, within: Duration, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let body = http_get(port, "/metrics").map(|r| r.1).unwrap_or_default();
+        if done(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "waited {within:?} for {what}; /metrics last said:\n{body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

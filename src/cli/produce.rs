@@ -1,0 +1,108 @@
+//! `novelstream produce`: publishes video files, or the clips of an av-digits manifest, as
+//! segments.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::Args;
+use novelstream::config::KafkaConfig;
+use novelstream::tools::produce::{produce, produce_manifest, ManifestOptions, ProduceOptions, Produced};
+
+/// Arguments of `produce`.
+#[derive(Args)]
+pub struct ProduceArgs {
+    /// Bootstrap servers.
+    #[arg(long, env = "NOVELSTREAM_BROKERS", default_value_t = KafkaConfig::default().brokers)]
+    brokers: String,
+    /// Topic to publish segments to.
+    #[arg(long, default_value_t = KafkaConfig::default().input_topic)]
+    topic: String,
+    /// Stream the segments belong to (the message key).
+    #[arg(long, default_value = "default")]
+    stream_id: String,
+    /// Sequence number of the first segment; later files count up from it.
+    #[arg(long, default_value_t = 0)]
+    first_seq: u64,
+    /// Known class every published segment is labelled with.
+    #[arg(long)]
+    label: Option<String>,
+    /// Send the media bytes in the message (fields as headers) instead of a file:// reference.
+    #[arg(long)]
+    inline: bool,
+    /// Stream the clips of an av-digits manifest instead of files: interleaved over --streams
+    /// streams (av-0, av-1, …), each clip's segment id its path in the manifest.
+    #[arg(long, conflicts_with_all = ["paths", "label", "stream_id", "first_seq"])]
+    manifest: Option<PathBuf>,
+    /// With --manifest: only clips of this split (train or test).
+    #[arg(long, requires = "manifest")]
+    split: Option<String>,
+    /// With --manifest: classes whose clips carry their label, e.g. `0-4` (others go unlabelled).
+    #[arg(long, requires = "manifest")]
+    known: Option<String>,
+    /// With --manifest: number of interleaved streams.
+    #[arg(long, default_value_t = 4, requires = "manifest")]
+    streams: usize,
+    /// With --manifest: seed of the clips' random order.
+    #[arg(long, default_value_t = 0, requires = "manifest")]
+    seed: u64,
+    /// With --manifest: segments per second over all streams (0: as fast as acknowledged).
+    #[arg(long, default_value_t = 0.0, requires = "manifest")]
+    rate: f64,
+    /// With --manifest: at most this many clips (0: all).
+    #[arg(long, default_value_t = 0, requires = "manifest")]
+    limit: usize,
+    /// Video files, or directories of them (taken in name order).
+    #[arg(required_unless_present = "manifest")]
+    paths: Vec<PathBuf>,
+}
+
+/// Publishes, then prints each segment's id, file and place on the topic (one a line, for
+/// `score --segments`).
+pub async fn handle(args: ProduceArgs) -> anyhow::Result<()> {
+    let kafka = KafkaConfig { brokers: args.brokers, ..Default::default() };
+    if let Some(manifest) = args.manifest {
+        let known = match &args.known {
+            Some(text) => novelstream::eval::parse_classes(text)
+                .map_err(|e| anyhow::anyhow!("--known: {e}"))?
+                .into_iter()
+                .map(|c| c.to_string())
+                .collect(),
+            None => Vec::new(),
+        };
+        let options = ManifestOptions {
+            topic: args.topic,
+            manifest,
+            split: args.split,
+            known,
+            streams: args.streams,
+            seed: args.seed,
+            rate: args.rate,
+            limit: args.limit,
+            inline: args.inline,
+        };
+        let produced = produce_manifest(&kafka, &options).await?;
+        print_produced(&produced);
+        eprintln!("published {} clips on {} streams to {}", produced.len(), options.streams, options.topic);
+        return Ok(());
+    }
+    let options = ProduceOptions {
+        topic: args.topic,
+        paths: args.paths,
+        stream_id: args.stream_id,
+        first_seq: args.first_seq,
+        label: args.label,
+        inline: args.inline,
+    };
+    let produced = produce(&kafka, &options).await?;
+    print_produced(&produced);
+    if produced.is_empty() {
+        bail!("no files to publish");
+    }
+    Ok(())
+}
+
+fn print_produced(produced: &[Produced]) {
+    for p in produced {
+        println!("{} {} partition {} offset {}", p.segment_id, p.path.display(), p.partition, p.offset);
+    }
+}

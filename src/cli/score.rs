@@ -1,0 +1,100 @@
+//! `novelstream score`: what the daemon published against the truth of the streamed clips.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use novelstream::config::KafkaConfig;
+use novelstream::tools::charts::accuracy_svg;
+use novelstream::tools::manifest::read_manifest;
+use novelstream::tools::read_topic;
+use novelstream::tools::score::{score, segment_times, ScoreReport};
+
+/// Arguments of `score`.
+#[derive(Args)]
+pub struct ScoreArgs {
+    /// Bootstrap servers.
+    #[arg(long, env = "NOVELSTREAM_BROKERS", default_value_t = KafkaConfig::default().brokers)]
+    brokers: String,
+    /// The assignments topic.
+    #[arg(long, default_value_t = KafkaConfig::default().output_topic)]
+    topic: String,
+    /// The segments topic: each segment's publish time there gives the assignment latency.
+    #[arg(long, default_value_t = KafkaConfig::default().input_topic)]
+    input_topic: String,
+    /// The av-digits manifest the streamed clips came from (`produce --manifest`).
+    #[arg(long)]
+    truth: PathBuf,
+    /// Only clips of this split count as expected (for the missing-segment count).
+    #[arg(long)]
+    split: Option<String>,
+    /// Only the segments listed here (first word of each line, as `produce` prints them) count
+    /// as expected.
+    #[arg(long)]
+    segments: Option<PathBuf>,
+    /// Time slices of the accuracy-over-time curve.
+    #[arg(long, default_value_t = 10)]
+    slices: usize,
+    /// Wait until at least this many assignments are there (or --timeout).
+    #[arg(long, default_value_t = 0)]
+    expect: usize,
+    /// How long to wait for --expect assignments.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Where the full report (JSON) goes.
+    #[arg(long, default_value = "score.json")]
+    out: PathBuf,
+    /// Where the accuracy-over-time curve (SVG) goes.
+    #[arg(long, default_value = "accuracy.svg")]
+    svg: PathBuf,
+}
+
+/// Scores the assignments topic, writes the report and the curve, and prints the gist.
+pub fn handle(args: ScoreArgs) -> anyhow::Result<()> {
+    let mut truth = read_manifest(&args.truth)?;
+    if let Some(list) = &args.segments {
+        let text = std::fs::read_to_string(list).with_context(|| format!("reading {}", list.display()))?;
+        let sent: std::collections::HashSet<&str> = text.lines().filter_map(|l| l.split_whitespace().next()).collect();
+        truth.clips.retain(|c| sent.contains(c.path.to_string_lossy().as_ref()));
+    }
+    let kafka = KafkaConfig { brokers: args.brokers, ..Default::default() };
+    let records = read_topic(&kafka, &args.topic, args.expect, args.timeout)?;
+    let segments = read_topic(&kafka, &args.input_topic, 0, Duration::from_secs(10))?;
+    let sent = segment_times(&segments);
+    let report = score(&records, &truth, args.split.as_deref(), args.slices, Some(&sent));
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    std::fs::write(&args.svg, accuracy_svg(&report)).with_context(|| format!("writing {}", args.svg.display()))?;
+    print_report(&report);
+    println!("wrote {} and {}", args.out.display(), args.svg.display());
+    Ok(())
+}
+
+fn print_report(report: &ScoreReport) {
+    println!(
+        "{} windows of {} segments: novel accuracy {:.1}% (last half {:.1}%), NMI {:.3}, ARI {:.3} over {} windows; known accuracy {:.1}% over {}",
+        report.windows,
+        report.segments,
+        100.0 * report.novel_accuracy,
+        100.0 * report.last_half_novel_accuracy,
+        report.novel_nmi,
+        report.novel_ari,
+        report.novel_windows,
+        100.0 * report.known_accuracy,
+        report.known_windows
+    );
+    let curve: Vec<String> =
+        report.slices.iter().map(|s| s.novel_accuracy.map_or("-".into(), |a| format!("{:.0}%", 100.0 * a))).collect();
+    println!("accuracy over time: {}", curve.join(" "));
+    println!(
+        "completeness: windows per segment {:?}, {} duplicate windows, {} segments missing, {} not in the truth",
+        report.windows_per_segment, report.duplicate_windows, report.missing_segments, report.unknown_segments
+    );
+    if let Some(l) = &report.latency {
+        println!(
+            "latency from segment published to assignment published: p50 {} ms, p95 {} ms, p99 {} ms, max {} ms over {} windows",
+            l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms, l.windows
+        );
+    }
+}

@@ -1,0 +1,59 @@
+//! `[online]`: learning while serving.
+
+use serde::{Deserialize, Serialize};
+
+use super::{invalid, ConfigError};
+
+/// Learning while serving: buffers, snapshots, the stability replay set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnlineConfig {
+    /// Train while serving (else the daemon assigns with its initial model only).
+    pub enabled: bool,
+    /// Most recent windows of labelled segments kept for training (oldest dropped first).
+    pub labelled_buffer: usize,
+    /// Most recent unlabelled windows kept for training.
+    pub unlabelled_buffer: usize,
+    /// Share of arriving windows that feed the buffers (1 = all, 0.25 = a random quarter).
+    pub train_fraction: f64,
+    /// Windows in flight from the assigner to the trainer; when full, windows skip training
+    /// (assignment never waits for the trainer).
+    pub trainer_queue: usize,
+    /// Unlabelled windows buffered before the first step.
+    pub min_unlabelled: usize,
+    /// The trainer publishes a new model version for the assigner every this many steps.
+    pub snapshot_every: u64,
+    /// The first this many unlabelled windows form a fixed replay set: at every new version the
+    /// share whose novel cluster changed is the cluster-stability metric.
+    pub replay_size: usize,
+}
+
+impl Default for OnlineConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            labelled_buffer: 2048,
+            unlabelled_buffer: 4096,
+            train_fraction: 1.0,
+            trainer_queue: 256,
+            min_unlabelled: 64,
+            snapshot_every: 50,
+            replay_size: 256,
+        }
+    }
+}
+
+impl OnlineConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.labelled_buffer < 2 || self.unlabelled_buffer < 2 {
+            return invalid("online.labelled_buffer/unlabelled_buffer", "must hold at least 2 windows");
+        }
+        if !(0.0..=1.0).contains(&self.train_fraction) {
+            return invalid("online.train_fraction", "must be between 0 and 1");
+        }
+        if self.snapshot_every == 0 || self.trainer_queue == 0 {
+            return invalid("online.snapshot_every/trainer_queue", "must be at least 1");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,58 @@
+//! `[pipeline]`: queue sizes and worker counts between the stages.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{invalid, ConfigError};
+
+/// Queue sizes and worker counts between the stages.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Decoder threads (each decodes one segment at a time).
+    pub decode_workers: usize,
+    /// Segments waiting for a decoder; when full, consuming waits.
+    pub decode_queue: usize,
+    /// Decoded segments waiting for the model; when full, decoders wait.
+    pub embed_queue: usize,
+    /// Assigned segments waiting to be produced; when full, the model waits.
+    pub publish_queue: usize,
+    /// Segments whose records may await the broker's acknowledgement at once; when reached,
+    /// producing waits.
+    pub max_unacknowledged: usize,
+    /// How long shutdown waits for the broker to acknowledge what is in flight.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// How often records of changed clusters are published to the clusters topic.
+    #[serde(with = "humantime_serde")]
+    pub clusters_interval: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            decode_workers: 2,
+            decode_queue: 8,
+            embed_queue: 8,
+            publish_queue: 16,
+            max_unacknowledged: 64,
+            drain_timeout: Duration::from_secs(30),
+            clusters_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl PipelineConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.clusters_interval.is_zero() {
+            return invalid("pipeline.clusters_interval", "must be longer than zero");
+        }
+        let sizes =
+            [self.decode_workers, self.decode_queue, self.embed_queue, self.publish_queue, self.max_unacknowledged];
+        if sizes.contains(&0) {
+            return invalid("pipeline", "workers and queue sizes must be at least 1");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,105 @@
+//! Parsing and validation as a user meets them: whole files, unknown keys, bad values.
+
+use std::time::Duration;
+
+use super::*;
+
+#[test]
+fn empty_file_gives_defaults() {
+    assert_eq!(Config::parse("").unwrap(), Config::default());
+}
+
+#[test]
+fn shipped_config_parses() {
+    let text = include_str!("../../config/novelstream.toml");
+    let config = Config::parse(text).unwrap();
+    // The shipped file documents the defaults: parsing it changes nothing.
+    assert_eq!(config, Config::default());
+}
+
+/// The configs that pin earlier defaults for RESULTS.md's older rows keep parsing, and each
+/// differs from today's defaults (else it would pin nothing).
+#[test]
+fn pinned_result_configs_parse_and_differ_from_the_defaults() {
+    for (name, text) in [
+        ("before-head-split", include_str!("../../results/configs/before-head-split.toml")),
+        ("before-erase", include_str!("../../results/configs/before-erase.toml")),
+    ] {
+        let config = Config::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        config.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_ne!(config.train, Config::default().train, "{name}");
+    }
+}
+
+/// Secret properties never show in Debug output (what logs would print); `env:` values come
+/// from the environment, and a missing variable is a config error naming the key, not a value.
+#[test]
+fn secrets_are_redacted_and_read_from_the_environment() {
+    let text = "[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.password\" = \"hunter2\"\n\"sasl.oauthbearer.client.secret\" = \"env:NOVELSTREAM_TEST_SECRET\"\n";
+    std::env::set_var("NOVELSTREAM_TEST_SECRET", "s3cr3t-value");
+    let config = Config::parse(text).unwrap();
+    config.validate().unwrap();
+    let printed = format!("{config:?}");
+    assert!(!printed.contains("hunter2") && printed.contains("<redacted>") && printed.contains("SASL_SSL"));
+    let client = config.kafka.client_config();
+    assert_eq!(client.get("sasl.oauthbearer.client.secret"), Some("s3cr3t-value"));
+    assert_eq!(client.get("sasl.password"), Some("hunter2"));
+    let err = Config::parse("[kafka.properties]\n\"sasl.password\" = \"env:NOVELSTREAM_TEST_UNSET\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sasl.password") && err.contains("NOVELSTREAM_TEST_UNSET"), "{err}");
+}
+
+#[test]
+fn unknown_key_names_key_and_line() {
+    let err = Config::parse("[decode]\nframes = 4\nframez = 5\n").unwrap_err().to_string();
+    assert!(err.contains("framez"), "{err}");
+    assert!(err.contains("line 3"), "{err}");
+}
+
+#[test]
+fn durations_are_human() {
+    let config = Config::parse("[decode]\nwindow = \"1500ms\"\nhop = \"1s\"\n").unwrap();
+    assert_eq!(config.decode.window, Duration::from_millis(1500));
+    assert_eq!(config.decode.hop, Duration::from_secs(1));
+}
+
+#[test]
+fn invalid_values_name_their_key() {
+    let err = Config::parse("[decode]\nframes = 0\n").unwrap_err().to_string();
+    assert!(err.contains("decode.frames"), "{err}");
+    let err = Config::parse("[source]\nallowed_schemes = [\"http\"]\n").unwrap_err().to_string();
+    assert!(err.contains("source.allowed_schemes"), "{err}");
+    for (table, line, key) in [
+        ("losses", "swap_epsilon = 0.0", "train.losses.swap_epsilon"),
+        ("clusters", "every = 0", "train.clusters.every"),
+        ("clusters", "min_share = 1.0", "train.clusters.min_share"),
+        ("clusters", "head_min_share = -0.1", "train.clusters.head_min_share"),
+        ("losses", "balance_weight = -1.0", "train.losses.swap_weight/balance_weight"),
+        ("pseudo", "rank_k = 0", "train.pseudo.rank_k"),
+        ("pseudo", "rank_k = 65", "train.pseudo.rank_k"),
+        ("pseudo", "wta_window = 65", "train.pseudo.wta_window"),
+    ] {
+        let err = Config::parse(&format!("[train.{table}]\n{line}\n")).unwrap_err().to_string();
+        assert!(err.contains(key), "{line}: {err}");
+    }
+    for value in ["1.0", "-0.5"] {
+        let err = Config::parse(&format!("[train.augment]\nerase = {value}\n")).unwrap_err().to_string();
+        assert!(err.contains("train.augment.erase"), "{value}: {err}");
+    }
+    let err = Config::parse("[train.clusters]\npairs = \"sometimes\"\n").unwrap_err().to_string();
+    assert!(err.contains("pairs"), "{err}");
+}
+
+/// A `[train]` key of the flat layout before its grouping is an error that names the key,
+/// its line, and where it is now.
+#[test]
+fn moved_train_key_says_where_it_went() {
+    let err = Config::parse("[train]\nbatch_size = 8\nwta_threshold = 0.5\n").unwrap_err().to_string();
+    assert!(err.contains("unknown field `wta_threshold`") && err.contains("line 3"), "{err}");
+    assert!(err.contains("now `wta_threshold` under `[train.pseudo]`"), "{err}");
+    let err = Config::parse("[train]\ncluster_pairs = \"off\"\n").unwrap_err().to_string();
+    assert!(err.contains("now `pairs` under `[train.clusters]`"), "{err}");
+    let err = Config::parse("[train]\nframez = 1\n").unwrap_err().to_string();
+    assert!(!err.contains("has moved"), "{err}");
+}

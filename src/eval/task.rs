@@ -1,0 +1,288 @@
+//! One evaluation run: the samples each role takes, the method trained and measured on the
+//! test split (with its learning curve), and the baselines computed in the same run. The runs
+//! happen in a fixed order, since each draws from the global random generator.
+
+use std::time::Instant;
+
+use tch::{Device, Kind, Tensor};
+
+use super::metrics::cluster_accuracy;
+use super::{
+    progress_bar, Baselines, Clustering, CurvePoint, Dataset, EvalError, EvalOptions, MethodResult, PredictionRow,
+};
+use crate::config::{LossesConfig, ModelConfig, ScheduleConfig, TrainConfig};
+use crate::model::Input;
+use crate::train::kmeans::kmeans;
+use crate::train::{Encoder, Learner, LossReport};
+
+/// Samples per forward pass when predicting.
+const PREDICT_CHUNK: usize = 512;
+
+/// The data set's samples by role, and the model config the method and the baseline train.
+pub(super) struct Task<'a> {
+    options: &'a EvalOptions,
+    data: &'a Dataset,
+    /// `options.model` with the chosen classes and the run's seed.
+    pub model: ModelConfig,
+    /// Training samples of the known classes (labelled).
+    pub labelled: Vec<i64>,
+    /// Training samples of the novel classes (unlabelled).
+    pub unlabelled: Vec<i64>,
+    /// Test samples of the known classes.
+    pub test_known: Vec<i64>,
+    /// Test samples of the novel classes.
+    pub test_novel: Vec<i64>,
+    /// Class of each novel test sample.
+    novel_truth: Vec<usize>,
+    /// Known-class index of each known test sample.
+    known_truth: Vec<i64>,
+}
+
+/// What the method gave: its results, and its cluster of each novel and class of each known
+/// test sample.
+pub(super) struct Method {
+    pub result: MethodResult,
+    pub novel_pred: Vec<usize>,
+    pub known_pred: Vec<i64>,
+}
+
+impl<'a> Task<'a> {
+    /// Checks the chosen classes against `data` and sorts its samples by role.
+    pub fn new(options: &'a EvalOptions, data: &'a Dataset) -> Result<Self, EvalError> {
+        data.check(options.model.modality)?;
+        let n_classes = data.classes.len();
+        for &c in options.known.iter().chain(&options.novel) {
+            if c >= n_classes {
+                return Err(EvalError::Invalid(format!("class {c} is not in the data set ({n_classes} classes)")));
+            }
+        }
+        if options.known.iter().any(|c| options.novel.contains(c)) {
+            return Err(EvalError::Invalid("a class cannot be both known and novel".into()));
+        }
+        if options.novel.len() < 2 || options.known.is_empty() {
+            return Err(EvalError::Invalid("need at least one known and two novel classes".into()));
+        }
+        tch::manual_seed(options.seed);
+        let mut model = options.model.clone();
+        model.known_classes = options.known.iter().map(|&c| data.classes[c].clone()).collect();
+        model.novel_clusters = options.novel.len() as i64;
+        model.seed = options.seed;
+        let (test_known, test_novel) = (data.test.indices_of(&options.known), data.test.indices_of(&options.novel));
+        let mut task = Self {
+            options,
+            data,
+            model,
+            labelled: data.train.indices_of(&options.known),
+            unlabelled: data.train.indices_of(&options.novel),
+            novel_truth: test_novel.iter().map(|&i| data.test.labels[i as usize]).collect(),
+            known_truth: Vec::new(),
+            test_known,
+            test_novel,
+        };
+        if task.labelled.is_empty() || task.unlabelled.is_empty() || task.test_novel.is_empty() {
+            return Err(EvalError::Invalid("the chosen classes leave a split empty".into()));
+        }
+        task.known_truth = task.test_known.iter().map(|&i| task.known_index(data.test.labels[i as usize])).collect();
+        Ok(task)
+    }
+
+    /// A known class's index among the known classes: the label the labelled head learns.
+    fn known_index(&self, label: usize) -> i64 {
+        self.options.known.iter().position(|&k| k == label).expect("known label") as i64
+    }
+
+    /// Trains the method on labelled and unlabelled samples, measuring the learning curve on the
+    /// way, then measures it on the test split.
+    pub fn method(&self) -> Result<Method, EvalError> {
+        let options = self.options;
+        let started = Instant::now();
+        let mut learner = Learner::new(&self.model, &options.train, options.device)?;
+        let mut curve = Vec::new();
+        let mut curve_seconds = 0.0;
+        let mut measure = |step: u64, learner: &Learner| {
+            if options.curve_every == 0 || step % options.curve_every != 0 || step == options.steps {
+                return;
+            }
+            let started = Instant::now();
+            // Measuring draws no random numbers, so the training run is the same with or without it.
+            curve.push(self.curve_point(step, learner));
+            curve_seconds += started.elapsed().as_secs_f64();
+        };
+        let final_losses =
+            self.train(&mut learner, &self.unlabelled, options.steps, &options.train, "method", &mut measure)?;
+        let train_seconds = started.elapsed().as_secs_f64() - curve_seconds;
+        let (novel_pred, known_pred, features) = self.predict(&learner);
+        let result = MethodResult {
+            novel: Clustering::of(&self.novel_truth, &novel_pred),
+            known_accuracy: accuracy(&self.known_truth, &known_pred),
+            kmeans_on_features: self.kmeans(&features),
+            train_seconds,
+            final_losses,
+            head_splits: learner.head_splits(),
+            curve,
+        };
+        Ok(Method { result, novel_pred, known_pred })
+    }
+
+    /// k-means on the raw pixels of the novel test samples, and on the features of the same
+    /// encoder trained with cross-entropy on the known classes alone.
+    pub fn baselines(&self) -> Result<Baselines, EvalError> {
+        let options = self.options;
+        let kmeans_raw_pixels =
+            self.kmeans(&self.data.test.raw(&Tensor::from_slice(&self.test_novel), options.model.modality));
+        let config = TrainConfig {
+            losses: LossesConfig {
+                instance_contrast: false,
+                category_contrast: false,
+                pairwise_bce: false,
+                consistency: false,
+                memory_bank: false,
+                ..options.train.losses.clone()
+            },
+            schedule: ScheduleConfig { lr_decay_steps: 0, ..options.train.schedule.clone() },
+            ..options.train.clone()
+        };
+        let mut supervised = Learner::new(&self.model, &config, options.device)?;
+        self.train(&mut supervised, &[], options.baseline_steps, &config, "baseline", &mut |_, _| {})?;
+        let (_, supervised_known, features) = self.predict(&supervised);
+        Ok(Baselines {
+            kmeans_raw_pixels,
+            kmeans_supervised_features: self.kmeans(&features),
+            supervised_known_accuracy: accuracy(&self.known_truth, &supervised_known),
+        })
+    }
+
+    /// One row per known and novel test sample, by index: its class and what the method said.
+    pub fn rows(&self, method: &Method) -> Vec<PredictionRow> {
+        let class = |i: i64| self.data.classes[self.data.test.labels[i as usize]].clone();
+        let mut rows = Vec::with_capacity(self.test_known.len() + self.test_novel.len());
+        for (&i, &p) in self.test_known.iter().zip(&method.known_pred) {
+            rows.push((i as usize, class(i), self.model.known_classes[p as usize].clone()));
+        }
+        for (&i, &p) in self.test_novel.iter().zip(&method.novel_pred) {
+            rows.push((i as usize, class(i), format!("novel-{p}")));
+        }
+        rows.sort_by_key(|r| r.0);
+        rows
+    }
+
+    /// Trains `learner` (called `name` on the progress bar) with `config` for `steps` steps on
+    /// batches of the labelled samples and of `unlabelled` (none for the supervised baseline);
+    /// `after_step` sees the learner after each. The mean loss terms of the last 50 steps.
+    fn train(
+        &self,
+        learner: &mut Learner,
+        unlabelled: &[i64],
+        steps: u64,
+        config: &TrainConfig,
+        name: &str,
+        after_step: &mut dyn FnMut(u64, &Learner),
+    ) -> Result<LossReport, EvalError> {
+        let (options, train) = (self.options, &self.data.train);
+        let bar = progress_bar(steps, name, options.progress, "steps");
+        let modality = options.model.modality;
+        let labelled_t = Tensor::from_slice(&self.labelled);
+        let unlabelled_t = Tensor::from_slice(unlabelled);
+        let labels_all: Vec<i64> = self.labelled.iter().map(|&i| self.known_index(train.labels[i as usize])).collect();
+        let labels_all = Tensor::from_slice(&labels_all);
+        let b = config.batch_size as i64;
+        let mut recent: Vec<LossReport> = Vec::new();
+        for step in 0..steps {
+            let pick = |pool: &Tensor| Tensor::randint(pool.size()[0], [b], (Kind::Int64, Device::Cpu));
+            let li = pick(&labelled_t);
+            let lx = train.batch(&labelled_t.index_select(0, &li), options.device, modality);
+            let ly = labels_all.index_select(0, &li);
+            // The supervised baseline has no unlabelled samples: the step gets an empty batch.
+            let ux = (!unlabelled.is_empty())
+                .then(|| train.batch(&unlabelled_t.index_select(0, &pick(&unlabelled_t)), options.device, modality));
+            let report = learner.step_on(Some((lx, ly)), ux);
+            if !report.total.is_finite() {
+                return Err(EvalError::Invalid(format!("{name}: loss became {} at step {step}", report.total)));
+            }
+            if step % 20 == 0 {
+                bar.set_message(format!(
+                    "loss {:.3} bce {:.3} ce {:.3} pos {:.2}",
+                    report.total, report.bce, report.cross_entropy, report.positive_pair_rate
+                ));
+            }
+            recent.push(report);
+            if recent.len() > 50 {
+                recent.remove(0);
+            }
+            bar.inc(1);
+            after_step(step + 1, learner);
+        }
+        bar.finish_and_clear();
+        Ok(mean_report(&recent))
+    }
+
+    /// The test split measured after `step` steps of the method.
+    fn curve_point(&self, step: u64, learner: &Learner) -> CurvePoint {
+        let (novel_pred, known_pred, _) = self.predict(learner);
+        let momentum = learner.predict_all(Encoder::Momentum, self.batches(&self.test_novel));
+        CurvePoint {
+            step,
+            novel_accuracy: cluster_accuracy(&self.novel_truth, &novel_pred),
+            known_accuracy: accuracy(&self.known_truth, &known_pred),
+            momentum_novel_accuracy: cluster_accuracy(&self.novel_truth, &clusters(momentum.clusters)),
+            bank_cluster_accuracy: momentum
+                .bank_clusters
+                .map(|bank| cluster_accuracy(&self.novel_truth, &clusters(bank))),
+        }
+    }
+
+    /// Novel-head clusters of the novel test samples, known-head classes of the known ones, and
+    /// the features `z` of the novel ones (on the CPU).
+    fn predict(&self, learner: &Learner) -> (Vec<usize>, Vec<i64>, Tensor) {
+        let novel = learner.predict_all(Encoder::Online, self.batches(&self.test_novel));
+        let known = learner.predict_all(Encoder::Online, self.batches(&self.test_known));
+        (clusters(novel.clusters), known.classes, novel.features)
+    }
+
+    /// The test samples `indices` on the device, [`PREDICT_CHUNK`] at a time.
+    fn batches<'s>(&'s self, indices: &'s [i64]) -> impl Iterator<Item = Input> + 's {
+        let (device, modality) = (self.options.device, self.options.model.modality);
+        indices
+            .chunks(PREDICT_CHUNK)
+            .map(move |chunk| self.data.test.batch(&Tensor::from_slice(chunk), device, modality))
+    }
+
+    /// How well k-means (best of 3 starts, seeded with the run's seed) on the rows of `x`
+    /// clusters the novel test samples.
+    fn kmeans(&self, x: &Tensor) -> Clustering {
+        let k = self.options.novel.len() as i64;
+        Clustering::of(&self.novel_truth, &kmeans(x, k, 3, 100, self.options.seed))
+    }
+}
+
+/// The mean of each loss term over `reports`.
+fn mean_report(reports: &[LossReport]) -> LossReport {
+    let n = reports.len().max(1) as f64;
+    let sum = |f: fn(&LossReport) -> f64| reports.iter().map(f).sum::<f64>() / n;
+    LossReport {
+        total: sum(|r| r.total),
+        instance: sum(|r| r.instance),
+        category: sum(|r| r.category),
+        cross_modal: sum(|r| r.cross_modal),
+        bce: sum(|r| r.bce),
+        cross_entropy: sum(|r| r.cross_entropy),
+        consistency: sum(|r| r.consistency),
+        consistency_weight: sum(|r| r.consistency_weight),
+        balance: sum(|r| r.balance),
+        swapped: sum(|r| r.swapped),
+        positive_pair_rate: sum(|r| r.positive_pair_rate),
+    }
+}
+
+/// Cluster ids as the metrics take them.
+fn clusters(ids: Vec<i64>) -> Vec<usize> {
+    ids.into_iter().map(|id| id as usize).collect()
+}
+
+/// Share of `predicted` classes equal to the `truth`; 0 for no samples.
+fn accuracy(truth: &[i64], predicted: &[i64]) -> f64 {
+    if truth.is_empty() {
+        return 0.0;
+    }
+    truth.iter().zip(predicted).filter(|(a, b)| a == b).count() as f64 / truth.len() as f64
+}
