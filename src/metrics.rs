@@ -97,6 +97,10 @@ pub struct Metrics {
     pub ready: AtomicBool,
     /// Errors the Kafka client reported (connection failures, timeouts, …).
     pub broker_errors: AtomicU64,
+    /// Partitions whose first message read lay beyond the group's committed offset.
+    pub input_offset_gaps: AtomicU64,
+    /// Input offsets between a committed offset and the first message read, never received.
+    pub input_offsets_skipped: AtomicU64,
     /// Times every broker became unreachable.
     pub broker_outages: AtomicU64,
     /// Since when every broker is unreachable, while they are; `broker_down` mirrors it so the
@@ -272,6 +276,21 @@ impl Metrics {
             count(&self.broker_outages),
         );
         sample(out, "broker_errors_total", "counter", "Errors the Kafka client reported.", count(&self.broker_errors));
+        sample(
+            out,
+            "input_offset_gaps_total",
+            "counter",
+            "Assigned partitions whose first message lay beyond the committed offset (a transactional \
+             upstream producer legitimately leaves 1-offset gaps: its commit markers).",
+            count(&self.input_offset_gaps),
+        );
+        sample(
+            out,
+            "input_offsets_skipped_total",
+            "counter",
+            "Input offsets between a committed offset and the first message read, never received.",
+            count(&self.input_offsets_skipped),
+        );
     }
 }
 
@@ -372,6 +391,7 @@ mod tests {
         assert!(text.contains("novelstream_ready 0\n"));
         assert!(text.contains("novelstream_cluster_changed_fraction 0\n"));
         assert!(text.contains("novelstream_cluster_changed_measurements_total 0\n"), "never measured");
+        assert!(text.contains("novelstream_input_offsets_skipped_total 0\n"));
         // Every sample line follows its HELP and TYPE lines.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split_whitespace().next().unwrap();

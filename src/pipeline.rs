@@ -25,7 +25,9 @@ use crate::model::select_device;
 use crate::sink::{
     Assignment, ClusterTable, DeadLetter, OutRecord, Publisher, TransactionalPublisher, ASSIGNMENT_SCHEMA, MODEL_KEY,
 };
-use crate::source::{consumer, parse_segment, Coordinates, Media, OffsetTracker, Segment, SegmentConsumer, UriPolicy};
+use crate::source::{
+    consumer, parse_segment, Coordinates, Gap, Media, OffsetTracker, Segment, SegmentConsumer, UriPolicy,
+};
 use crate::train::OnlineTrainer;
 use crate::{Error, Result};
 
@@ -337,7 +339,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
             .headers()
             .map(|h| h.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect())
             .unwrap_or_default();
-        offsets.begin(&coordinates.topic, coordinates.partition, coordinates.offset);
+        if let Some(gap) = offsets.begin(&coordinates.topic, coordinates.partition, coordinates.offset) {
+            report_gap(&metrics, &coordinates, gap);
+        }
         metrics.segments_in.fetch_add(1, Ordering::Relaxed);
         let sent = match parse_segment(message.payload(), &headers, &known, max_bytes) {
             Ok(segment) => decode_tx.send_async(Job { coordinates, segment }).await.is_ok(),
@@ -396,6 +400,14 @@ fn decode_job(
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_segment(bytes, decode)))
         .map_err(|_| ("undecodable", "decoder panicked".to_owned()))?;
     decoded.map_err(|e| (e.reason(), e.to_string()))
+}
+
+/// Makes offsets the broker never delivered visible: a log line and two counters.
+fn report_gap(metrics: &Metrics, c: &Coordinates, gap: Gap) {
+    tracing::warn!(topic = %c.topic, partition = c.partition, committed = gap.from, first_received = gap.to,
+        skipped = gap.skipped(), "input offsets skipped: the first message read lies beyond the committed offset");
+    metrics.input_offset_gaps.fetch_add(1, Ordering::Relaxed);
+    metrics.input_offsets_skipped.fetch_add(gap.skipped(), Ordering::Relaxed);
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
@@ -678,7 +690,9 @@ mod tests {
     #[test]
     fn outputs_wait_for_earlier_input_of_their_partition() {
         let offsets = OffsetTracker::new();
-        (0..3).for_each(|o| offsets.begin("in", 0, o));
+        for o in 0..3 {
+            offsets.begin("in", 0, o);
+        }
         offsets.begin("in", 1, 7);
         let mut waiting = Vec::new();
         finish(&offsets, &mut waiting, 0, 1);
@@ -694,7 +708,9 @@ mod tests {
     #[test]
     fn outputs_of_revoked_partitions_are_dropped() {
         let offsets = OffsetTracker::new();
-        (0..2).for_each(|o| offsets.begin("in", 0, o));
+        for o in 0..2 {
+            offsets.begin("in", 0, o);
+        }
         let mut waiting = Vec::new();
         finish(&offsets, &mut waiting, 0, 1);
         offsets.forget("in", 0);

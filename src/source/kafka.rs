@@ -1,10 +1,11 @@
 //! The daemon's consumer: manual offset commits, quick group joins, rebalances logged.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use rdkafka::consumer::{ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::OffsetTracker;
 use crate::config::KafkaConfig;
@@ -21,7 +22,8 @@ pub struct Coordinates {
 }
 
 /// Forgets in-flight offsets of revoked partitions, so late acknowledgements commit nothing
-/// for a partition another member now owns.
+/// for a partition another member now owns, and tells the tracker the committed offsets of
+/// assigned ones, so input the broker skips shows up as a gap.
 /// Also reports broker outages to the metrics.
 pub struct SegmentConsumerContext {
     offsets: Arc<OffsetTracker>,
@@ -39,8 +41,27 @@ impl ClientContext for SegmentConsumerContext {
     }
 }
 
+impl SegmentConsumerContext {
+    /// How long an assignment waits for the group's committed offsets before going on unchecked.
+    const COMMITTED_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Gives the tracker the group's committed offset of each newly assigned partition.
+    fn expect_committed(&self, consumer: &BaseConsumer<Self>, assigned: &TopicPartitionList) {
+        match consumer.committed_offsets(assigned.clone(), Self::COMMITTED_TIMEOUT) {
+            Ok(committed) => {
+                for e in committed.elements() {
+                    if let Offset::Offset(at) = e.offset() {
+                        self.offsets.expect(e.topic(), e.partition(), at);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading committed offsets failed; input gaps go unchecked"),
+        }
+    }
+}
+
 impl ConsumerContext for SegmentConsumerContext {
-    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(list) => {
                 for e in list.elements() {
@@ -50,6 +71,12 @@ impl ConsumerContext for SegmentConsumerContext {
             }
             Rebalance::Assign(list) => tracing::info!(partitions = list.count(), "partitions assigned"),
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            self.expect_committed(consumer, list);
         }
     }
 

@@ -1,5 +1,7 @@
 //! Which input offsets may be committed: a partition's offset advances only past messages whose
 //! every output the broker has acknowledged, even when segments finish out of order.
+//! It also notices when the first offset read from a partition lies beyond the group's committed
+//! position, so offsets the broker never delivered show up instead of being committed past.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +18,23 @@ struct Partition {
     committed: i64,
     /// Tells this ownership of the partition from a later one (after a revoke and reassignment).
     incarnation: u64,
+    /// The group's committed position when this ownership began, when there was one.
+    baseline: Option<i64>,
+}
+
+/// Offsets `from..to` of a partition that were never received: the group had committed `from`,
+/// yet the first message read was `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    pub from: i64,
+    pub to: i64,
+}
+
+impl Gap {
+    /// How many offsets were never received.
+    pub fn skipped(&self) -> u64 {
+        (self.to - self.from) as u64
+    }
 }
 
 /// In-flight offsets of every (topic, partition) the consumer reads.
@@ -30,17 +49,37 @@ impl OffsetTracker {
         Self::default()
     }
 
-    /// Records that `offset` was taken and its outputs are on their way.
-    pub fn begin(&self, topic: &str, partition: i32, offset: i64) {
+    /// Starts a new ownership of a partition whose group had committed position `committed`.
+    /// A partition already being read keeps its state.
+    pub fn expect(&self, topic: &str, partition: i32, committed: i64) {
+        let mut p = self.partitions.entry((topic.to_owned(), partition)).or_default();
+        if p.next == 0 {
+            *p = Partition {
+                committed,
+                baseline: Some(committed),
+                incarnation: self.incarnations.fetch_add(1, Ordering::Relaxed),
+                ..Default::default()
+            };
+        }
+    }
+
+    /// Records that `offset` was taken and its outputs are on their way. Returns the offsets
+    /// skipped when this is the first offset of an ownership and lies beyond the committed
+    /// position. Commits go on from `offset` all the same: real brokers leave legitimate gaps
+    /// (transaction markers, compaction), so a gap is reported, never waited for.
+    pub fn begin(&self, topic: &str, partition: i32, offset: i64) -> Option<Gap> {
         let mut p = self.partitions.entry((topic.to_owned(), partition)).or_insert_with(|| Partition {
             incarnation: self.incarnations.fetch_add(1, Ordering::Relaxed),
             ..Default::default()
         });
+        let mut gap = None;
         if p.in_flight.is_empty() && p.next == 0 {
+            gap = p.baseline.filter(|&from| offset > from).map(|from| Gap { from, to: offset });
             p.committed = offset;
         }
         p.in_flight.insert(offset);
         p.next = p.next.max(offset + 1);
+        gap
     }
 
     /// Records that every output of `offset` was acknowledged. Returns the position to commit
@@ -134,7 +173,9 @@ mod tests {
                 state ^= state << 17;
                 order.swap(i, (state % (i as u64 + 1)) as usize);
             }
-            (0..n).for_each(|o| t.begin("in", 0, o));
+            for o in 0..n {
+                t.begin("in", 0, o);
+            }
             let mut done = BTreeSet::new();
             let mut last = 0;
             for o in order {
@@ -147,5 +188,49 @@ mod tests {
             }
             assert_eq!(last, n);
         }
+    }
+
+    #[test]
+    fn expect_sets_the_baseline_commits_start_from() {
+        let t = OffsetTracker::new();
+        t.expect("in", 0, 40);
+        assert_eq!(t.position("in", 0).map(|(_, at)| at), Some(40));
+        assert!(t.positions().is_empty(), "nothing read yet, nothing to commit at shutdown");
+        assert_eq!(t.begin("in", 0, 40), None, "reading on from the committed position is no gap");
+        assert_eq!(t.finish("in", 0, 40), Some(41));
+    }
+
+    #[test]
+    fn a_first_offset_beyond_the_baseline_is_a_gap() {
+        let t = OffsetTracker::new();
+        t.expect("in", 0, 40);
+        let gap = t.begin("in", 0, 47);
+        assert_eq!(gap, Some(Gap { from: 40, to: 47 }));
+        assert_eq!(gap.unwrap().skipped(), 7);
+        assert_eq!(t.finish("in", 0, 47), Some(48), "commits go on past a gap");
+        assert_eq!(t.begin("in", 0, 49), None, "only the first offset of an ownership is checked");
+    }
+
+    #[test]
+    fn no_gap_without_a_committed_offset() {
+        let t = OffsetTracker::new();
+        assert_eq!(t.begin("in", 0, 12), None, "a first assignment reads from wherever it starts");
+        assert_eq!(t.finish("in", 0, 12), Some(13));
+    }
+
+    #[test]
+    fn a_new_ownership_gets_a_fresh_baseline() {
+        let t = OffsetTracker::new();
+        t.expect("in", 0, 10);
+        t.begin("in", 0, 10);
+        t.expect("in", 0, 0);
+        assert_eq!(t.position("in", 0).map(|(_, at)| at), Some(10), "a partition being read keeps its state");
+        let (before, _) = t.position("in", 0).unwrap();
+        t.forget("in", 0);
+        t.expect("in", 0, 20);
+        assert_ne!(t.position("in", 0).unwrap().0, before);
+        assert_eq!(t.begin("in", 0, 25), Some(Gap { from: 20, to: 25 }));
+        t.forget("in", 0);
+        assert_eq!(t.begin("in", 0, 30), None, "no committed offset this time: no baseline");
     }
 }
