@@ -3,7 +3,12 @@
         (eval-seeds.sh: novel ACC, NMI, ARI, known accuracy, the two baselines, train seconds)
     python3 scripts/results_table.py names ROOT NAME...      a row per ROOT/NAME/seed-*.json
         (results-table.sh: seeds, novel ACC, NMI, ARI, known accuracy, k-means on the
-        method's features, the two baselines); a NAME without results is left out"""
+        method's features, the two baselines); a NAME without results is left out
+    python3 scripts/results_table.py gcd ROOT NAME...        the open world: a row per NAME with
+        All / Old / New recomputed from each seed's predictions-S.csv (one Hungarian matching
+        over all rows), the estimated number of novel classes per seed, and the task-aware
+        novel and known accuracy from results.json; then each seed's All / Old / New"""
+import csv
 import glob
 import json
 import statistics
@@ -41,6 +46,82 @@ def load(paths):
     return [json.load(open(path)) for path in paths]
 
 
+def hungarian_max(weights):
+    """Column of each row in a one-to-one matching maximising the total weight (rows <= cols)."""
+    n, m = len(weights), len(weights[0])
+    cost = [[-w for w in row] for row in weights]
+    inf = float("inf")
+    u, v, p, way = [0.0] * (n + 1), [0.0] * (m + 1), [0] * (m + 1), [0] * (m + 1)
+    for i in range(1, n + 1):
+        p[0], j0 = i, 0
+        minv, used = [inf] * (m + 1), [False] * (m + 1)
+        while True:
+            used[j0] = True
+            i0, delta, j1 = p[j0], inf, 0
+            for j in range(1, m + 1):
+                if not used[j]:
+                    cur = cost[i0 - 1][j - 1] - u[i0] - v[j]
+                    if cur < minv[j]:
+                        minv[j], way[j] = cur, j0
+                    if minv[j] < delta:
+                        delta, j1 = minv[j], j
+            for j in range(m + 1):
+                if used[j]:
+                    u[p[j]] += delta
+                    v[j] -= delta
+                else:
+                    minv[j] -= delta
+            j0 = j1
+            if p[j0] == 0:
+                break
+        while True:
+            j1 = way[j0]
+            p[j0] = p[j1]
+            j0 = j1
+            if j0 == 0:
+                break
+    match = [0] * n
+    for j in range(1, m + 1):
+        if p[j]:
+            match[p[j] - 1] = j - 1
+    return match
+
+
+def all_old_new(path, known):
+    """All / Old / New of predictions.csv rows (index,true_label,prediction)."""
+    rows = list(csv.DictReader(open(path)))
+    said = sorted({r["prediction"] for r in rows})
+    classes = sorted({r["true_label"] for r in rows})
+    size = max(len(said), len(classes))
+    counts = [[0] * size for _ in range(size)]
+    for r in rows:
+        counts[said.index(r["prediction"])][classes.index(r["true_label"])] += 1
+    match = hungarian_max(counts)
+    right = lambda r: match[said.index(r["prediction"])] == classes.index(r["true_label"])
+    share = lambda part: sum(map(right, part)) / len(part) if part else 0.0
+    old = [r for r in rows if r["true_label"] in known]
+    new = [r for r in rows if r["true_label"] not in known]
+    return share(rows), share(old), share(new)
+
+
+def gcd_rows(root, names):
+    for name in names:
+        paths = sorted(glob.glob(f"{root}/{name}/seed-*.json"))
+        if not paths:
+            continue
+        runs, scores = [], []
+        for path in paths:
+            run = json.load(open(path))
+            seed = path.rsplit("seed-", 1)[1][:-len(".json")]
+            scores.append(all_old_new(f"{root}/{name}/predictions-{seed}.csv", set(run["known_classes"])))
+            runs.append(run)
+        estimated = "/".join(str(r["method"]["open_world"]["novel_clusters_estimated"]) for r in runs)
+        row([name, str(len(runs)), *(cell([s[i] for s in scores]) for i in range(3)), estimated,
+             column(runs, lambda r: r["method"]["novel"]["accuracy"]), column(runs, lambda r: r["method"]["known_accuracy"])])
+        seeds = ", ".join(f"{100 * a:.1f} / {100 * o:.1f} / {100 * n:.1f}" for a, o, n in scores)
+        print(f"<!-- {name} per seed, All / Old / New: {seeds} -->")
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     if command == "seeds":
@@ -54,5 +135,7 @@ if __name__ == "__main__":
             runs = load(sorted(glob.glob(f"{root}/{name}/seed-*.json")))
             if runs:
                 row([name, str(len(runs)), *method(runs), column(runs, lambda r: r["method"]["kmeans_on_features"]["accuracy"]), *baselines(runs)])
+    elif command == "gcd":
+        gcd_rows(args[0], args[1:])
     else:
-        sys.exit(f"results_table: unknown command {command} (seeds or names)")
+        sys.exit(f"results_table: unknown command {command} (seeds, names or gcd)")

@@ -83,6 +83,8 @@ pub struct Metrics {
     pub train_skipped: AtomicU64,
     pub buffered_labelled: Gauge,
     pub buffered_unlabelled: Gauge,
+    /// Novel clusters the unlabelled head has in use: the estimate with `novel_clusters = "auto"`.
+    pub novel_clusters_estimated: Gauge,
     pub loss_total: Gauge,
     pub loss_instance: Gauge,
     pub loss_category: Gauge,
@@ -216,6 +218,13 @@ impl Metrics {
             "gauge",
             "Unlabelled windows in the training buffer.",
             self.buffered_unlabelled.get(),
+        );
+        sample(
+            out,
+            "novel_clusters_estimated",
+            "gauge",
+            "Novel clusters in use: the estimated number of new categories (model.novel_clusters = \"auto\"), or the number given.",
+            self.novel_clusters_estimated.get(),
         );
         for (term, gauge) in [
             ("total", &self.loss_total),

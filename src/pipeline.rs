@@ -172,6 +172,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
                         model_metrics.model_version.set(snapshot.version as f64);
                         model_clusters.lock().expect("cluster table lock").observe_version(
                             snapshot.version,
+                            assigner.novel_clusters(),
                             snapshot.changed_fraction,
                             now_ms(),
                         );

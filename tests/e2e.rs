@@ -52,6 +52,9 @@ width = 32
 [model]
 known_classes = ["pattern"]
 novel_clusters = 3
+# The pipeline's answers are checked here, in the task-aware setting: every window of an
+# unlabelled segment goes to a novel cluster (tests/av.rs runs the open world).
+open_world = false
 channels = [8, 16]
 device = "cpu"
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use common::{ffmpeg, novelstream};
-use novelstream::eval::metrics::cluster_accuracy;
+use novelstream::eval::metrics::{cluster_accuracy, gcd_accuracy};
 
 /// A tiny model and batch: these tests prove behaviour, not accuracy.
 const SMALL_MODEL: &str = "[model]\nchannels = [8, 16]\nprojection_dim = 16\n\
@@ -27,23 +27,49 @@ fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
-/// Recomputes novel-class accuracy from predictions.csv, as a user would.
-fn accuracy_from_csv(path: &Path, novel: &[&str]) -> f64 {
+/// The rows of predictions.csv: (true label, prediction).
+fn read_predictions(path: &Path) -> Vec<(String, String)> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("index,true_label,cluster"));
-    let (mut truth, mut predicted) = (Vec::new(), Vec::new());
-    let mut ids: HashMap<String, usize> = HashMap::new();
-    for line in lines {
-        let fields: Vec<&str> = line.split(',').collect();
-        assert_eq!(fields.len(), 3, "{line}");
-        if novel.contains(&fields[1]) {
-            truth.push(novel.iter().position(|c| *c == fields[1]).unwrap());
-            let next = ids.len();
-            predicted.push(*ids.entry(fields[2].to_owned()).or_insert(next));
-        }
-    }
-    cluster_accuracy(&truth, &predicted)
+    assert_eq!(lines.next(), Some("index,true_label,prediction"));
+    lines
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            assert_eq!(fields.len(), 3, "{line}");
+            (fields[1].to_owned(), fields[2].to_owned())
+        })
+        .collect()
+}
+
+/// A number for each distinct name, in order of first appearance.
+fn ids<'a>(names: impl Iterator<Item = &'a str>) -> Vec<usize> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    names
+        .map(|n| {
+            let next = seen.len();
+            *seen.entry(n).or_insert(next)
+        })
+        .collect()
+}
+
+/// Recomputes All / Old / New from predictions.csv, as a user would: one matching of
+/// predictions to classes over every row.
+fn gcd_from_csv(path: &Path, known: &[&str]) -> (f64, f64, f64) {
+    let rows = read_predictions(path);
+    let truth = ids(rows.iter().map(|r| r.0.as_str()));
+    let predicted = ids(rows.iter().map(|r| r.1.as_str()));
+    let old: Vec<bool> = rows.iter().map(|r| known.contains(&r.0.as_str())).collect();
+    let a = gcd_accuracy(&truth, &predicted, &old);
+    (a.all, a.old, a.new)
+}
+
+/// Recomputes the task-aware novel-class accuracy from predictions.csv in the task-aware
+/// setting, where every novel test sample gets a novel cluster.
+fn accuracy_from_csv(path: &Path, novel: &[&str]) -> f64 {
+    let rows: Vec<(String, String)> =
+        read_predictions(path).into_iter().filter(|r| novel.contains(&r.0.as_str())).collect();
+    assert!(rows.iter().all(|r| r.1.starts_with("novel-")), "task-aware: novel samples get novel clusters");
+    cluster_accuracy(&ids(rows.iter().map(|r| r.0.as_str())), &ids(rows.iter().map(|r| r.1.as_str())))
 }
 
 #[test]
@@ -56,7 +82,21 @@ fn mnist_short_run_writes_consistent_results_and_predictions() {
     let (out, predictions) = (dir.path().join("results.json"), dir.path().join("predictions.csv"));
     let stdout = eval(
         &data,
-        &["--known", "0-4", "--novel", "5-9", "--seed", "1", "--steps", "20", "--baseline-steps", "10"],
+        &[
+            "--known",
+            "0-4",
+            "--novel",
+            "5-9",
+            "--seed",
+            "1",
+            "--steps",
+            "20",
+            "--baseline-steps",
+            "10",
+            "--task-aware",
+            "--novel-clusters",
+            "5",
+        ],
         &config,
         &out,
         &predictions,
@@ -71,6 +111,43 @@ fn mnist_short_run_writes_consistent_results_and_predictions() {
     let recomputed = accuracy_from_csv(&predictions, &["5", "6", "7", "8", "9"]);
     assert!((reported - recomputed).abs() < 1e-12, "{reported} vs {recomputed}");
     assert_eq!(std::fs::read_to_string(&predictions).unwrap().lines().count(), 1 + 10_000);
+}
+
+/// The open world's split: half the known classes' training images labelled, the rest with the
+/// novel ones unlabelled; All / Old / New in results.json are those of predictions.csv, whose
+/// predictions name known classes and novel clusters.
+#[test]
+fn mnist_open_world_split_and_measures() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("small.toml");
+    std::fs::write(&config, SMALL_MODEL).unwrap();
+    let (out, predictions) = (dir.path().join("results.json"), dir.path().join("predictions.csv"));
+    let args =
+        ["--known", "0-4", "--novel", "5-9", "--steps", "30", "--baseline-steps", "5", "--labelled-fraction", "0.5"];
+    let stdout = eval(&data, &args, &config, &out, &predictions);
+    assert!(stdout.contains("all ") && stdout.contains("novel clusters"), "{stdout}");
+    let results = read_json(&out);
+    // MNIST's training split has 30,596 images of 0-4, 29,404 of 5-9; half of each known class
+    // (rounded up) is labelled.
+    let (labelled, unlabelled) =
+        (results["train_samples"][0].as_u64().unwrap(), results["train_samples"][1].as_u64().unwrap());
+    assert!((15_298..=15_303).contains(&labelled), "{labelled}");
+    assert_eq!(labelled + unlabelled, 60_000);
+    let measured = &results["method"]["open_world"];
+    let (all, old, new) = gcd_from_csv(&predictions, &["0", "1", "2", "3", "4"]);
+    for (key, recomputed) in [("all", all), ("old", old), ("new", new)] {
+        let reported = measured["accuracy"][key].as_f64().unwrap();
+        assert!((reported - recomputed).abs() < 1e-12, "{key}: {reported} vs {recomputed}");
+    }
+    assert_eq!(measured["novel_classes"], 5);
+    assert_eq!(measured["novel_clusters_estimated"], 1, "30 steps: no estimate yet, one novel cluster");
+    let rows = read_predictions(&predictions);
+    assert_eq!(rows.len(), 10_000);
+    assert!(
+        rows.iter().all(|r| r.1 == "novel-0" || ["0", "1", "2", "3", "4"].contains(&r.1.as_str())),
+        "known names or novel-0"
+    );
 }
 
 #[test]

@@ -28,6 +28,9 @@ pub struct Assigner {
     mel: LogMel,
     max_batch: usize,
     version: u64,
+    /// Unlabelled windows go to a known class or a novel cluster by the joint head
+    /// (`model.open_world`), else always to a novel cluster.
+    open_world: bool,
 }
 
 impl Assigner {
@@ -46,11 +49,17 @@ impl Assigner {
             mel: LogMel::new(decode.sample_rate),
             max_batch: model.max_batch,
             version: 0,
+            open_world: model.open_world && !model.known_classes.is_empty(),
         }
     }
 
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The novel cluster ids the model can give now (`novel-<k>`).
+    pub fn novel_clusters(&self) -> Vec<String> {
+        self.model.active_outputs().into_iter().map(|k| format!("novel-{k}")).collect()
     }
 
     /// Index of a known class by name.
@@ -72,8 +81,9 @@ impl Assigner {
     }
 
     /// Assigns every window of one segment. Windows of a labelled segment are `known` as that
-    /// class, with the labelled head's probability for it; all others go to the unlabelled
-    /// head's most likely novel cluster.
+    /// class, with the labelled head's probability for it. In the open world, the others go to
+    /// the joint head's most likely known class or novel cluster, with its probability; in the
+    /// task-aware setting, to the unlabelled head's most likely novel cluster.
     pub fn assign(&self, windows: &[Window], label: Option<&str>) -> Vec<Decision> {
         let _guard = tch::no_grad_guard();
         let mut decisions = Vec::with_capacity(windows.len());
@@ -92,13 +102,23 @@ impl Assigner {
                     }));
                 }
                 _ => {
-                    let p = probabilities(&out.novel_logits);
+                    let known = if self.open_world { self.known_classes.len() } else { 0 };
+                    let logits = if self.open_world { out.joint_logits() } else { out.novel_logits.shallow_clone() };
+                    let p = probabilities(&logits);
                     decisions.extend(p.iter().map(|row| {
                         let (k, confidence) = argmax(row);
-                        Decision {
-                            kind: AssignmentKind::Novel,
-                            cluster: format!("novel-{k}"),
-                            confidence: f64::from(confidence),
+                        let confidence = f64::from(confidence);
+                        match k.checked_sub(known) {
+                            None => Decision {
+                                kind: AssignmentKind::Known,
+                                cluster: self.known_classes[k].clone(),
+                                confidence,
+                            },
+                            Some(column) => Decision {
+                                kind: AssignmentKind::Novel,
+                                cluster: format!("novel-{}", out.novel_ids[column]),
+                                confidence,
+                            },
                         }
                     }));
                 }
@@ -123,6 +143,7 @@ fn argmax(row: &[f32]) -> (usize, f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::NovelClusters;
 
     fn window(decode: &DecodeConfig, fill: u8) -> Window {
         let bytes = decode.frames * (decode.height * decode.width * 3) as usize;
@@ -133,8 +154,13 @@ mod tests {
     fn untrained_model_assigns_every_window_deterministically() {
         let _rng = crate::rng_lock();
         let decode = DecodeConfig { height: 16, width: 16, frames: 2, ..Default::default() };
-        let model =
-            ModelConfig { known_classes: vec!["a".into()], novel_clusters: 3, max_batch: 2, ..Default::default() };
+        let model = ModelConfig {
+            known_classes: vec!["a".into()],
+            novel_clusters: NovelClusters::Fixed(3),
+            max_batch: 2,
+            open_world: false,
+            ..Default::default()
+        };
         let windows: Vec<Window> = (0..5).map(|i| window(&decode, i * 50)).collect();
         let a = Assigner::untrained(&model, &decode, Device::Cpu);
         let novel = a.assign(&windows, None);
@@ -153,5 +179,48 @@ mod tests {
         let known = a.assign(&windows, Some("a"));
         assert!(known.iter().all(|d| d.kind == AssignmentKind::Known && d.cluster == "a"));
         assert_eq!(a.version(), 0);
+    }
+
+    /// In the open world an unlabelled window goes wherever the joint head puts it: a known
+    /// class by name, or a novel output in use, never one that is not.
+    #[test]
+    fn open_world_decides_between_known_classes_and_novel_clusters() {
+        let _rng = crate::rng_lock();
+        let decode = DecodeConfig { height: 16, width: 16, frames: 2, ..Default::default() };
+        let windows: Vec<Window> = (0..3).map(|i| window(&decode, i * 80)).collect();
+        let model = |novel_clusters| ModelConfig {
+            known_classes: vec!["a".into(), "b".into()],
+            novel_clusters,
+            max_novel_clusters: 8,
+            ..Default::default()
+        };
+        let mut assigner = Assigner::untrained(&model(NovelClusters::Fixed(3)), &decode, Device::Cpu);
+        let with_bias = |assigner: &mut Assigner, name: &str, row: i64, bias: f64| {
+            let mut weights: Vec<(String, Tensor)> =
+                assigner.vars.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
+            for (n, t) in &mut weights {
+                if n == name {
+                    let _ = t.get(row).fill_(bias);
+                }
+            }
+            assigner.apply(1, &weights);
+        };
+        with_bias(&mut assigner, "known.bias", 1, 100.0);
+        let decided = assigner.assign(&windows, None);
+        assert!(decided.iter().all(|d| d.kind == AssignmentKind::Known && d.cluster == "b"), "{decided:?}");
+        with_bias(&mut assigner, "novel.bias", 2, 200.0);
+        assert!(assigner
+            .assign(&windows, None)
+            .iter()
+            .all(|d| d.kind == AssignmentKind::Novel && d.cluster == "novel-2"));
+        assert!(assigner.assign(&windows, Some("a")).iter().all(|d| d.cluster == "a"), "a label still decides");
+
+        // `auto` starts with one output in use: output 5 is not, whatever its weights.
+        let mut auto = Assigner::untrained(&model(NovelClusters::Auto), &decode, Device::Cpu);
+        with_bias(&mut auto, "novel.bias", 5, 100.0);
+        let decided = auto.assign(&windows, None);
+        assert!(decided.iter().all(|d| d.cluster != "novel-5"), "{decided:?}");
+        with_bias(&mut auto, "novel.bias", 0, 100.0);
+        assert!(auto.assign(&windows, None).iter().all(|d| d.cluster == "novel-0"));
     }
 }

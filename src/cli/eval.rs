@@ -25,6 +25,18 @@ pub struct EvalArgs {
     /// Novel classes (unlabelled during training, to be discovered), e.g. `5-9`.
     #[arg(long, default_value = "5-9")]
     novel: String,
+    /// Share of each known class's training samples that is labelled; the rest join the
+    /// unlabelled samples, as in generalised category discovery (1: the paper's split).
+    #[arg(long, default_value_t = 1.0)]
+    labelled_fraction: f64,
+    /// Novel clusters: `auto` (estimated while training) or a number (default:
+    /// model.novel_clusters of the config, `auto` by default).
+    #[arg(long)]
+    novel_clusters: Option<novelstream::config::NovelClusters>,
+    /// The paper's task-aware setting (model.open_world = false): unlabelled samples are all
+    /// novel, and known and novel test samples are measured with their own heads.
+    #[arg(long)]
+    task_aware: bool,
     /// Seed of the weights, the sampling and the WTA permutations.
     #[arg(long, default_value_t = 0)]
     seed: i64,
@@ -41,7 +53,8 @@ pub struct EvalArgs {
     /// Where results.json goes.
     #[arg(long, default_value = "results.json")]
     out: PathBuf,
-    /// Where predictions.csv goes (index,true_label,cluster per test sample).
+    /// Where predictions.csv goes (index,true_label,prediction per test sample of the chosen
+    /// classes; prediction is a known class's name or novel-<id>).
     #[arg(long, default_value = "predictions.csv")]
     predictions: PathBuf,
     /// Config file whose [model] and [train] sections are used (defaults otherwise).
@@ -104,6 +117,7 @@ pub fn handle(args: EvalArgs) -> anyhow::Result<()> {
         dataset: args.dataset,
         known: parse_classes(&args.known).map_err(|e| anyhow::anyhow!("--known: {e}"))?,
         novel: parse_classes(&args.novel).map_err(|e| anyhow::anyhow!("--novel: {e}"))?,
+        labelled_fraction: args.labelled_fraction,
         seed: args.seed,
         steps: args.steps,
         baseline_steps: args.baseline_steps,
@@ -143,6 +157,10 @@ fn configure(args: &EvalArgs) -> anyhow::Result<Config> {
     if let Some(modality) = args.modality {
         config.model.modality = modality;
     }
+    if let Some(clusters) = args.novel_clusters {
+        config.model.novel_clusters = clusters;
+    }
+    config.model.open_world &= !args.task_aware;
     config.validate()?;
     Ok(config)
 }
@@ -150,8 +168,17 @@ fn configure(args: &EvalArgs) -> anyhow::Result<Config> {
 fn print_results(results: &EvalResults, out: &std::path::Path, predictions: &std::path::Path) {
     let m = &results.method;
     let b = &results.baselines;
+    let w = &m.open_world;
     println!(
-        "novel classes {:?}: accuracy {:.2}%  NMI {:.3}  ARI {:.3}  (known-class accuracy {:.2}%)",
+        "all {:.2}%  old {:.2}%  new {:.2}%  novel clusters {} (true {})",
+        100.0 * w.accuracy.all,
+        100.0 * w.accuracy.old,
+        100.0 * w.accuracy.new,
+        w.novel_clusters_estimated,
+        w.novel_classes
+    );
+    println!(
+        "task-aware: novel classes {:?}: accuracy {:.2}%  NMI {:.3}  ARI {:.3}  (known-class accuracy {:.2}%)",
         results.novel_classes,
         100.0 * m.novel.accuracy,
         m.novel.nmi,

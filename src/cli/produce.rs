@@ -39,6 +39,18 @@ pub struct ProduceArgs {
     /// With --manifest: classes whose clips carry their label, e.g. `0-4` (others go unlabelled).
     #[arg(long, requires = "manifest")]
     known: Option<String>,
+    /// With --manifest: share of the known classes' clips sent without their label (the open
+    /// world: most unlabelled windows are of known classes).
+    #[arg(long, default_value_t = 0.0, requires = "manifest")]
+    unlabelled_known_fraction: f64,
+    /// With --manifest: novel classes entering in stages, e.g. `5,6:7,8:9`: the classes after
+    /// the n-th `:` are sent only once the stages before have run --stage-time each (needs
+    /// --rate).
+    #[arg(long, requires = "manifest")]
+    novel_stages: Option<String>,
+    /// With --novel-stages: how long each stage runs before the next enters.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, requires = "novel_stages")]
+    stage_time: std::time::Duration,
     /// With --manifest: number of interleaved streams.
     #[arg(long, default_value_t = 4, requires = "manifest")]
     streams: usize,
@@ -69,11 +81,24 @@ pub async fn handle(args: ProduceArgs) -> anyhow::Result<()> {
                 .collect(),
             None => Vec::new(),
         };
+        if !(0.0..=1.0).contains(&args.unlabelled_known_fraction) {
+            bail!("--unlabelled-known-fraction must be between 0 and 1");
+        }
+        let novel_stages = match &args.novel_stages {
+            Some(text) => parse_stages(text)?,
+            None => Vec::new(),
+        };
+        if !novel_stages.is_empty() && args.rate <= 0.0 {
+            bail!("--novel-stages needs --rate: a stage is --stage-time of clips at that rate");
+        }
         let options = ManifestOptions {
             topic: args.topic,
             manifest,
             split: args.split,
             known,
+            unlabelled_known_fraction: args.unlabelled_known_fraction,
+            novel_stages,
+            stage_time: args.stage_time,
             streams: args.streams,
             seed: args.seed,
             rate: args.rate,
@@ -99,6 +124,17 @@ pub async fn handle(args: ProduceArgs) -> anyhow::Result<()> {
         bail!("no files to publish");
     }
     Ok(())
+}
+
+/// Stages like `5,6:7,8:9`: class lists separated by `:`.
+fn parse_stages(text: &str) -> anyhow::Result<Vec<Vec<String>>> {
+    text.split(':')
+        .map(|stage| {
+            let classes =
+                novelstream::eval::parse_classes(stage).map_err(|e| anyhow::anyhow!("--novel-stages: {e}"))?;
+            Ok(classes.into_iter().map(|c| c.to_string()).collect())
+        })
+        .collect()
 }
 
 fn print_produced(produced: &[Produced]) {

@@ -9,7 +9,7 @@ use novelstream::config::KafkaConfig;
 use novelstream::tools::charts::accuracy_svg;
 use novelstream::tools::manifest::read_manifest;
 use novelstream::tools::read_topic;
-use novelstream::tools::score::{score, segment_times, ScoreReport};
+use novelstream::tools::score::{score, sent_segments, ScoreReport};
 
 /// Arguments of `score`.
 #[derive(Args)]
@@ -61,7 +61,7 @@ pub fn handle(args: ScoreArgs) -> anyhow::Result<()> {
     let kafka = KafkaConfig { brokers: args.brokers, ..Default::default() };
     let records = read_topic(&kafka, &args.topic, args.expect, args.timeout)?;
     let segments = read_topic(&kafka, &args.input_topic, 0, Duration::from_secs(10))?;
-    let sent = segment_times(&segments);
+    let sent = sent_segments(&segments);
     let report = score(&records, &truth, args.split.as_deref(), args.slices, Some(&sent));
     std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("writing {}", args.out.display()))?;
@@ -72,8 +72,26 @@ pub fn handle(args: ScoreArgs) -> anyhow::Result<()> {
 }
 
 fn print_report(report: &ScoreReport) {
+    if let Some(w) = &report.open_world {
+        let pct = |a: f64| 100.0 * a;
+        println!(
+            "open world, {} unlabelled windows (known classes {:?}): all {:.1}%, old {:.1}%, new {:.1}%; last third all {:.1}%, old {:.1}%, new {:.1}%, {} novel classes under {} novel ids",
+            w.windows,
+            w.known_classes,
+            pct(w.accuracy.all),
+            pct(w.accuracy.old),
+            pct(w.accuracy.new),
+            pct(w.last_third.all),
+            pct(w.last_third.old),
+            pct(w.last_third.new),
+            w.novel_classes_last_third,
+            w.novel_ids_last_third
+        );
+        let curve: Vec<String> = w.slices.iter().map(|s| format!("{:.0}%", pct(s.accuracy.all))).collect();
+        println!("all over time: {}", curve.join(" "));
+    }
     println!(
-        "{} windows of {} segments: novel accuracy {:.1}% (last half {:.1}%), NMI {:.3}, ARI {:.3} over {} windows; known accuracy {:.1}% over {}",
+        "task-aware: {} windows of {} segments: novel accuracy {:.1}% (last half {:.1}%), NMI {:.3}, ARI {:.3} over {} windows; known accuracy {:.1}% over {}",
         report.windows,
         report.segments,
         100.0 * report.novel_accuracy,

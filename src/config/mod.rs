@@ -24,7 +24,7 @@ pub use checkpoint::CheckpointConfig;
 pub use decode::DecodeConfig;
 pub use kafka::{is_secret_property, Delivery, KafkaConfig, Properties};
 pub use metrics::MetricsConfig;
-pub use model::{DevicePreference, Modality, ModelConfig};
+pub use model::{DevicePreference, Modality, ModelConfig, NovelClusters};
 pub use online::OnlineConfig;
 pub use pipeline::PipelineConfig;
 pub use source::SourceConfig;

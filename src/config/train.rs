@@ -213,6 +213,10 @@ pub struct ClustersConfig {
     /// under one is a state the pairwise loss alone rarely leaves, since a dead output's softmax
     /// passes it almost no gradient.
     pub head_min_share: f64,
+    /// With `model.novel_clusters = "auto"`: steps between estimates of how many novel
+    /// clusters the bank's keys hold (the first at this step); the head uses that many outputs
+    /// once two estimates in a row agree.
+    pub estimate_every: u64,
 }
 
 impl Default for ClustersConfig {
@@ -224,6 +228,7 @@ impl Default for ClustersConfig {
             restarts: 0,
             min_share: 0.25,
             head_min_share: 0.25,
+            estimate_every: 250,
         }
     }
 }
@@ -232,6 +237,9 @@ impl ClustersConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.every == 0 {
             return invalid("train.clusters.every", "must be at least 1");
+        }
+        if self.estimate_every == 0 {
+            return invalid("train.clusters.estimate_every", "must be at least 1");
         }
         for (key, share) in
             [("train.clusters.min_share", self.min_share), ("train.clusters.head_min_share", self.head_min_share)]

@@ -100,6 +100,42 @@ pub fn cluster_accuracy(truth: &[usize], predicted: &[usize]) -> f64 {
     hits as f64 / truth.len() as f64
 }
 
+/// Accuracy the way generalised category discovery measures it (Vaze et al., CVPR 2022): one
+/// best matching of predicted clusters (known classes and novel clusters alike) to classes over
+/// all samples, and the share of samples it gets right among all, among those of `old`
+/// (known) classes and among the others.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct GcdAccuracy {
+    pub all: f64,
+    pub old: f64,
+    pub new: f64,
+}
+
+/// [`GcdAccuracy`] of `predicted` against `truth`; `old[i]` says whether sample `i` is of a
+/// known class. A subset without samples scores 0.
+pub fn gcd_accuracy(truth: &[usize], predicted: &[usize], old: &[bool]) -> GcdAccuracy {
+    assert_eq!(truth.len(), old.len(), "truth and old flags differ in length");
+    let mut map = vec![usize::MAX; 1 + truth.iter().chain(predicted).copied().max().unwrap_or(0)];
+    for (cluster, class) in best_matching(truth, predicted) {
+        map[cluster] = class;
+    }
+    let share = |keep: &dyn Fn(bool) -> bool| {
+        let (mut hits, mut total) = (0usize, 0usize);
+        for ((&t, &p), &o) in truth.iter().zip(predicted).zip(old) {
+            if keep(o) {
+                total += 1;
+                hits += usize::from(map[p] == t);
+            }
+        }
+        if total == 0 {
+            0.0
+        } else {
+            hits as f64 / total as f64
+        }
+    };
+    GcdAccuracy { all: share(&|_| true), old: share(&|o| o), new: share(&|o| !o) }
+}
+
 /// Contingency table of `truth` (rows) × `predicted` (columns), with row and column sums.
 fn contingency(truth: &[usize], predicted: &[usize]) -> (Vec<Vec<f64>>, Vec<f64>, Vec<f64>) {
     assert_eq!(truth.len(), predicted.len(), "truth and predictions differ in length");
@@ -167,6 +203,20 @@ pub fn ari(truth: &[usize], predicted: &[usize]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Known classes 0 and 1 predicted as themselves, novel classes 2 and 3 as clusters 7 and 5,
+    /// one old sample sent to a novel cluster: the matching maps each cluster to its class.
+    #[test]
+    fn gcd_accuracy_splits_old_and_new() {
+        let truth = [0, 0, 1, 1, 2, 2, 3, 3];
+        let predicted = [0, 0, 1, 7, 7, 7, 5, 5];
+        let old = [true, true, true, true, false, false, false, false];
+        let a = gcd_accuracy(&truth, &predicted, &old);
+        assert_eq!((a.all, a.old, a.new), (7.0 / 8.0, 3.0 / 4.0, 1.0));
+        // One cluster for everything: only the largest class counts.
+        let one = gcd_accuracy(&truth, &[0; 8], &old);
+        assert_eq!((one.all, one.old, one.new), (2.0 / 8.0, 2.0 / 4.0, 0.0));
+    }
 
     #[derive(serde::Deserialize)]
     struct Case {

@@ -16,7 +16,7 @@ use serde::Serialize;
 use tch::Device;
 
 pub use dataset::{load, Dataset, Split};
-use metrics::{ari, cluster_accuracy, nmi};
+use metrics::{ari, cluster_accuracy, nmi, GcdAccuracy};
 use task::Task;
 
 use crate::config::{ModelConfig, TrainConfig};
@@ -43,6 +43,9 @@ pub struct EvalOptions {
     pub known: Vec<usize>,
     /// Classes whose training samples are unlabelled, to be discovered.
     pub novel: Vec<usize>,
+    /// Share of each known class's training samples that is labelled; the rest join the
+    /// unlabelled samples (generalised category discovery). 1: the paper's split.
+    pub labelled_fraction: f64,
     /// Seeds the model, the batches and the baselines' k-means.
     pub seed: i64,
     /// Training steps of the method.
@@ -82,12 +85,31 @@ impl Clustering {
     }
 }
 
+/// The open world's measures on the test split (every test sample of the chosen classes).
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenWorldResult {
+    /// All / Old / New accuracy of the method's decisions under one matching of known classes
+    /// and novel clusters to classes.
+    pub accuracy: GcdAccuracy,
+    /// Share of known-class test samples given their own class's name.
+    pub known_by_name: f64,
+    /// Novel clusters the head had in use at the end: the estimate with `auto`.
+    pub novel_clusters_estimated: usize,
+    /// Novel classes there are.
+    pub novel_classes: usize,
+    /// (novel clusters, silhouette) of the last estimate, with `auto`.
+    pub estimate_scores: Vec<(i64, f64)>,
+}
+
 /// The method measured on the test split.
 #[derive(Debug, Clone, Serialize)]
 pub struct MethodResult {
-    /// Novel-class clustering of the test split by the unlabelled head.
+    /// All / Old / New and the estimated number of novel classes.
+    pub open_world: OpenWorldResult,
+    /// Task-aware: novel-class clustering of the novel test samples by the unlabelled head
+    /// alone.
     pub novel: Clustering,
-    /// Accuracy of the labelled head on the known classes of the test split.
+    /// Task-aware: accuracy of the labelled head alone on the known classes of the test split.
     pub known_accuracy: f64,
     /// k-means on the trained encoder's features of the novel test samples: tells a weak head
     /// (this is higher than `novel`) from weak features.
@@ -108,6 +130,10 @@ pub struct MethodResult {
 pub struct CurvePoint {
     /// Steps trained.
     pub step: u64,
+    /// All / Old / New accuracy of the method's decisions.
+    pub open_world: GcdAccuracy,
+    /// Novel clusters in use.
+    pub novel_clusters_in_use: usize,
     /// Novel-class accuracy of the unlabelled head.
     pub novel_accuracy: f64,
     /// Known-class accuracy of the labelled head.
@@ -144,6 +170,8 @@ pub struct EvalResults {
     pub seed: i64,
     /// Training steps of the method.
     pub steps: u64,
+    /// Share of the known classes' training samples labelled.
+    pub labelled_fraction: f64,
     /// The device the models ran on.
     pub device: String,
     /// Labelled and unlabelled training samples.
@@ -162,7 +190,8 @@ pub struct EvalResults {
     pub train: TrainConfig,
 }
 
-/// One row of predictions.csv: test index, true label, cluster as the model gave it.
+/// One row of predictions.csv: test index, true label, the method's decision (a known class's
+/// name or `novel-<id>`).
 pub type PredictionRow = (usize, String, String);
 
 /// Runs the evaluation; returns the results and one row per test sample of the known and novel
@@ -180,6 +209,7 @@ pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<PredictionRow
         novel_classes: options.novel.iter().map(|&c| data.classes[c].clone()).collect(),
         seed: options.seed,
         steps: options.steps,
+        labelled_fraction: options.labelled_fraction,
         device: format!("{:?}", options.device),
         train_samples: (task.labelled.len(), task.unlabelled.len()),
         test_samples: (task.test_known.len(), task.test_novel.len()),
@@ -217,7 +247,7 @@ pub fn write_outputs(
     };
     write(out, &serde_json::to_vec_pretty(results).expect("results serialize"))?;
     let mut csv = Vec::new();
-    writeln!(csv, "index,true_label,cluster").expect("write to memory");
+    writeln!(csv, "index,true_label,prediction").expect("write to memory");
     for (i, truth, cluster) in rows {
         writeln!(csv, "{i},{truth},{cluster}").expect("write to memory");
     }

@@ -6,12 +6,14 @@ use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 
-use super::metrics::cluster_accuracy;
+use super::metrics::{cluster_accuracy, gcd_accuracy, GcdAccuracy};
 use super::{
-    progress_bar, Baselines, Clustering, CurvePoint, Dataset, EvalError, EvalOptions, MethodResult, PredictionRow,
+    progress_bar, Baselines, Clustering, CurvePoint, Dataset, EvalError, EvalOptions, MethodResult, OpenWorldResult,
+    PredictionRow,
 };
 use crate::config::{LossesConfig, ModelConfig, ScheduleConfig, TrainConfig};
 use crate::model::Input;
+use crate::rng::SplitMix64;
 use crate::train::kmeans::kmeans;
 use crate::train::{Encoder, Learner, LossReport};
 
@@ -24,9 +26,10 @@ pub(super) struct Task<'a> {
     data: &'a Dataset,
     /// `options.model` with the chosen classes and the run's seed.
     pub model: ModelConfig,
-    /// Training samples of the known classes (labelled).
+    /// Training samples of the known classes that are labelled (`--labelled-fraction` of each
+    /// class).
     pub labelled: Vec<i64>,
-    /// Training samples of the novel classes (unlabelled).
+    /// The other training samples: of the novel classes, and of the known classes unlabelled.
     pub unlabelled: Vec<i64>,
     /// Test samples of the known classes.
     pub test_known: Vec<i64>,
@@ -38,12 +41,25 @@ pub(super) struct Task<'a> {
     known_truth: Vec<i64>,
 }
 
-/// What the method gave: its results, and its cluster of each novel and class of each known
-/// test sample.
+/// What the method gave: its results, and its decision for each test sample, known ones first
+/// (a known class `c` as `c`, novel cluster `k` as `C_l + k`).
 pub(super) struct Method {
     pub result: MethodResult,
-    pub novel_pred: Vec<usize>,
-    pub known_pred: Vec<i64>,
+    pub decisions: Vec<i64>,
+}
+
+/// What a trained model says about the test split.
+struct Predicted {
+    /// Novel-head clusters of the novel test samples (task-aware).
+    novel: Vec<usize>,
+    /// Known-head classes of the known test samples (task-aware).
+    known: Vec<i64>,
+    /// Features `z` of the novel test samples, on the CPU.
+    features: Tensor,
+    /// The decision for each test sample, known ones first: the joint head's in the open world;
+    /// in the task-aware setting the known head's for known samples and the novel head's for
+    /// novel ones.
+    decisions: Vec<i64>,
 }
 
 impl<'a> Task<'a> {
@@ -63,17 +79,23 @@ impl<'a> Task<'a> {
             return Err(EvalError::Invalid("need at least one known and two novel classes".into()));
         }
         tch::manual_seed(options.seed);
+        if !(options.labelled_fraction > 0.0 && options.labelled_fraction <= 1.0) {
+            return Err(EvalError::Invalid("--labelled-fraction must be in (0, 1]".into()));
+        }
         let mut model = options.model.clone();
         model.known_classes = options.known.iter().map(|&c| data.classes[c].clone()).collect();
-        model.novel_clusters = options.novel.len() as i64;
         model.seed = options.seed;
         let (test_known, test_novel) = (data.test.indices_of(&options.known), data.test.indices_of(&options.novel));
+        let (labelled, mut unlabelled) =
+            labelled_share(&data.train, &options.known, options.labelled_fraction, options.seed);
+        unlabelled.extend(data.train.indices_of(&options.novel));
+        unlabelled.sort_unstable();
         let mut task = Self {
             options,
             data,
             model,
-            labelled: data.train.indices_of(&options.known),
-            unlabelled: data.train.indices_of(&options.novel),
+            labelled,
+            unlabelled,
             novel_truth: test_novel.iter().map(|&i| data.test.labels[i as usize]).collect(),
             known_truth: Vec::new(),
             test_known,
@@ -111,17 +133,36 @@ impl<'a> Task<'a> {
         let final_losses =
             self.train(&mut learner, &self.unlabelled, options.steps, &options.train, "method", &mut measure)?;
         let train_seconds = started.elapsed().as_secs_f64() - curve_seconds;
-        let (novel_pred, known_pred, features) = self.predict(&learner);
+        let predicted = self.predict(&learner);
+        let estimate = learner.latest_estimate();
+        let open_world = OpenWorldResult {
+            accuracy: self.gcd(&predicted.decisions),
+            known_by_name: accuracy(&self.known_truth, &predicted.decisions[..self.test_known.len()]),
+            novel_clusters_estimated: learner.novel_clusters_in_use().len(),
+            novel_classes: self.options.novel.len(),
+            estimate_scores: estimate.map(|e| e.scores.clone()).unwrap_or_default(),
+        };
         let result = MethodResult {
-            novel: Clustering::of(&self.novel_truth, &novel_pred),
-            known_accuracy: accuracy(&self.known_truth, &known_pred),
-            kmeans_on_features: self.kmeans(&features),
+            open_world,
+            novel: Clustering::of(&self.novel_truth, &predicted.novel),
+            known_accuracy: accuracy(&self.known_truth, &predicted.known),
+            kmeans_on_features: self.kmeans(&predicted.features),
             train_seconds,
             final_losses,
             head_splits: learner.head_splits(),
             curve,
         };
-        Ok(Method { result, novel_pred, known_pred })
+        Ok(Method { result, decisions: predicted.decisions })
+    }
+
+    /// All / Old / New accuracy of `decisions` (known test samples first) over every test
+    /// sample of the chosen classes.
+    fn gcd(&self, decisions: &[i64]) -> GcdAccuracy {
+        let truth: Vec<usize> =
+            self.test_known.iter().chain(&self.test_novel).map(|&i| self.data.test.labels[i as usize]).collect();
+        let old: Vec<bool> = (0..truth.len()).map(|i| i < self.test_known.len()).collect();
+        let predicted: Vec<usize> = decisions.iter().map(|&d| d as usize).collect();
+        gcd_accuracy(&truth, &predicted, &old)
     }
 
     /// k-means on the raw pixels of the novel test samples, and on the features of the same
@@ -142,26 +183,37 @@ impl<'a> Task<'a> {
             schedule: ScheduleConfig { lr_decay_steps: 0, ..options.train.schedule.clone() },
             ..options.train.clone()
         };
-        let mut supervised = Learner::new(&self.model, &config, options.device)?;
+        // The baseline learns the known classes alone, with the labelled head of the paper.
+        let model = ModelConfig { open_world: false, ..self.model.clone() };
+        let mut supervised = Learner::new(&model, &config, options.device)?;
         self.train(&mut supervised, &[], options.baseline_steps, &config, "baseline", &mut |_, _| {})?;
-        let (_, supervised_known, features) = self.predict(&supervised);
+        let predicted = self.predict(&supervised);
         Ok(Baselines {
             kmeans_raw_pixels,
-            kmeans_supervised_features: self.kmeans(&features),
-            supervised_known_accuracy: accuracy(&self.known_truth, &supervised_known),
+            kmeans_supervised_features: self.kmeans(&predicted.features),
+            supervised_known_accuracy: accuracy(&self.known_truth, &predicted.known),
         })
     }
 
-    /// One row per known and novel test sample, by index: its class and what the method said.
+    /// One row per known and novel test sample, by index: its class and the method's decision,
+    /// a known class's name or `novel-<id>`.
     pub fn rows(&self, method: &Method) -> Vec<PredictionRow> {
         let class = |i: i64| self.data.classes[self.data.test.labels[i as usize]].clone();
-        let mut rows = Vec::with_capacity(self.test_known.len() + self.test_novel.len());
-        for (&i, &p) in self.test_known.iter().zip(&method.known_pred) {
-            rows.push((i as usize, class(i), self.model.known_classes[p as usize].clone()));
-        }
-        for (&i, &p) in self.test_novel.iter().zip(&method.novel_pred) {
-            rows.push((i as usize, class(i), format!("novel-{p}")));
-        }
+        let known = self.model.known_classes.len() as i64;
+        let mut rows: Vec<PredictionRow> = self
+            .test_known
+            .iter()
+            .chain(&self.test_novel)
+            .zip(&method.decisions)
+            .map(|(&i, &d)| {
+                let said = if d < known {
+                    self.model.known_classes[d as usize].clone()
+                } else {
+                    format!("novel-{}", d - known)
+                };
+                (i as usize, class(i), said)
+            })
+            .collect();
         rows.sort_by_key(|r| r.0);
         rows
     }
@@ -218,12 +270,14 @@ impl<'a> Task<'a> {
 
     /// The test split measured after `step` steps of the method.
     fn curve_point(&self, step: u64, learner: &Learner) -> CurvePoint {
-        let (novel_pred, known_pred, _) = self.predict(learner);
+        let predicted = self.predict(learner);
         let momentum = learner.predict_all(Encoder::Momentum, self.batches(&self.test_novel));
         CurvePoint {
             step,
-            novel_accuracy: cluster_accuracy(&self.novel_truth, &novel_pred),
-            known_accuracy: accuracy(&self.known_truth, &known_pred),
+            open_world: self.gcd(&predicted.decisions),
+            novel_clusters_in_use: learner.novel_clusters_in_use().len(),
+            novel_accuracy: cluster_accuracy(&self.novel_truth, &predicted.novel),
+            known_accuracy: accuracy(&self.known_truth, &predicted.known),
             momentum_novel_accuracy: cluster_accuracy(&self.novel_truth, &clusters(momentum.clusters)),
             bank_cluster_accuracy: momentum
                 .bank_clusters
@@ -231,12 +285,17 @@ impl<'a> Task<'a> {
         }
     }
 
-    /// Novel-head clusters of the novel test samples, known-head classes of the known ones, and
-    /// the features `z` of the novel ones (on the CPU).
-    fn predict(&self, learner: &Learner) -> (Vec<usize>, Vec<i64>, Tensor) {
+    /// What `learner` says about the test samples.
+    fn predict(&self, learner: &Learner) -> Predicted {
         let novel = learner.predict_all(Encoder::Online, self.batches(&self.test_novel));
         let known = learner.predict_all(Encoder::Online, self.batches(&self.test_known));
-        (clusters(novel.clusters), known.classes, novel.features)
+        let classes = self.model.known_classes.len() as i64;
+        let decisions = if learner.open_world() {
+            known.joint.iter().chain(&novel.joint).copied().collect()
+        } else {
+            known.classes.iter().copied().chain(novel.clusters.iter().map(|&k| classes + k)).collect()
+        };
+        Predicted { novel: clusters(novel.clusters), known: known.classes, features: novel.features, decisions }
     }
 
     /// The test samples `indices` on the device, [`PREDICT_CHUNK`] at a time.
@@ -271,7 +330,27 @@ fn mean_report(reports: &[LossReport]) -> LossReport {
         balance: sum(|r| r.balance),
         swapped: sum(|r| r.swapped),
         positive_pair_rate: sum(|r| r.positive_pair_rate),
+        routed_novel: sum(|r| r.routed_novel),
+        routed_known_ce: sum(|r| r.routed_known_ce),
+        novel_share: sum(|r| r.novel_share),
     }
+}
+
+/// The first `fraction` (rounded up) of each known class's training samples in an order drawn
+/// from `seed` — the labelled ones — and the rest; each ascending. Draws nothing from the global
+/// random generator.
+fn labelled_share(train: &super::Split, known: &[usize], fraction: f64, seed: i64) -> (Vec<i64>, Vec<i64>) {
+    let (mut labelled, mut rest) = (Vec::new(), Vec::new());
+    for &class in known {
+        let mut members = train.indices_of(&[class]);
+        SplitMix64::new(seed as u64 ^ class as u64).shuffle(&mut members);
+        let keep = ((members.len() as f64) * fraction).ceil() as usize;
+        labelled.extend_from_slice(&members[..keep.min(members.len())]);
+        rest.extend_from_slice(&members[keep.min(members.len())..]);
+    }
+    labelled.sort_unstable();
+    rest.sort_unstable();
+    (labelled, rest)
 }
 
 /// Cluster ids as the metrics take them.

@@ -13,7 +13,7 @@ pub use mel::LogMel;
 
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::config::{DecodeConfig, Modality, ModelConfig};
+use crate::config::{DecodeConfig, Modality, ModelConfig, NovelClusters};
 use crate::decode::Window;
 
 /// A batch of windows as the model reads them: frames and/or log-mel spectrograms.
@@ -67,8 +67,28 @@ pub struct Outputs {
     pub projection_a: Option<Tensor>,
     /// Logits of the labelled head, `[B, C_l]` (`None` with no known classes).
     pub known_logits: Option<Tensor>,
-    /// Logits of the unlabelled head, `[B, C_u]`.
+    /// Logits of the unlabelled head's outputs in use, `[B, n]`: all `C_u` of them with a
+    /// given number of novel clusters, the estimated number with `auto`.
     pub novel_logits: Tensor,
+    /// The output (the cluster id) of each column of `novel_logits`, ascending.
+    pub novel_ids: Vec<i64>,
+}
+
+impl Outputs {
+    /// The joint head of the open world: known classes' logits, then the novel outputs' in use,
+    /// `[B, C_l + n]` (only the novel ones without known classes).
+    pub fn joint_logits(&self) -> Tensor {
+        match &self.known_logits {
+            Some(known) => Tensor::cat(&[known, &self.novel_logits], 1),
+            None => self.novel_logits.shallow_clone(),
+        }
+    }
+
+    /// The cluster id of each row's most likely novel output in use, `[B]` int64 on the host.
+    pub fn novel_clusters(&self) -> Vec<i64> {
+        let columns = Vec::<i64>::try_from(self.novel_logits.argmax(1, false).to(Device::Cpu)).expect("int64");
+        columns.into_iter().map(|c| self.novel_ids[c as usize]).collect()
+    }
 }
 
 #[derive(Debug)]
@@ -88,14 +108,19 @@ impl Projection {
 }
 
 /// Encoders plus heads. Checkpoint keys are the `nn::Path` names: `visual.*`, `audio.*`,
-/// `proj_v.*`, `proj_a.*`, `known.*`, `novel.*`.
+/// `proj_v.*`, `proj_a.*`, `known.*`, `novel.*`; `novel.active` (not trained) marks the
+/// outputs of the unlabelled head in use with 1.
 #[derive(Debug)]
 pub struct JointModel {
     visual: Option<(VisualEncoder, Projection)>,
     audio: Option<(AudioEncoder, Projection)>,
     known: Option<nn::Linear>,
     novel: nn::Linear,
+    active: Tensor,
 }
+
+/// Name of the mask of the unlabelled head's outputs in use.
+pub const ACTIVE_OUTPUTS: &str = "novel.active";
 
 impl JointModel {
     pub fn new(root: &nn::Path, config: &ModelConfig) -> Self {
@@ -112,12 +137,46 @@ impl JointModel {
         });
         let dim = visual.as_ref().map_or(0, |v| v.0.dim()) + audio.as_ref().map_or(0, |a| a.0.dim());
         let classes = config.known_classes.len() as i64;
+        let outputs = config.novel_outputs();
+        let novel = nn::linear(root / "novel", dim, outputs, Default::default());
+        let active = (root / "novel").zeros_no_train("active", &[outputs]);
+        // An estimate starts from one novel cluster.
+        let in_use = match config.novel_clusters {
+            NovelClusters::Auto => 1,
+            NovelClusters::Fixed(n) => n,
+        };
+        tch::no_grad(|| {
+            let _ = active.narrow(0, 0, in_use).fill_(1.0);
+        });
         Self {
             known: (classes > 0).then(|| nn::linear(root / "known", dim, classes, Default::default())),
-            novel: nn::linear(root / "novel", dim, config.novel_clusters, Default::default()),
+            novel,
+            active,
             visual,
             audio,
         }
+    }
+
+    /// Outputs of the unlabelled head, in use or not.
+    pub fn novel_outputs(&self) -> i64 {
+        self.active.size()[0]
+    }
+
+    /// The unlabelled head's outputs in use, ascending.
+    pub fn active_outputs(&self) -> Vec<i64> {
+        let mask = Vec::<f32>::try_from(self.active.to(Device::Cpu)).expect("f32 mask");
+        mask.iter().enumerate().filter(|(_, &m)| m > 0.5).map(|(i, _)| i as i64).collect()
+    }
+
+    /// Puts exactly the outputs `ids` of the unlabelled head in use.
+    pub fn set_active_outputs(&self, ids: &[i64]) {
+        tch::no_grad(|| {
+            let mut active = self.active.shallow_clone();
+            let _ = active.fill_(0.0);
+            for &id in ids {
+                let _ = active.get(id).fill_(1.0);
+            }
+        });
     }
 
     /// Width of `z`.
@@ -141,9 +200,18 @@ impl JointModel {
         });
         let parts: Vec<&Tensor> = visual.iter().chain(audio.iter()).map(|(z, _)| z).collect();
         let z = if parts.len() == 1 { parts[0].shallow_clone() } else { Tensor::cat(&parts, 1) };
+        let novel_ids = self.active_outputs();
+        let raw = z.apply(&self.novel);
+        // The head's outputs not in use take no window and learn nothing.
+        let novel_logits = if novel_ids.len() as i64 == raw.size()[1] {
+            raw
+        } else {
+            raw.index_select(1, &Tensor::from_slice(&novel_ids).to(raw.device()))
+        };
         Outputs {
             known_logits: self.known.as_ref().map(|head| z.apply(head)),
-            novel_logits: z.apply(&self.novel),
+            novel_logits,
+            novel_ids,
             projection_v: visual.map(|(_, p)| p),
             projection_a: audio.map(|(_, p)| p),
             z,

@@ -66,6 +66,10 @@ pub struct VersionPoint {
 pub struct ModelRecord {
     pub schema: String,
     pub model_version: u64,
+    /// The novel cluster ids that version can give (`novel-<k>`): as many as the estimated
+    /// number of new categories with `model.novel_clusters = "auto"`.
+    #[serde(default)]
+    pub novel_clusters: Vec<String>,
     /// Oldest first, at most [`MODEL_HISTORY`] versions of this daemon's run.
     pub stability: Vec<VersionPoint>,
 }
@@ -121,13 +125,21 @@ impl ClusterTable {
         self.changed.extend(clusters);
     }
 
-    /// Notes the model version in use and its stability measure (`None` before the trainer has
-    /// compared two versions); a version already noted is ignored.
-    pub fn observe_version(&mut self, model_version: u64, changed_fraction: Option<f64>, now_ms: i64) {
+    /// Notes the model version in use, the novel clusters it can give and its stability measure
+    /// (`None` before the trainer has compared two versions); a version already noted is
+    /// ignored.
+    pub fn observe_version(
+        &mut self,
+        model_version: u64,
+        novel_clusters: Vec<String>,
+        changed_fraction: Option<f64>,
+        now_ms: i64,
+    ) {
         let new = self.model.is_none();
         let model = self.model.get_or_insert_with(|| ModelRecord {
             schema: MODEL_SCHEMA.into(),
             model_version,
+            novel_clusters: novel_clusters.clone(),
             stability: Vec::new(),
         });
         let measured = model.stability.last().is_some_and(|p| p.model_version == model_version);
@@ -135,6 +147,7 @@ impl ClusterTable {
             return;
         }
         model.model_version = model_version;
+        model.novel_clusters = novel_clusters;
         if let Some(changed_fraction) = changed_fraction {
             if !measured {
                 model.stability.push(VersionPoint { model_version, changed_fraction, time_ms: now_ms });
@@ -197,16 +210,17 @@ mod tests {
     #[test]
     fn the_model_record_keeps_each_versions_stability_once() {
         let mut table = ClusterTable::default();
-        table.observe_version(0, None, 10);
+        table.observe_version(0, vec!["novel-0".into()], None, 10);
         let first = table.take_model().unwrap();
         assert_eq!((first.model_version, first.stability.len()), (0, 0));
-        table.observe_version(0, None, 11);
+        assert_eq!(first.novel_clusters, ["novel-0"]);
+        table.observe_version(0, vec![], None, 11);
         assert!(table.take_model().is_none(), "nothing new");
-        table.observe_version(1, None, 12);
+        table.observe_version(1, vec![], None, 12);
         assert_eq!(table.take_model().unwrap().model_version, 1);
-        table.observe_version(2, Some(0.25), 13);
-        table.observe_version(2, Some(0.25), 14);
-        table.observe_version(3, Some(0.1), 15);
+        table.observe_version(2, vec![], Some(0.25), 13);
+        table.observe_version(2, vec![], Some(0.25), 14);
+        table.observe_version(3, vec![], Some(0.1), 15);
         let model = table.take_model().unwrap();
         assert_eq!(model.model_version, 3);
         let points: Vec<(u64, f64, i64)> =
@@ -215,7 +229,7 @@ mod tests {
         table.mark_model_changed();
         assert!(table.take_model().is_some());
         for v in 4..(4 + MODEL_HISTORY as u64) {
-            table.observe_version(v, Some(0.0), v as i64);
+            table.observe_version(v, vec![], Some(0.0), v as i64);
         }
         let model = table.take_model().unwrap();
         assert_eq!(model.stability.len(), MODEL_HISTORY, "bounded");

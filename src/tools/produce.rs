@@ -10,6 +10,7 @@ use rdkafka::util::Timeout;
 use super::manifest::read_manifest;
 use super::ToolError;
 use crate::config::KafkaConfig;
+use crate::eval::av_digits::AvClip;
 use crate::source::{SegmentRef, SEGMENT_SCHEMA};
 
 /// What to publish and how.
@@ -158,6 +159,13 @@ pub struct ManifestOptions {
     pub split: Option<String>,
     /// Classes whose clips carry their label; every other clip is sent unlabelled.
     pub known: Vec<String>,
+    /// Share of the known classes' clips sent without their label (drawn with `seed`).
+    pub unlabelled_known_fraction: f64,
+    /// Novel classes entering in stages: the classes of stage `s` are sent only from
+    /// `s · stage_time` after the start on (classes in no stage from the start).
+    pub novel_stages: Vec<Vec<String>>,
+    /// How long each stage runs before the next enters (with `novel_stages`; needs a `rate`).
+    pub stage_time: std::time::Duration,
     /// Streams the clips are dealt over, round-robin.
     pub streams: usize,
     /// Order of the clips: shuffled with this seed.
@@ -172,16 +180,18 @@ pub struct ManifestOptions {
 
 /// Publishes the clips of a manifest in a seeded random order, round-robin over `streams`
 /// streams (`av-0`, `av-1`, …). A clip's segment id is its path in the manifest, so `score`
-/// can find its true class; only clips of `known` classes carry their label.
+/// can find its true class; only clips of `known` classes carry their label, less the
+/// `unlabelled_known_fraction` of them; classes of later `novel_stages` join the order later.
 pub async fn produce_manifest(kafka: &KafkaConfig, options: &ManifestOptions) -> Result<Vec<Produced>, ToolError> {
     let manifest = read_manifest(&options.manifest)?;
     let root = options.manifest.parent().unwrap_or(Path::new("."));
-    let mut clips: Vec<_> =
+    let clips: Vec<_> =
         manifest.clips.iter().filter(|c| options.split.as_ref().is_none_or(|s| *s == c.split)).collect();
-    crate::rng::SplitMix64::new(options.seed).shuffle(&mut clips);
+    let mut clips = staged_order(clips, options);
     if options.limit > 0 {
         clips.truncate(options.limit);
     }
+    let mut draw = crate::rng::SplitMix64::new(options.seed ^ 0x0075_6e6c_6162_656c);
     let producer: FutureProducer = kafka.client_config().create().map_err(ToolError::kafka("creating producer"))?;
     let streams: Vec<String> = (0..options.streams.max(1)).map(|i| format!("av-{i}")).collect();
     let started = std::time::Instant::now();
@@ -197,15 +207,91 @@ pub async fn produce_manifest(kafka: &KafkaConfig, options: &ManifestOptions) ->
             segment_id: clip.path.to_string_lossy().into_owned(),
             seq: (i / streams.len()) as u64,
             path: &path,
-            label: options.known.contains(&clip.label).then_some(clip.label.as_str()),
+            label: (options.known.contains(&clip.label) && draw.uniform(0.0, 1.0) >= options.unlabelled_known_fraction)
+                .then_some(clip.label.as_str()),
         };
         produced.push(send_segment(&producer, &options.topic, options.inline, segment).await?);
     }
     Ok(produced)
 }
 
+/// The clips in the order they are sent: shuffled with the options' seed, then, with novel
+/// stages, dealt so that the `rate · stage_time` clips of stage `s` come only from the classes
+/// of stages up to `s` (and the classes in no stage); the last stage takes what is left.
+fn staged_order<'c>(mut clips: Vec<&'c AvClip>, options: &ManifestOptions) -> Vec<&'c AvClip> {
+    crate::rng::SplitMix64::new(options.seed).shuffle(&mut clips);
+    if options.novel_stages.is_empty() {
+        return clips;
+    }
+    let stage_of =
+        |clip: &AvClip| options.novel_stages.iter().position(|stage| stage.contains(&clip.label)).unwrap_or(0);
+    let per_stage = (options.rate * options.stage_time.as_secs_f64()).round() as usize;
+    let mut waiting: Vec<Option<&AvClip>> = clips.into_iter().map(Some).collect();
+    let mut ordered = Vec::with_capacity(waiting.len());
+    for stage in 0..options.novel_stages.len() {
+        let last = stage + 1 == options.novel_stages.len();
+        for slot in waiting.iter_mut() {
+            if !last && ordered.len() >= per_stage * (stage + 1) {
+                break;
+            }
+            if slot.as_ref().is_some_and(|clip| stage_of(clip) <= stage) {
+                ordered.extend(slot.take());
+            }
+        }
+    }
+    ordered
+}
+
 /// The `file://` URI of a path, made absolute.
 pub fn file_uri(path: &Path) -> Result<String, ToolError> {
     let absolute = path.canonicalize().map_err(ToolError::file("resolving", path))?;
     url::Url::from_file_path(&absolute).map(|u| u.to_string()).map_err(|()| ToolError::FileUri { path: absolute })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clips of classes 0 (known), 5, 6 and 7 (novel): with stages `5:6,7`, two clips a second
+    /// and stages of 5 s, the first 10 clips hold no 6 or 7, every clip is sent once, and the
+    /// order without stages is the seeded shuffle.
+    #[test]
+    fn novel_classes_enter_in_stages() {
+        let clip = |i: usize, label: &str| AvClip {
+            path: format!("c{i}").into(),
+            split: "test".into(),
+            label: label.into(),
+            image: i,
+            speech: String::new(),
+            language: String::new(),
+        };
+        let all: Vec<AvClip> = (0..40).map(|i| clip(i, ["0", "5", "6", "7"][i % 4])).collect();
+        let mut options = ManifestOptions {
+            topic: String::new(),
+            manifest: PathBuf::new(),
+            split: None,
+            known: vec!["0".into()],
+            unlabelled_known_fraction: 0.0,
+            novel_stages: vec![vec!["5".into()], vec!["6".into(), "7".into()]],
+            stage_time: std::time::Duration::from_secs(5),
+            streams: 1,
+            seed: 3,
+            rate: 2.0,
+            limit: 0,
+            inline: false,
+        };
+        let staged = staged_order(all.iter().collect(), &options);
+        assert_eq!(staged.len(), 40);
+        assert!(staged[..10].iter().all(|c| c.label == "0" || c.label == "5"), "stage 0");
+        assert!(staged[10..].iter().any(|c| c.label == "6") && staged[10..].iter().any(|c| c.label == "7"));
+        let mut paths: Vec<_> = staged.iter().map(|c| c.path.clone()).collect();
+        paths.sort();
+        paths.dedup();
+        assert_eq!(paths.len(), 40, "each clip once");
+        options.novel_stages.clear();
+        let plain = staged_order(all.iter().collect(), &options);
+        let mut expected: Vec<&AvClip> = all.iter().collect();
+        crate::rng::SplitMix64::new(3).shuffle(&mut expected);
+        assert_eq!(plain, expected);
+    }
 }

@@ -6,6 +6,7 @@
 
 use tch::{Kind, Tensor};
 
+use super::estimate::{known_centroids, open_set_nearest, plus_plus_after, semi_supervised_lloyd};
 use super::kmeans::{plus_plus, Lloyd, Metric, Update};
 use crate::config::ClusterPairs;
 use crate::model::l2_normalize;
@@ -14,6 +15,9 @@ use crate::model::l2_normalize;
 #[derive(Debug, Default)]
 pub struct BankClusters {
     centroids: Option<Tensor>,
+    /// The open world's known classes' floors (see [`open_set_nearest`]): the first centroids
+    /// are theirs.
+    floors: Option<Tensor>,
 }
 
 /// Spherical k-means with the refresh's `min_share`: ten updates from each start.
@@ -60,6 +64,43 @@ impl BankClusters {
         self.centroids = Metric::Cosine.best(runs).map(|best| best.centroids);
     }
 
+    /// The open world's refresh: semi-supervised spherical k-means over all the bank's `keys`
+    /// `[N, P]` (`labels` a known class in `0..known` or −1) into the `known` classes — their
+    /// centroids start at their labelled keys' mean and those keys stay with their class — and
+    /// `novel` clusters, which start from the previous novel centroids (k-means++ at first) or,
+    /// with an `anchor` (batch keys and the novel cluster `0..novel` the unlabelled head gives
+    /// each), from the means of those groups. Centroids `0..known` are then the known classes',
+    /// the rest novel. Nothing changes while a known class has no labelled key in the bank.
+    pub fn refresh_open(
+        &mut self,
+        keys: &Tensor,
+        labels: &Tensor,
+        (known, novel): (i64, i64),
+        anchor: Option<(&Tensor, &Tensor)>,
+    ) {
+        let _guard = tch::no_grad_guard();
+        let x = l2_normalize(&keys.detach());
+        let (known_centroids, rank) = known_centroids(&x, labels, known);
+        if known_centroids.size()[0] != known || labels.eq(-1).sum(Kind::Int64).int64_value(&[]) < novel {
+            return;
+        }
+        let mut previous = match &self.centroids {
+            Some(c) if c.size() == [known + novel, x.size()[1]] => c.narrow(0, known, novel),
+            _ => plus_plus_after(&x, labels, &known_centroids, novel).narrow(0, known, novel),
+        };
+        if let Some((batch, groups)) = anchor {
+            previous = Metric::Cosine.group_centroids(&l2_normalize(&batch.detach()), groups, &previous).0;
+        }
+        let start = Tensor::cat(&[known_centroids, previous], 0);
+        let run = semi_supervised_lloyd(&x, labels, &rank, start, 10);
+        (self.centroids, self.floors) = (Some(run.centroids), Some(run.floors));
+    }
+
+    /// How many centroids there are, once there are any.
+    pub fn count(&self) -> Option<i64> {
+        self.centroids.as_ref().map(|c| c.size()[0])
+    }
+
     /// Whether [`BankClusters::refresh`] has found centroids yet.
     pub fn ready(&self) -> bool {
         self.centroids.is_some()
@@ -70,7 +111,11 @@ impl BankClusters {
     pub fn assign(&self, x: &Tensor) -> Option<Tensor> {
         let _guard = tch::no_grad_guard();
         let centroids = self.centroids.as_ref()?;
-        Some(Metric::Cosine.nearest(&l2_normalize(&x.detach()), centroids))
+        let x = l2_normalize(&x.detach());
+        Some(match &self.floors {
+            Some(floors) => open_set_nearest(&x, centroids, floors),
+            None => Metric::Cosine.nearest(&x, centroids),
+        })
     }
 
     /// `[B, B]` float 0/1: whether rows `i` and `j` of `x` `[B, P]` share their nearest centroid;
@@ -152,7 +197,7 @@ mod tests {
         );
         let stuck = l2_normalize(&stuck);
         let stuck_fit = fit(&keys, &stuck);
-        let mut clusters = BankClusters { centroids: Some(stuck.shallow_clone()) };
+        let mut clusters = BankClusters { centroids: Some(stuck.shallow_clone()), floors: None };
         clusters.refresh(&keys, 3, 0, 0.0, None);
         let kept = fit(&keys, clusters.centroids.as_ref().unwrap());
         assert!((kept - stuck_fit).abs() < 1.0, "without restarts the warm start stays stuck: {kept} vs {stuck_fit}");
@@ -179,10 +224,10 @@ mod tests {
             0,
         );
         let merged = l2_normalize(&merged);
-        let mut refined = BankClusters { centroids: Some(merged.shallow_clone()) };
+        let mut refined = BankClusters { centroids: Some(merged.shallow_clone()), floors: None };
         refined.refresh(&keys, 3, 0, 0.0, None);
         assert_ne!(refined.same_cluster(&keys).unwrap(), same_group(&group), "refining alone keeps the merge");
-        let mut split = BankClusters { centroids: Some(merged) };
+        let mut split = BankClusters { centroids: Some(merged), floors: None };
         split.refresh(&keys, 3, 0, 0.1, None);
         assert_eq!(split.same_cluster(&keys).unwrap(), same_group(&group));
     }
@@ -202,7 +247,7 @@ mod tests {
             ],
             0,
         ));
-        let mut clusters = BankClusters { centroids: Some(merged.shallow_clone()) };
+        let mut clusters = BankClusters { centroids: Some(merged.shallow_clone()), floors: None };
         clusters.refresh(&keys, 3, 0, 0.0, None);
         assert_ne!(clusters.same_cluster(&keys).unwrap(), same_group(&group), "refining alone keeps the merge");
         let (batch, head) = (keys.narrow(0, 0, 30), group.narrow(0, 0, 30));

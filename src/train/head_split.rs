@@ -50,18 +50,29 @@ impl HeadSplitter {
     /// output: the windows the largest takes are split in two by 2-means on their features, and
     /// the two outputs' rows become the largest's row plus and minus the direction between the
     /// halves.
-    pub fn observe(&mut self, config: &TrainConfig, step: u64, z: &Tensor, logits: &Tensor, weights: Weights) {
+    ///
+    /// `logits` has a column for each output in use, `ids` names them; outputs not in use
+    /// count neither as dead nor as largest.
+    pub fn observe(
+        &mut self,
+        config: &TrainConfig,
+        step: u64,
+        (z, logits, ids): (&Tensor, &Tensor, &[i64]),
+        outputs: i64,
+        weights: Weights,
+    ) {
         let _guard = tch::no_grad_guard();
-        let outputs = logits.size()[1];
-        let assignment = logits.argmax(1, false);
+        let columns = logits.argmax(1, false);
+        let assignment = Tensor::from_slice(ids).to(columns.device()).index_select(0, &columns);
         let shares = self.follow(&assignment, outputs);
         if step < config.schedule.rampup_steps || !self.settled(step) {
             return;
         }
-        let order = |a: &usize, b: &usize| shares[*a].total_cmp(&shares[*b]);
-        let (dead, largest) = match ((0..shares.len()).min_by(order), (0..shares.len()).max_by(order)) {
-            (Some(dead), Some(largest)) if shares[dead] * (outputs as f64) < config.clusters.head_min_share => {
-                (dead as i64, largest as i64)
+        let order = |a: &&i64, b: &&i64| shares[**a as usize].total_cmp(&shares[**b as usize]);
+        let in_use = ids.len() as f64;
+        let (dead, largest) = match (ids.iter().min_by(order), ids.iter().max_by(order)) {
+            (Some(&dead), Some(&largest)) if shares[dead as usize] * in_use < config.clusters.head_min_share => {
+                (dead, largest)
             }
             _ => return,
         };
@@ -78,6 +89,13 @@ impl HeadSplitter {
         tracing::info!(step, dead, largest, "re-initialised a dead output of the unlabelled head to split the largest");
         self.last_split = Some(step);
         self.splits += 1;
+    }
+
+    /// The moving average of each output's share of the unlabelled windows, once it has seen a
+    /// batch.
+    pub fn shares(&self) -> Option<Vec<f64>> {
+        let (average, _) = self.share.as_ref()?;
+        Vec::<f64>::try_from(average.to_kind(Kind::Double).to(tch::Device::Cpu)).ok()
     }
 
     /// Adds a batch's `assignment` `[B]` (of `outputs` outputs) to the moving average of the

@@ -3,6 +3,8 @@
 //! the checkpoint state and predictions live beside it (`learner/state.rs`,
 //! `learner/predict.rs`), the head splits and the schedule in their own modules.
 
+mod novel_count;
+mod open_world;
 mod predict;
 mod state;
 mod terms;
@@ -15,10 +17,11 @@ pub use predict::{Encoder, Predictions};
 
 use super::adam::Adam;
 use super::clusters::BankClusters;
+use super::estimate::Estimate;
 use super::head_split::{HeadSplitter, Weights};
 use super::{augment, augment_mel, schedule, MemoryBank, WtaHash};
-use crate::config::{ClusterPairs, Contrast, ModelConfig, TrainConfig};
-use crate::model::{Input, JointModel, Outputs};
+use crate::config::{ClusterPairs, Contrast, ModelConfig, NovelClusters, TrainConfig};
+use crate::model::{Input, JointModel, Outputs, ACTIVE_OUTPUTS};
 
 /// A modality's slot: 0 visual, 1 audio.
 type Slot = usize;
@@ -57,6 +60,15 @@ pub struct LossReport {
     pub swapped: f64,
     /// Share of unlabelled pairs the pseudo labels called positive.
     pub positive_pair_rate: f64,
+    /// Open world: share of the unlabelled windows the bank's clusters routed to the novel
+    /// clusters.
+    pub routed_novel: f64,
+    /// Open world: cross-entropy of the joint head on the unlabelled windows routed to a known
+    /// class, before its weight.
+    pub routed_known_ce: f64,
+    /// Open world: `−log` of the novel outputs' share of the joint head's probability on the
+    /// windows routed novel, before its weight.
+    pub novel_share: f64,
 }
 
 /// The model being trained, its momentum (key) encoder, the optimiser, a memory bank per
@@ -80,6 +92,15 @@ pub struct Learner {
     /// Splits of dead outputs of the unlabelled head, while `train.clusters.head_min_share` is
     /// on.
     head: HeadSplitter,
+    /// One decision over known classes and novel clusters (`model.open_world` with known
+    /// classes): the labelled and pairwise losses act on the joint head.
+    open_world: bool,
+    /// Known classes `C_l`.
+    known: i64,
+    /// With `model.novel_clusters = "auto"`, the capacity the estimates stay within.
+    auto: Option<i64>,
+    /// The latest estimates of the number of novel clusters, newest last (two at most).
+    estimates: Vec<Estimate>,
     step: u64,
 }
 
@@ -121,9 +142,11 @@ impl Learner {
         let ema = JointModel::new(&ema_vars.root(), model_config);
         ema_vars.copy(&vars)?;
         let online = vars.variables();
+        // The mask of the head's outputs in use is set, not averaged.
         let mut ema_pairs: Vec<(String, Tensor, Tensor)> = ema_vars
             .variables()
             .into_iter()
+            .filter(|(name, _)| name != ACTIVE_OUTPUTS)
             .map(|(name, t)| {
                 let source = online[&name].shallow_clone();
                 (name, t, source)
@@ -161,6 +184,10 @@ impl Learner {
             optimizer,
             clusters: BankClusters::default(),
             head: HeadSplitter::default(),
+            open_world: model_config.open_world && !model_config.known_classes.is_empty(),
+            known: model_config.known_classes.len() as i64,
+            auto: (model_config.novel_clusters == NovelClusters::Auto).then_some(model_config.max_novel_clusters),
+            estimates: Vec::new(),
             step: 0,
         })
     }
@@ -168,6 +195,21 @@ impl Learner {
     /// Steps taken (also before a restart from a checkpoint).
     pub fn step_count(&self) -> u64 {
         self.step
+    }
+
+    /// The unlabelled head's outputs in use (the novel cluster ids it can give), ascending.
+    pub fn novel_clusters_in_use(&self) -> Vec<i64> {
+        self.model.active_outputs()
+    }
+
+    /// The latest estimate of the number of novel clusters (`model.novel_clusters = "auto"`).
+    pub fn latest_estimate(&self) -> Option<&Estimate> {
+        self.estimates.last()
+    }
+
+    /// Whether known classes and novel clusters share one decision (the open world).
+    pub fn open_world(&self) -> bool {
+        self.open_world
     }
 
     /// How often a dead output of the unlabelled head has been re-initialised to split the
@@ -200,7 +242,11 @@ impl Learner {
         }
         add(self.cross_entropy(&pass, labels, &mut report));
         let unlabelled_weight = schedule::unlabelled_weight(&self.config.schedule, self.step);
-        add(self.pairwise_bce(&pass, unlabelled_weight, &mut report));
+        if self.open_world {
+            add(self.open_world_terms(&pass, unlabelled_weight, &mut report));
+        } else {
+            add(self.pairwise_bce(&pass, unlabelled_weight, &mut report));
+        }
         add(self.swapped(&pass, unlabelled_weight, &mut report));
         add(self.balance(&pass, unlabelled_weight, &mut report));
         add(self.consistency(&pass, &mut report));
@@ -210,6 +256,7 @@ impl Learner {
         self.split_dead_output(&pass);
         self.push_banks(&pass);
         self.step += 1;
+        self.estimate_novel_clusters();
         report
     }
 
@@ -267,16 +314,28 @@ impl Learner {
         if !on {
             return;
         }
-        let z = pass.out1.z.narrow(0, pass.nl, pass.nu);
-        let logits = pass.out1.novel_logits.narrow(0, pass.nl, pass.nu);
+        let mut z = pass.out1.z.narrow(0, pass.nl, pass.nu);
+        let mut logits = pass.out1.novel_logits.narrow(0, pass.nl, pass.nu);
+        if self.open_world {
+            // Only the windows the joint head calls novel are the novel outputs' share.
+            let _guard = tch::no_grad_guard();
+            let decided = pass.out1.joint_logits().narrow(0, pass.nl, pass.nu).argmax(1, false);
+            let novel = decided.ge(self.known).nonzero().squeeze_dim(1);
+            if novel.size()[0] < 2 {
+                return;
+            }
+            (z, logits) = (z.index_select(0, &novel), logits.index_select(0, &novel));
+        }
+        let outputs = self.model.novel_outputs();
         let weights = Weights { online: &self.vars, momentum: &self.ema_vars, optimizer: &mut self.optimizer };
-        self.head.observe(&self.config, self.step, &z, &logits, weights);
+        self.head.observe(&self.config, self.step, (&z, &logits, &pass.out1.novel_ids), outputs, weights);
     }
 
     /// Enqueues the momentum encoder's keys of the batch in each modality's bank (the banks
     /// feed the contrast and the bank clusters).
     fn push_banks(&mut self, pass: &Pass) {
-        if !self.config.losses.memory_bank && self.config.clusters.pairs == ClusterPairs::Off {
+        // The open world routes windows by the bank's clusters.
+        if !self.config.losses.memory_bank && self.config.clusters.pairs == ClusterPairs::Off && !self.open_world {
             return;
         }
         for (slot, bank) in self.banks.iter_mut().enumerate() {
@@ -293,21 +352,27 @@ impl Learner {
         Tensor::cat(&parts, 1)
     }
 
-    /// The banks' keys of unlabelled windows, modalities side by side (the banks fill in step,
-    /// so their rows are the same windows); `None` while the banks are empty or unused.
-    fn unlabelled_bank_keys(&self) -> Option<Tensor> {
+    /// The banks' keys, modalities side by side, and their labels (−1 for unlabelled windows);
+    /// `None` while the banks are empty or unused.
+    fn bank_keys(&self) -> Option<(Tensor, Tensor)> {
         let mut parts = Vec::new();
-        let mut unlabelled = None;
+        let mut labels = None;
         for bank in self.banks.iter().flatten() {
             if bank.is_empty() {
                 return None;
             }
-            let (keys, labels) = bank.contents();
-            unlabelled.get_or_insert_with(|| labels.eq(-1).nonzero().squeeze_dim(1));
+            let (keys, bank_labels) = bank.contents();
+            labels.get_or_insert(bank_labels);
             parts.push(keys);
         }
-        let rows = unlabelled?;
-        Some(Tensor::cat(&parts, 1).index_select(0, &rows))
+        Some((Tensor::cat(&parts, 1), labels?))
+    }
+
+    /// The banks' keys of unlabelled windows, modalities side by side (the banks fill in step,
+    /// so their rows are the same windows); `None` while the banks are empty or unused.
+    fn unlabelled_bank_keys(&self) -> Option<Tensor> {
+        let (keys, labels) = self.bank_keys()?;
+        Some(keys.index_select(0, &labels.eq(-1).nonzero().squeeze_dim(1)))
     }
 
     /// `ema ← m·ema + (1−m)·online`, batch-norm statistics included.
@@ -332,11 +397,12 @@ mod tests {
     }
 
     /// A small visual model: known classes `a` and `b`, two novel clusters, one layer of 8
-    /// channels, projections of 8.
+    /// channels, projections of 8, in the paper's task-aware setting.
     pub(super) fn small_model() -> ModelConfig {
         ModelConfig {
             known_classes: vec!["a".into(), "b".into()],
-            novel_clusters: 2,
+            novel_clusters: crate::config::NovelClusters::Fixed(2),
+            open_world: false,
             channels: vec![8],
             projection_dim: 8,
             ..Default::default()

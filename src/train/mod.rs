@@ -9,6 +9,7 @@ mod augment;
 mod bank;
 pub mod checkpoint;
 mod clusters;
+pub mod estimate;
 mod head_split;
 pub mod kmeans;
 mod learner;

@@ -284,6 +284,7 @@ impl Worker {
         self.metrics.train_step_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.train_steps.fetch_add(1, Ordering::Relaxed);
         self.metrics.head_splits.store(self.learner.head_splits(), Ordering::Relaxed);
+        self.metrics.novel_clusters_estimated.set(self.learner.novel_clusters_in_use().len() as f64);
         self.record(&report);
         if self.learner.step_count() % self.config.snapshot_every == 0 {
             self.publish();
@@ -312,7 +313,9 @@ impl Worker {
                 let first = chunk[0].narrow(chunk[0].len());
                 chunk[1..].iter().fold(first, |batch, x| batch.cat(x))
             });
-            let clusters = self.learner.predict_all(Encoder::Online, batches).clusters;
+            let predicted = self.learner.predict_all(Encoder::Online, batches);
+            // What the assigner publishes: in the open world, the joint head's decision.
+            let clusters = if self.learner.open_world() { predicted.joint } else { predicted.clusters };
             if let Some(previous) = &self.replay_clusters {
                 let changed = previous.iter().zip(&clusters).filter(|(a, b)| a != b).count();
                 let fraction = changed as f64 / clusters.len().max(1) as f64;
@@ -374,7 +377,7 @@ mod tests {
         let _rng = crate::rng_lock();
         let model = ModelConfig {
             known_classes: vec!["a".into()],
-            novel_clusters: 2,
+            novel_clusters: crate::config::NovelClusters::Fixed(2),
             channels: vec![8],
             projection_dim: 8,
             ..Default::default()

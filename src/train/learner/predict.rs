@@ -19,8 +19,11 @@ pub enum Encoder {
 /// Predictions for a set of windows, on the host, in the order of the windows.
 #[derive(Debug)]
 pub struct Predictions {
-    /// The unlabelled head's cluster of each window.
+    /// The unlabelled head's cluster of each window (among the outputs in use).
     pub clusters: Vec<i64>,
+    /// The joint head's decision for each window (empty for a model without known classes):
+    /// a known class `c` as `c`, novel cluster `k` as `C_l + k`.
+    pub joint: Vec<i64>,
     /// The labelled head's class of each window (empty for a model without known classes).
     pub classes: Vec<i64>,
     /// The features `z` `[N, D]`.
@@ -56,6 +59,7 @@ impl Learner {
         let mut features = Vec::new();
         let mut found = Predictions {
             clusters: Vec::new(),
+            joint: Vec::new(),
             classes: Vec::new(),
             features: Tensor::zeros([0, 0], (tch::Kind::Float, Device::Cpu)),
             bank_clusters: (encoder == Encoder::Momentum).then(Vec::new),
@@ -66,9 +70,10 @@ impl Learner {
                 Encoder::Online => self.predict(&batch),
                 Encoder::Momentum => self.predict_momentum(&batch),
             };
-            found.clusters.extend(host_ints(&out.novel_logits.argmax(1, false)));
+            found.clusters.extend(out.novel_clusters());
             if let Some(logits) = &out.known_logits {
                 found.classes.extend(host_ints(&logits.argmax(1, false)));
+                found.joint.extend(joint_decisions(&out));
             }
             features.push(out.z.to(Device::Cpu));
             if encoder == Encoder::Momentum {
@@ -83,6 +88,16 @@ impl Learner {
         }
         found
     }
+}
+
+/// The joint head's decision for each of `out`'s windows: a known class `c` as `c`, novel
+/// cluster `k` as `C_l + k`.
+pub fn joint_decisions(out: &Outputs) -> Vec<i64> {
+    let known = out.known_logits.as_ref().map_or(0, |k| k.size()[1]);
+    host_ints(&out.joint_logits().argmax(1, false))
+        .into_iter()
+        .map(|c| if c < known { c } else { known + out.novel_ids[(c - known) as usize] })
+        .collect()
 }
 
 /// An int64 tensor's values, on the host.

@@ -58,7 +58,8 @@ impl Learner {
         pair_loss
     }
 
-    /// Cross-entropy of both views' labelled-head logits on the labelled windows.
+    /// Cross-entropy of both views' labelled-head logits on the labelled windows; in the open
+    /// world, of the joint head's, so that a known class's windows leave the novel outputs.
     pub(super) fn cross_entropy(&self, pass: &Pass, labels: &Tensor, report: &mut LossReport) -> Option<Tensor> {
         let (Some(k1), Some(k2)) = (&pass.out1.known_logits, &pass.out2.known_logits) else {
             return None;
@@ -66,6 +67,11 @@ impl Learner {
         if !self.config.losses.cross_entropy || pass.nl == 0 {
             return None;
         }
+        let (k1, k2) = if self.open_world {
+            (pass.out1.joint_logits(), pass.out2.joint_logits())
+        } else {
+            (k1.shallow_clone(), k2.shallow_clone())
+        };
         let nl = pass.nl;
         let term = (k1.narrow(0, 0, nl).cross_entropy_for_logits(labels)
             + k2.narrow(0, 0, nl).cross_entropy_for_logits(labels))
@@ -93,17 +99,8 @@ impl Learner {
     /// joined with the bank's clusters (refreshed every `train.clusters.every` steps) when
     /// `train.clusters.pairs` is on.
     fn pseudo_pairs(&mut self, pass: &Pass) -> (Tensor, Tensor) {
-        let p = &self.config.pseudo;
-        // Pseudo labels from the slowly moving momentum encoder are steadier than the online one's.
-        let z = if p.from_momentum { &pass.momentum.z } else { &pass.out1.z }.narrow(0, pass.nl, pass.nu);
-        let rule = PairRule {
-            wta_threshold: p.wta_threshold,
-            cosine_threshold: p.cosine_threshold,
-            rank_k: p.rank_k,
-            negative_below: (p.negative_threshold > 0.0).then_some(p.negative_threshold),
-            positive_rate: (p.pair_positive_rate > 0.0).then_some(p.pair_positive_rate),
-        };
-        let (targets, mask) = pseudo_labels(p.kind, &z, &self.wta, &rule);
+        let z = self.pseudo_label_features(pass).narrow(0, pass.nl, pass.nu);
+        let (targets, mask) = self.rule_pairs(&z);
         let pairs = self.config.clusters.pairs;
         if pairs == ClusterPairs::Off {
             return (targets, mask);
@@ -116,6 +113,29 @@ impl Learner {
             Some(same) => join(pairs, &targets, &mask, &same),
             None => (targets, mask),
         }
+    }
+
+    /// The features pseudo labels compare: the slowly moving momentum encoder's are steadier
+    /// than the online one's.
+    pub(super) fn pseudo_label_features<'p>(&self, pass: &'p Pass) -> &'p Tensor {
+        if self.config.pseudo.from_momentum {
+            &pass.momentum.z
+        } else {
+            &pass.out1.z
+        }
+    }
+
+    /// `[n, n]` targets and mask of the pairs of the rows of `z` by the pseudo-label rule.
+    pub(super) fn rule_pairs(&self, z: &Tensor) -> (Tensor, Tensor) {
+        let p = &self.config.pseudo;
+        let rule = PairRule {
+            wta_threshold: p.wta_threshold,
+            cosine_threshold: p.cosine_threshold,
+            rank_k: p.rank_k,
+            negative_below: (p.negative_threshold > 0.0).then_some(p.negative_threshold),
+            positive_rate: (p.pair_positive_rate > 0.0).then_some(p.pair_positive_rate),
+        };
+        pseudo_labels(p.kind, z, &self.wta, &rule)
     }
 
     /// Re-clusters the banks' unlabelled keys; once ramped up, the momentum head's clusters of
@@ -163,10 +183,15 @@ impl Learner {
             return None;
         }
         let weight = c.losses.consistency_weight * rampup(self.step, c.schedule.rampup_steps);
-        let mut term = consistency(&pass.out1.novel_logits, &pass.out2.novel_logits);
-        if let (Some(k1), Some(k2)) = (&pass.out1.known_logits, &pass.out2.known_logits) {
-            term += consistency(k1, k2);
-        }
+        let term = if self.open_world {
+            consistency(&pass.out1.joint_logits(), &pass.out2.joint_logits())
+        } else {
+            let mut term = consistency(&pass.out1.novel_logits, &pass.out2.novel_logits);
+            if let (Some(k1), Some(k2)) = (&pass.out1.known_logits, &pass.out2.known_logits) {
+                term += consistency(k1, k2);
+            }
+            term
+        };
         report.consistency = term.double_value(&[]);
         report.consistency_weight = weight;
         Some(term * weight)
@@ -263,5 +288,50 @@ mod tests {
             let out = learner.predict(&unlabelled);
             assert_eq!(out.z.size(), [6, 16], "z = [z_v; z_a]");
         }
+    }
+
+    /// The open world: unlabelled windows of the two known classes (dark, bright) and of a novel
+    /// one (green) in one buffer. The joint head must learn to call the unlabelled
+    /// dark and bright windows by their class and the green ones novel; trained in the
+    /// task-aware setting (the pairwise loss on the unlabelled head alone), it does not.
+    #[test]
+    fn the_joint_head_recognises_known_classes_among_unlabelled_windows() {
+        let _rng = crate::rng_lock();
+        tch::manual_seed(7);
+        let opts = (Kind::Float, Device::Cpu);
+        let dark = || Tensor::rand([6, 1, 3, 12, 12], opts) * 0.2;
+        let bright = || Tensor::rand([6, 1, 3, 12, 12], opts) * 0.2 + 0.8;
+        let green = || {
+            let x = Tensor::rand([6, 1, 3, 12, 12], opts) * 0.2;
+            let lit = x.narrow(2, 1, 1);
+            lit.shallow_clone().copy_(&(&lit + 0.8));
+            x
+        };
+        let labelled = frames(Tensor::cat(&[dark(), bright()], 0));
+        let labels = Tensor::from_slice(&[0i64, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1]);
+        let unlabelled = frames(Tensor::cat(&[dark(), bright(), green()], 0));
+        let decided = |open_world: bool| {
+            let model = ModelConfig {
+                known_classes: vec!["dark".into(), "bright".into()],
+                // As many novel outputs as novel classes: a split of a dead output is not what
+                // this measures.
+                novel_clusters: crate::config::NovelClusters::Fixed(1),
+                channels: vec![8, 16],
+                open_world,
+                ..small_model()
+            };
+            let schedule = ScheduleConfig { rampup_steps: 20, ..Default::default() };
+            let train = TrainConfig { batch_size: 12, bank_size: 64, schedule, ..Default::default() };
+            let mut learner = Learner::new(&model, &train, Device::Cpu).unwrap();
+            for _ in 0..80 {
+                learner.step(&labelled, &labels, &unlabelled);
+            }
+            super::super::predict::joint_decisions(&learner.predict(&unlabelled))
+        };
+        let open = decided(true);
+        assert_eq!(&open[..12], &[0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1], "{open:?}");
+        assert!(open[12..].iter().all(|&d| d >= 2), "novel windows go to a novel cluster: {open:?}");
+        let task_aware = decided(false);
+        assert_ne!(task_aware, open, "the task-aware losses alone do not make the joint head decide");
     }
 }

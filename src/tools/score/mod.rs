@@ -7,6 +7,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
+mod open_world;
+
+pub use open_world::{OpenWorldScore, OpenWorldSlice};
+
 use super::manifest::truth_labels;
 use super::TopicRecord;
 use crate::eval::av_digits::AvManifest;
@@ -25,13 +29,24 @@ pub struct Slice {
     pub novel_accuracy: Option<f64>,
 }
 
+/// A segment as it was sent on the input topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    /// Its publish time (ms since the epoch): the first, if repeated.
+    pub time_ms: i64,
+    /// The label it carried, if any.
+    pub label: Option<String>,
+}
+
 /// What `score` measured: `score.json`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ScoreReport {
+    /// All / Old / New over the unlabelled windows; absent when the input topic was not read.
+    pub open_world: Option<OpenWorldScore>,
     /// Distinct (segment, window) pairs published, and the segments they belong to.
     pub windows: usize,
     pub segments: usize,
-    /// Novel-kind windows of clips with a truth, over the whole run.
+    /// Task-aware: novel-kind windows of clips with a truth, over the whole run, clustered.
     pub novel_windows: usize,
     pub novel_accuracy: f64,
     pub novel_nmi: f64,
@@ -104,18 +119,19 @@ pub fn first_publications(records: &[TopicRecord]) -> (Vec<(Assignment, i64)>, u
 }
 
 /// Scores `records` (as read from the assignments topic). Duplicates of a (segment, window)
-/// count once, the first time. `sent` (segment id → its publish time on the input topic) adds
-/// the assignment latency.
+/// count once, the first time. `sent` (the segments as the input topic holds them) adds the
+/// assignment latency and the open world's All / Old / New.
 pub fn score(
     records: &[TopicRecord],
     truth: &AvManifest,
     split: Option<&str>,
     slices: usize,
-    sent: Option<&HashMap<String, i64>>,
+    sent: Option<&HashMap<String, Sent>>,
 ) -> ScoreReport {
     let labels = truth_labels(truth, split);
     let (assignments, duplicate_windows) = first_publications(records);
     let tally = Tally::count(&assignments, &labels, &truth.classes, sent);
+    let open_world = sent.map(|sent| open_world::score(&assignments, &labels, sent, slices));
     let (novel_accuracy, novel_nmi, novel_ari) = clustering(&tally.novel);
     let mut windows_per_segment = BTreeMap::new();
     for count in tally.per_segment.values() {
@@ -123,6 +139,7 @@ pub fn score(
     }
     let novel = &tally.novel;
     ScoreReport {
+        open_world,
         windows: assignments.len(),
         segments: tally.per_segment.len(),
         novel_windows: novel.len(),
@@ -168,12 +185,12 @@ impl Tally {
         assignments: &[(Assignment, i64)],
         labels: &HashMap<String, &str>,
         classes: &[String],
-        sent: Option<&HashMap<String, i64>>,
+        sent: Option<&HashMap<String, Sent>>,
     ) -> Self {
         let mut t = Tally::default();
         for (a, time) in assignments {
             if let Some(at) = sent.and_then(|s| s.get(&a.segment_id)) {
-                t.latencies.push(time - at);
+                t.latencies.push(time - at.time_ms);
             }
             *t.per_segment.entry(a.segment_id.clone()).or_default() += 1;
             *t.model_versions.entry(a.model_version).or_default() += 1;
@@ -231,29 +248,35 @@ fn time_slices(novel: &[NovelWindow], slices: usize) -> Vec<Slice> {
         .collect()
 }
 
-/// Each segment's publish time on the input topic, from its records (the first, if repeated).
-pub fn segment_times(records: &[TopicRecord]) -> HashMap<String, i64> {
-    let mut times = HashMap::new();
+/// Each segment as the input topic holds it: its publish time (the first, if repeated) and its
+/// label.
+pub fn sent_segments(records: &[TopicRecord]) -> HashMap<String, Sent> {
+    let mut sent = HashMap::new();
     for r in records {
-        let id = match r.headers.iter().find(|(k, _)| k == "segment_id") {
-            Some((_, v)) => Some(String::from_utf8_lossy(v).into_owned()),
-            None => serde_json::from_slice::<serde_json::Value>(&r.payload)
-                .ok()
-                .and_then(|v| v.get("segment_id").and_then(|s| s.as_str()).map(str::to_owned)),
+        let header = |name: &str| {
+            r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        let (id, label) = match header("segment_id") {
+            Some(id) => (Some(id), header("label")),
+            None => {
+                let value = serde_json::from_slice::<serde_json::Value>(&r.payload).ok();
+                let field = |name: &str| value.as_ref().and_then(|v| v.get(name)?.as_str().map(str::to_owned));
+                (field("segment_id"), field("label"))
+            }
         };
         if let Some(id) = id {
-            times.entry(id).or_insert(r.timestamp_ms);
+            sent.entry(id).or_insert(Sent { time_ms: r.timestamp_ms, label });
         }
     }
-    times
+    sent
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::eval::av_digits::AvClip;
 
-    fn manifest() -> AvManifest {
+    pub(super) fn manifest() -> AvManifest {
         let clip = |path: &str, label: &str| AvClip {
             path: path.into(),
             split: "test".into(),
@@ -284,7 +307,7 @@ mod tests {
         }
     }
 
-    fn record(segment: &str, kind: Kind, cluster: &str, version: u64, time: i64) -> TopicRecord {
+    pub(super) fn record(segment: &str, kind: Kind, cluster: &str, version: u64, time: i64) -> TopicRecord {
         crate::tools::testing::assignment(segment, kind, cluster, 0.9, version, time)
     }
 
@@ -299,7 +322,9 @@ mod tests {
             record("n6b", Kind::Novel, "novel-2", 1, 6),
             record("other", Kind::Novel, "novel-2", 1, 7),
         ];
-        let sent: HashMap<String, i64> = [("k0", 0), ("n5a", 1), ("n6b", 2)].map(|(s, t)| (s.to_owned(), t)).into();
+        let sent: HashMap<String, Sent> = [("k0", 0), ("n5a", 1), ("n6b", 2)]
+            .map(|(s, t)| (s.to_owned(), Sent { time_ms: t, label: (s == "k0").then(|| "0".to_owned()) }))
+            .into();
         let report = score(&records, &manifest(), Some("test"), 2, Some(&sent));
         assert_eq!(report.windows, 6);
         assert_eq!(report.duplicate_windows, 1);
@@ -338,12 +363,13 @@ mod tests {
             headers,
             timestamp_ms: t,
         };
-        let times = segment_times(&[
-            record(br#"{"stream_id":"a","segment_id":"s1","seq":0,"uri":"file:///x"}"#, vec![], 10),
+        let sent = sent_segments(&[
+            record(br#"{"stream_id":"a","segment_id":"s1","seq":0,"uri":"file:///x","label":"3"}"#, vec![], 10),
             record(b"\x00media", vec![("segment_id".into(), b"s2".to_vec())], 20),
             record(br#"{"stream_id":"a","segment_id":"s1","seq":0,"uri":"file:///x"}"#, vec![], 30),
             record(b"not json", vec![], 40),
         ]);
-        assert_eq!(times, HashMap::from([("s1".to_owned(), 10), ("s2".to_owned(), 20)]));
+        let s = |time_ms, label: Option<&str>| Sent { time_ms, label: label.map(str::to_owned) };
+        assert_eq!(sent, HashMap::from([("s1".to_owned(), s(10, Some("3"))), ("s2".to_owned(), s(20, None))]));
     }
 }
