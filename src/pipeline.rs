@@ -393,9 +393,15 @@ fn decode_job(
     policy: &UriPolicy,
     decode: &crate::config::DecodeConfig,
 ) -> std::result::Result<Vec<Window>, (&'static str, String)> {
+    // One deadline for fetching and decoding: what the fetch takes, the decoder has less of.
+    let deadline = std::time::Instant::now() + decode.timeout;
     let bytes = match &segment.media {
         Media::Inline(bytes) => bytes.clone(),
-        Media::Uri(uri) => policy.fetch(uri).map_err(|e| (e.reason(), e.to_string()))?,
+        Media::Uri(uri) => policy.fetch(uri, deadline).map_err(|e| (e.reason(), e.to_string()))?,
+    };
+    let decode = &crate::config::DecodeConfig {
+        timeout: deadline.saturating_duration_since(std::time::Instant::now()),
+        ..decode.clone()
     };
     // FFmpeg is fed hostile bytes: a panic in the decoding path fails this segment, not the daemon.
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_segment(bytes, decode)))

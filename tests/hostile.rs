@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{ffmpeg, make_clip, Broker, Daemon};
@@ -164,16 +165,43 @@ listen = "127.0.0.1:0"
     expect("too_long");
     inline("audio-only", &std::fs::read(&audio_only).unwrap());
     expect("no_video");
+    // Nothing a segment says may make the daemon connect anywhere: this listener must stay idle.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    for (id, bytes, reason) in beyond_the_segment(dir.path(), port) {
+        inline(id, &bytes);
+        expect(reason);
+    }
+    for (id, name, reason) in special_files(&roots, dir.path()) {
+        json(reference(id, &format!("file://{}", roots.join(name).display()), ""));
+        expect(reason);
+    }
+    let bomb = dir.path().join("bomb.mp4");
+    // 10,000 frames 10 µs apart: more frames than a 5 s segment may have.
+    let timescale = ["-video_track_timescale", "100000", bomb.to_str().unwrap()];
+    ffmpeg(
+        &[&["-f", "lavfi", "-i", "testsrc=size=16x16:rate=100000", "-t", "0.1", "-c:v", "libx264"][..], &timescale]
+            .concat(),
+    );
+    inline("frame-rate-bomb", &std::fs::read(&bomb).unwrap());
+    expect("too_many_frames");
     // After all of that, a good segment.
     json(reference("good", &good_uri, r#","label":"cat""#));
     producer.flush(Duration::from_secs(10)).unwrap();
     let total: usize = expected.values().sum();
 
+    let started = std::time::Instant::now();
     let daemon = Daemon::start(&["run", "--config", config.to_str().unwrap()]);
     let dead = read_topic(&kafka, "hostile.dead", total, Duration::from_secs(120)).unwrap();
     let served = read_topic(&kafka, "hostile.assignments", 2, Duration::from_secs(60)).unwrap();
     let status = daemon.terminate(Duration::from_secs(30));
     assert!(status.success(), "daemon exited with {status}");
+    assert!(started.elapsed() < Duration::from_secs(150), "the daemon stalled: {:?}", started.elapsed());
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("a segment made the daemon connect to 127.0.0.1:{port}: {other:?}"),
+    }
 
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for TopicRecord { payload, .. } in &dead {
@@ -186,4 +214,66 @@ listen = "127.0.0.1:0"
     let windows: Vec<Assignment> = served.iter().map(|r| serde_json::from_slice(&r.payload).unwrap()).collect();
     assert_eq!(windows.len(), 2, "the good 2 s clip is served after the hostile ones");
     assert!(windows.iter().all(|a| a.segment_id == "good" && a.cluster == "cat"));
+}
+
+/// Inline media that names other media: scripts, playlists and session descriptions pointing at
+/// a clip outside every root (relative and absolute), at the loopback listener on `port`, at a
+/// `file:` and a `data:` URL. Each must be refused before FFmpeg reads its header.
+fn beyond_the_segment(dir: &Path, port: u16) -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let secret = dir.join("secret.mp4");
+    make_clip(&secret, "testsrc", 3.0, 10, false);
+    let http = format!("http://127.0.0.1:{port}/a.ts");
+    let hls = |url: &str| format!("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{url}\n#EXT-X-ENDLIST\n");
+    let dash = format!(
+        r#"<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT2S" minBufferTime="PT1S" profiles="urn:mpeg:dash:profile:isoff-on-demand:2011"><BaseURL>http://127.0.0.1:{port}/</BaseURL><Period><AdaptationSet mimeType="video/mp4"><Representation id="1" bandwidth="1000" width="16" height="16"><BaseURL>a.mp4</BaseURL></Representation></AdaptationSet></Period></MPD>"#
+    );
+    // Without libxml2 FFmpeg has no DASH demuxer, and the manifest is just undecodable.
+    let dash_reason = if novelstream::decode::demuxer_exists("dash") { "format_not_allowed" } else { "undecodable" };
+    let sdp = format!(
+        "v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=video {port} RTP/AVP 96\na=rtpmap:96 H264/90000\n"
+    );
+    vec![
+        ("ffconcat-relative", b"ffconcat version 1.0\nfile 'secret.mp4'\n".to_vec(), "format_not_allowed"),
+        (
+            "ffconcat-absolute",
+            format!("ffconcat version 1.0\nfile '{}'\n", secret.display()).into_bytes(),
+            "format_not_allowed",
+        ),
+        ("hls-http", hls(&http).into_bytes(), "format_not_allowed"),
+        ("hls-file", hls(&format!("file://{}", secret.display())).into_bytes(), "format_not_allowed"),
+        ("hls-data", hls("data:video/mp2t;base64,R0FBQUFB").into_bytes(), "format_not_allowed"),
+        ("dash", dash.into_bytes(), dash_reason),
+        ("sdp", sdp.into_bytes(), "format_not_allowed"),
+    ]
+}
+
+/// Files inside the root that are not media files: three FIFOs (opening one blocks until a writer
+/// comes), a device node (when the test runs as root, which may make one), a link to a device
+/// and a link out of the root; and an ffconcat script stored as a file.
+fn special_files(roots: &Path, dir: &Path) -> Vec<(&'static str, &'static str, &'static str)> {
+    let c = |p: PathBuf| std::ffi::CString::new(p.into_os_string().into_encoded_bytes()).unwrap();
+    let mut cases = Vec::new();
+    for (id, name) in [("fifo-1", "fifo-1"), ("fifo-2", "fifo-2"), ("fifo-3", "fifo-3")] {
+        assert_eq!(unsafe { libc::mkfifo(c(roots.join(name)).as_ptr(), 0o600) }, 0);
+        cases.push((id, name, "unreadable_uri"));
+    }
+    // SAFETY: plain calls on valid C strings.
+    if unsafe { libc::geteuid() } == 0 {
+        let zero = libc::makedev(1, 5);
+        assert_eq!(unsafe { libc::mknod(c(roots.join("zero")).as_ptr(), libc::S_IFCHR | 0o600, zero) }, 0);
+        cases.push(("device", "zero", "unreadable_uri"));
+    } else {
+        eprintln!("not root: the device-node case is left out (the link to /dev/zero stays)");
+    }
+    std::os::unix::fs::symlink("/dev/zero", roots.join("dev-link")).unwrap();
+    cases.push(("device-link", "dev-link", "refused_uri"));
+    std::os::unix::fs::symlink(dir.join("secret.mp4"), roots.join("out-link")).unwrap();
+    cases.push(("link-out", "out-link", "refused_uri"));
+    std::fs::write(
+        roots.join("script.ffconcat"),
+        format!("ffconcat version 1.0\nfile '{}'\n", dir.join("secret.mp4").display()),
+    )
+    .unwrap();
+    cases.push(("ffconcat-file", "script.ffconcat", "format_not_allowed"));
+    cases
 }

@@ -22,5 +22,14 @@ pub(super) fn validate(d: &DecodeConfig) -> Result<(), ConfigError> {
     if !(1000..=192_000).contains(&d.sample_rate) {
         return invalid("decode.sample_rate", "must be between 1000 and 192000 Hz");
     }
+    if d.formats.is_empty() {
+        return invalid("decode.formats", "must name at least one container format");
+    }
+    if let Some(unknown) = d.formats.iter().find(|f| !novelstream_input::decode::demuxer_exists(f)) {
+        return invalid(
+            "decode.formats",
+            &format!("FFmpeg has no demuxer called `{unknown}` (see `ffmpeg -demuxers`)"),
+        );
+    }
     Ok(())
 }

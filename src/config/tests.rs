@@ -70,6 +70,11 @@ fn invalid_values_name_their_key() {
     assert!(err.contains("decode.frames"), "{err}");
     let err = Config::parse("[source]\nallowed_schemes = [\"http\"]\n").unwrap_err().to_string();
     assert!(err.contains("source.allowed_schemes"), "{err}");
+    for formats in ["[]", "[\"mp4\", \"no-such-demuxer\"]"] {
+        let err = Config::parse(&format!("[decode]\nformats = {formats}\n")).unwrap_err().to_string();
+        assert!(err.contains("decode.formats"), "{formats}: {err}");
+    }
+    assert_eq!(Config::parse("[decode]\nformats = [\"webm\"]\n").unwrap().decode.formats, ["webm"]);
     for (table, line, key) in [
         ("losses", "swap_epsilon = 0.0", "train.losses.swap_epsilon"),
         ("clusters", "every = 0", "train.clusters.every"),

@@ -2,5 +2,5 @@
 //! crate, re-exported).
 
 pub use novelstream_input::decode::{
-    decode_segment, frame_at, frame_times, sample_range, spans, DecodeError, Span, Window,
+    decode_segment, demuxer_exists, frame_at, frame_times, sample_range, spans, DecodeError, Span, Window,
 };

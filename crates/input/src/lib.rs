@@ -37,7 +37,16 @@ pub struct DecodeConfig {
     /// Decoding one segment longer than this fails it.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Container formats a segment may be in, as FFmpeg names its demuxers (`ffmpeg -demuxers`).
+    /// Anything else, playlists (HLS, DASH), scripts (ffconcat) and session descriptions (SDP)
+    /// among them, is refused before its header is read. Whatever the list, a demuxer can open
+    /// nothing beyond the segment's own bytes: no protocol is allowed for nested opens.
+    pub formats: Vec<String>,
 }
+
+/// The containers of [`DecodeConfig::formats`] by default: the MP4/MOV family, MPEG-TS and
+/// Matroska/WebM.
+pub const DEFAULT_FORMATS: [&str; 3] = ["mp4", "mpegts", "matroska"];
 
 impl Default for DecodeConfig {
     fn default() -> Self {
@@ -51,6 +60,7 @@ impl Default for DecodeConfig {
             max_pixels: 3840 * 2160,
             max_duration: Duration::from_secs(600),
             timeout: Duration::from_secs(60),
+            formats: DEFAULT_FORMATS.iter().map(|f| f.to_string()).collect(),
         }
     }
 }

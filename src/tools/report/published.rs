@@ -42,6 +42,8 @@ pub struct SegmentMedia {
     segments: HashMap<String, Media>,
     policy: UriPolicy,
     topic: String,
+    /// How long one fetch may take: the daemon's decode deadline.
+    timeout: Duration,
 }
 
 impl SegmentMedia {
@@ -56,14 +58,19 @@ impl SegmentMedia {
                 segments.insert(segment.segment_id.clone(), segment.media);
             }
         }
-        Ok(SegmentMedia { segments, policy: UriPolicy::new(&config.source)?, topic: k.input_topic.clone() })
+        Ok(SegmentMedia {
+            segments,
+            policy: UriPolicy::new(&config.source)?,
+            topic: k.input_topic.clone(),
+            timeout: config.decode.timeout,
+        })
     }
 
     /// The bytes of a segment's media.
     pub fn fetch(&self, segment_id: &str) -> Result<Vec<u8>, MediaError> {
         match self.segments.get(segment_id) {
             Some(Media::Inline(bytes)) => Ok(bytes.clone()),
-            Some(Media::Uri(uri)) => Ok(self.policy.fetch(uri)?),
+            Some(Media::Uri(uri)) => Ok(self.policy.fetch(uri, std::time::Instant::now() + self.timeout)?),
             None => Err(MediaError::NotOnTopic { segment_id: segment_id.to_owned(), topic: self.topic.clone() }),
         }
     }

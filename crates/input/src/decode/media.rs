@@ -1,11 +1,9 @@
 //! Decoding segment bytes (MPEG-TS, MP4, anything FFmpeg demuxes) with ffmpeg-next: video frames
 //! scaled to `H × W` RGB, audio resampled to mono f32, then cut into windows.
 
-use std::io::Cursor;
 use std::sync::Once;
 use std::time::Instant;
 
-use ffmpeg::format::context::StreamIo;
 use ffmpeg::format::{sample, Pixel, Sample};
 use ffmpeg::media::Type;
 use ffmpeg::software::{resampling, scaling};
@@ -13,7 +11,8 @@ use ffmpeg::util::frame;
 use ffmpeg::{ChannelLayout, Rational};
 use ffmpeg_next as ffmpeg;
 
-use super::window::{frame_at, frame_times, sample_range, spans};
+use super::open::open_input;
+use super::window::{frame_at, frame_times, sample_range, sampled_between, spans, Span};
 use super::Window;
 use crate::DecodeConfig;
 
@@ -32,6 +31,10 @@ pub enum DecodeError {
     TooLong { max_ms: u64 },
     #[error("decoding took longer than {timeout_ms} ms")]
     Timeout { timeout_ms: u64 },
+    #[error("container format `{0}` is not in decode.formats")]
+    FormatNotAllowed(String),
+    #[error("more than {max} video frames: over 1,000 a second for the longest segment accepted")]
+    TooManyFrames { max: u64 },
 }
 
 impl DecodeError {
@@ -43,6 +46,8 @@ impl DecodeError {
             DecodeError::TooLarge { .. } => "too_large",
             DecodeError::TooLong { .. } => "too_long",
             DecodeError::Timeout { .. } => "decode_timeout",
+            DecodeError::FormatNotAllowed(_) => "format_not_allowed",
+            DecodeError::TooManyFrames { .. } => "too_many_frames",
         }
     }
 }
@@ -50,11 +55,11 @@ impl DecodeError {
 /// Corrupt packets skipped one after another before the rest of the media is given up on.
 const MAX_CORRUPT_PACKETS_IN_A_ROW: u32 = 1000;
 
-fn undecodable(e: ffmpeg::Error) -> DecodeError {
+pub(super) fn undecodable(e: ffmpeg::Error) -> DecodeError {
     DecodeError::Undecodable(e.to_string())
 }
 
-fn init() {
+pub(super) fn init() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         ffmpeg::init().expect("FFmpeg libraries failed to initialise");
@@ -72,12 +77,7 @@ pub fn decode_segment(bytes: Vec<u8>, config: &DecodeConfig) -> Result<Vec<Windo
     let started = Instant::now();
     let deadline = started + config.timeout;
     let timeout_ms = config.timeout.as_millis() as u64;
-    let io = StreamIo::from_read_seek(Cursor::new(bytes)).map_err(undecodable)?;
-    let mut input = ffmpeg::format::input_from_stream_with_interrupt(io, None, None, move || Instant::now() > deadline)
-        .map_err(|e| match e {
-            ffmpeg::Error::Exit => DecodeError::Timeout { timeout_ms },
-            e => undecodable(e),
-        })?;
+    let mut input = open_input(bytes, &config.formats, deadline, timeout_ms)?;
 
     let video = input.streams().best(Type::Video).ok_or(DecodeError::NoVideo)?;
     let video_index = video.index();
@@ -165,7 +165,10 @@ fn cut_windows(frames: &VideoFrames, samples: &[f32], duration_ms: u64, config: 
                 rgb.extend_from_slice(&frames.rgb[frame_at(&frames.pts_ms, t)]);
             }
             let range = sample_range(&span, config.sample_rate);
-            let mut audio = vec![0.0f32; range.len()];
+            // A segment shorter than a window still gives a whole window of audio, silent past
+            // its end, so every window's spectrogram has the same shape.
+            let whole = Span { end_ms: span.start_ms + config.window.as_millis() as u64, ..span };
+            let mut audio = vec![0.0f32; range.len().max(sample_range(&whole, config.sample_rate).len())];
             if range.start < samples.len() {
                 let end = range.end.min(samples.len());
                 audio[..end - range.start].copy_from_slice(&samples[range.start..end]);
@@ -191,6 +194,16 @@ struct VideoFrames {
     max_pixels: u64,
     /// Timestamp of the first frame, the segment's time zero.
     origin_ms: f64,
+    /// Where windows are and how many frames each samples, to keep only the frames they use.
+    window_ms: u64,
+    hop_ms: u64,
+    frames_per_window: usize,
+    /// Frames decoded so far, and the most a segment may have.
+    decoded: u64,
+    max_frames: u64,
+    /// Gaps between consecutive decoded frames, for the duration when the stream has no rate.
+    gaps_ms: Vec<f64>,
+    /// The kept frames: every one a window samples, and the newest.
     pts_ms: Vec<f64>,
     rgb: Vec<Vec<u8>>,
 }
@@ -212,6 +225,13 @@ impl VideoFrames {
             height: config.height,
             max_pixels: config.max_pixels,
             origin_ms: 0.0,
+            window_ms: config.window.as_millis() as u64,
+            hop_ms: config.hop.as_millis() as u64,
+            frames_per_window: config.frames,
+            decoded: 0,
+            // One frame a millisecond: beyond any camera, and a bound on the work per segment.
+            max_frames: (config.max_duration.as_millis() as u64).max(1000),
+            gaps_ms: Vec::new(),
             pts_ms: Vec::new(),
             rgb: Vec::new(),
         })
@@ -249,7 +269,21 @@ impl VideoFrames {
             if self.pts_ms.last().is_some_and(|&last| t <= last) {
                 continue;
             }
+            self.decoded += 1;
+            if self.decoded > self.max_frames {
+                return Err(DecodeError::TooManyFrames { max: self.max_frames });
+            }
             let rgb = self.scale(&decoded)?;
+            if let Some(&last) = self.pts_ms.last() {
+                self.gaps_ms.push(t - last);
+                // The newest frame shows until this one: no window looks then, so it goes.
+                // The first frame stays, for sample times before every frame.
+                let (window, hop, t_frames) = (self.window_ms, self.hop_ms, self.frames_per_window);
+                if self.pts_ms.len() > 1 && !sampled_between(last, t, window, hop, t_frames) {
+                    self.pts_ms.pop();
+                    self.rgb.pop();
+                }
+            }
             self.pts_ms.push(t);
             self.rgb.push(rgb);
         }
@@ -289,7 +323,7 @@ impl VideoFrames {
         let last = self.pts_ms.last().copied().unwrap_or(0.0);
         let step = self.frame_ms.unwrap_or_else(|| {
             // No nominal rate: use the median gap between frames, or 40 ms for a single frame.
-            let mut gaps: Vec<f64> = self.pts_ms.windows(2).map(|w| w[1] - w[0]).collect();
+            let mut gaps = self.gaps_ms.clone();
             gaps.sort_by(f64::total_cmp);
             gaps.get(gaps.len() / 2).copied().unwrap_or(40.0)
         });

@@ -1,10 +1,12 @@
 //! FFmpeg demux/decode of one segment into windows of frames and audio.
 
 mod media;
+mod open;
 mod window;
 
 pub use media::{decode_segment, DecodeError};
-pub use window::{frame_at, frame_times, sample_range, spans, Span};
+pub use open::demuxer_exists;
+pub use window::{frame_at, frame_times, sample_range, sampled_between, spans, Span};
 
 /// One window of a segment: the unit that is embedded, assigned and published.
 #[derive(Debug, Clone, PartialEq)]

@@ -39,6 +39,34 @@ pub fn frame_at(pts_ms: &[f64], t_ms: f64) -> usize {
     pts_ms.partition_point(|&p| p <= t_ms).saturating_sub(1)
 }
 
+/// Points per sampled frame of the first window at which a segment shorter than one window may
+/// sample: its sample times depend on its length, unknown while decoding.
+const SHORT_GRID: usize = 64;
+
+/// Whether a window may sample a frame shown from `from_ms` until the next frame at `to_ms`: a
+/// frame no window samples need not be kept. Whole windows sample at fixed times, counted here as
+/// if the segment went on (its end is not known while decoding), which only keeps a frame more.
+/// A segment shorter than one window samples at `frame_times` of its own length; for those a
+/// grid of `SHORT_GRID` points per sampled frame across the first window stands in, so a frame is
+/// only dropped there when frames come faster than one per grid step (256 a second for 1 s
+/// windows of 4 frames). Kept frames are thus at most `T` per window, `64·T`, and the first.
+pub fn sampled_between(from_ms: f64, to_ms: f64, window_ms: u64, hop_ms: u64, t: usize) -> bool {
+    // Slack for the rounding of `frame_times`: keeping a frame too many is harmless.
+    const SLACK: f64 = 1e-6;
+    let (from, to) = (from_ms - SLACK, to_ms + SLACK);
+    let (window, hop) = (window_ms as f64, hop_ms as f64);
+    let whole_windows = (0..t).any(|j| {
+        let offset = (j as f64 + 0.5) * window / t as f64;
+        let first = ((from - offset) / hop).ceil().max(0.0);
+        first * hop + offset < to
+    });
+    let grid = (SHORT_GRID * t) as f64;
+    let step = window / grid;
+    let first_point = (from.max(0.0) / step).ceil();
+    let short_segment = first_point < grid && first_point * step < to;
+    whole_windows || short_segment
+}
+
 /// Sample indices of a window at `rate` Hz.
 pub fn sample_range(span: &Span, rate: u32) -> Range<usize> {
     let at = |ms: u64| (ms as u128 * rate as u128 / 1000) as usize;
@@ -108,6 +136,40 @@ mod tests {
         assert_eq!(picked, vec![28, 34, 40, 46]);
         assert_eq!(frame_at(&pts, -5.0), 0);
         assert_eq!(frame_at(&pts, 1e9), 74);
+    }
+
+    /// Thinning frames by `sampled_between` picks the same frame for every sample time of every
+    /// window, for segments longer and shorter than a window, at rates up to 250 fps.
+    #[test]
+    fn kept_frames_give_the_same_windows() {
+        for (fps, seconds, window, hop, t) in [
+            (25.0, 3.0, 1000, 500, 3),
+            (250.0, 2.0, 1000, 1000, 4),
+            (30.0, 0.4, 1000, 1000, 4),
+            (7.0, 5.0, 700, 1300, 2),
+        ] {
+            let all: Vec<f64> = (0..(fps * seconds) as usize).map(|i| i as f64 * 1000.0 / fps).collect();
+            let mut kept: Vec<usize> = Vec::new();
+            for (i, &p) in all.iter().enumerate() {
+                if let Some(&last) = kept.last() {
+                    if kept.len() > 1 && !sampled_between(all[last], p, window, hop, t) {
+                        kept.pop();
+                    }
+                }
+                kept.push(i);
+            }
+            let kept_pts: Vec<f64> = kept.iter().map(|&i| all[i]).collect();
+            let duration = (seconds * 1000.0) as u64;
+            for span in spans(duration, window, hop) {
+                for s in frame_times(&span, t) {
+                    assert_eq!(kept[frame_at(&kept_pts, s)], frame_at(&all, s), "fps {fps} at {s} ms");
+                }
+            }
+            assert!(kept.len() <= spans(duration, window, hop).len() * t + SHORT_GRID * t + 1);
+            // Past the first window, at most one frame per sample time (and the newest) stays.
+            let later = kept_pts.iter().filter(|&&p| p >= window as f64).count();
+            assert!(later <= spans(duration, window, hop).len() * t + 1, "{later} frames kept at {fps} fps");
+        }
     }
 
     #[test]
