@@ -314,10 +314,18 @@ fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
     let _ = writeln!(out, "novelstream_{name} {value}");
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
+/// Connections the metrics endpoint serves at once; more are closed on arrival.
+const MAX_CONNECTIONS: usize = 32;
+
+/// The whole of one request, read and answer: a client that sends a byte now and then is cut off.
+const REQUEST_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`, at most
+/// `MAX_CONNECTIONS` at once and each for at most `REQUEST_TIME`.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (mut stream, _) = tokio::select! {
+        let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -327,39 +335,102 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, shu
                 }
             },
         };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // Dropping the stream closes it: a scraper retries, a flood gets nothing.
+            continue;
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            // Read the whole request head, so closing never resets a connection with unread bytes.
-            let mut request = Vec::with_capacity(1024);
-            let mut buffer = [0u8; 1024];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024 {
-                match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buffer)).await {
-                    Ok(Ok(n)) if n > 0 => request.extend_from_slice(&buffer[..n]),
-                    _ => return,
-                }
-            }
-            let line = String::from_utf8_lossy(&request);
-            let path = line.split_whitespace().nth(1).unwrap_or("");
-            let (status, content_type, body) = match path {
-                "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-                "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
-                "/readyz" if metrics.ready.load(Ordering::Relaxed) => ("200 OK", "text/plain", "ready\n".to_owned()),
-                "/readyz" => ("503 Service Unavailable", "text/plain", "not ready\n".to_owned()),
-                _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            let _ = tokio::time::timeout(REQUEST_TIME, respond(stream, &metrics)).await;
+            drop(permit);
         });
     }
+}
+
+/// Reads one request head and writes its answer.
+async fn respond(mut stream: tokio::net::TcpStream, metrics: &Metrics) {
+    // Read the whole request head, so closing never resets a connection with unread bytes.
+    let mut request = Vec::with_capacity(1024);
+    let mut buffer = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024 {
+        match stream.read(&mut buffer).await {
+            Ok(n) if n > 0 => request.extend_from_slice(&buffer[..n]),
+            _ => return,
+        }
+    }
+    let line = String::from_utf8_lossy(&request);
+    let path = line.split_whitespace().nth(1).unwrap_or("");
+    let (status, content_type, body) = match path {
+        "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+        "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
+        "/readyz" if metrics.ready.load(Ordering::Relaxed) => ("200 OK", "text/plain", "ready\n".to_owned()),
+        "/readyz" => ("503 Service Unavailable", "text/plain", "not ready\n".to_owned()),
+        _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client trickling its request is cut off after `REQUEST_TIME`, connections beyond
+    /// `MAX_CONNECTIONS` are closed on arrival, and once the slow ones are gone a scrape works.
+    #[tokio::test]
+    async fn slow_and_surplus_clients_are_cut_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, Arc::new(Metrics::default()), shutdown.clone()));
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            let mut c = tokio::net::TcpStream::connect(address).await.unwrap();
+            c.write_all(b"G").await.unwrap();
+            held.push(c);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let mut surplus = tokio::net::TcpStream::connect(address).await.unwrap();
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(2), surplus.read(&mut byte)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "a connection over the limit was kept: {closed:?}");
+
+        let started = std::time::Instant::now();
+        let slow = &mut held[0];
+        let mut cut_off = false;
+        // One byte a second: each read is quick, the request never ends.
+        for b in b"ET /metrics HTTP/1.1\r\nHost: x\r\nUser-Agent: slow\r\n" {
+            if slow.write_all(&[*b]).await.is_err() {
+                cut_off = true;
+                break;
+            }
+            match tokio::time::timeout(std::time::Duration::from_secs(1), slow.read(&mut byte)).await {
+                Err(_) => continue,
+                Ok(_) => {
+                    cut_off = true;
+                    break;
+                }
+            }
+        }
+        assert!(
+            cut_off && started.elapsed() < REQUEST_TIME + std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(held);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let mut scrape = tokio::net::TcpStream::connect(address).await.unwrap();
+        scrape.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        scrape.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        shutdown.cancel();
+        server.await.unwrap();
+    }
 
     #[test]
     fn broker_outages_are_counted_once_each() {

@@ -19,15 +19,13 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{ensure_compacted_topics, ensure_topics};
 use crate::assign::Assigner;
 use crate::config::{Config, Delivery};
-use crate::decode::{decode_segment, Window};
+use crate::decode::{fetch_and_decode, Window};
 use crate::metrics::Metrics;
 use crate::model::select_device;
 use crate::sink::{
     Assignment, ClusterTable, DeadLetter, OutRecord, Publisher, TransactionalPublisher, ASSIGNMENT_SCHEMA, MODEL_KEY,
 };
-use crate::source::{
-    consumer, parse_segment, Coordinates, Gap, Media, OffsetTracker, Segment, SegmentConsumer, UriPolicy,
-};
+use crate::source::{consumer, parse_segment, Coordinates, Gap, OffsetTracker, Segment, SegmentConsumer, UriPolicy};
 use crate::train::OnlineTrainer;
 use crate::{Error, Result};
 
@@ -110,18 +108,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
                     for job in rx.iter() {
                         let Job { coordinates, segment } = job;
                         let started = Instant::now();
-                        let decoded = decode_job(&segment, &policy, &decode);
+                        let decoded = fetch_and_decode(&segment, &policy, &decode, RETRY_BACKOFF);
                         metrics.decode_seconds.observe(started.elapsed().as_secs_f64());
                         let sent = match decoded {
                             Ok(windows) => embed_tx.send(Decoded { coordinates, segment, windows }).is_ok(),
-                            Err((reason, detail)) => {
-                                let record = dead_letter_record(
-                                    &dead_letter_topic,
-                                    &coordinates,
-                                    Some(&segment),
-                                    reason,
-                                    detail,
-                                );
+                            Err(e) => {
+                                let letter = (e.reason, e.detail, e.retriable);
+                                let record =
+                                    dead_letter_record(&dead_letter_topic, &coordinates, Some(&segment), letter);
                                 publish_tx.send(Outcome { coordinates, records: vec![record] }).is_ok()
                             }
                         };
@@ -347,8 +341,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
         let sent = match parse_segment(message.payload(), &headers, &known, max_bytes) {
             Ok(segment) => decode_tx.send_async(Job { coordinates, segment }).await.is_ok(),
             Err(e) => {
-                let record =
-                    dead_letter_record(&config.kafka.dead_letter_topic, &coordinates, None, e.reason(), e.to_string());
+                let record = dead_letter_record(
+                    &config.kafka.dead_letter_topic,
+                    &coordinates,
+                    None,
+                    (e.reason(), e.to_string(), false),
+                );
                 publish_tx.send_async(Outcome { coordinates, records: vec![record] }).await.is_ok()
             }
         };
@@ -385,28 +383,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
     let stats = stats.lock().expect("stats lock").clone();
     tracing::info!(segments = stats.segments, windows = stats.windows, dead_letters = stats.dead_letters, "stopped");
     Ok(stats)
-}
-
-/// Fetches and decodes one segment; an error carries the dead-letter reason and detail.
-fn decode_job(
-    segment: &Segment,
-    policy: &UriPolicy,
-    decode: &crate::config::DecodeConfig,
-) -> std::result::Result<Vec<Window>, (&'static str, String)> {
-    // One deadline for fetching and decoding: what the fetch takes, the decoder has less of.
-    let deadline = std::time::Instant::now() + decode.timeout;
-    let bytes = match &segment.media {
-        Media::Inline(bytes) => bytes.clone(),
-        Media::Uri(uri) => policy.fetch(uri, deadline).map_err(|e| (e.reason(), e.to_string()))?,
-    };
-    let decode = &crate::config::DecodeConfig {
-        timeout: deadline.saturating_duration_since(std::time::Instant::now()),
-        ..decode.clone()
-    };
-    // FFmpeg is fed hostile bytes: a panic in the decoding path fails this segment, not the daemon.
-    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_segment(bytes, decode)))
-        .map_err(|_| ("undecodable", "decoder panicked".to_owned()))?;
-    decoded.map_err(|e| (e.reason(), e.to_string()))
 }
 
 /// Makes offsets the broker never delivered visible: a log line and two counters.
@@ -464,12 +440,13 @@ fn dead_letter_record(
     topic: &str,
     coordinates: &Coordinates,
     segment: Option<&Segment>,
-    reason: &str,
-    detail: String,
+    (reason, detail, retriable): (&str, String, bool),
 ) -> OutRecord {
-    tracing::warn!(reason, %detail, topic = %coordinates.topic, partition = coordinates.partition,
+    // The detail quotes the input (a label, a URI): escaped, it cannot forge log lines.
+    tracing::warn!(reason, detail = %detail.escape_debug(), topic = %coordinates.topic, partition = coordinates.partition,
         offset = coordinates.offset, "dead letter");
     let mut letter = DeadLetter::new(coordinates, reason, detail);
+    letter.retriable = retriable;
     letter.stream_id = segment.map(|s| s.stream_id.clone());
     letter.segment_id = segment.map(|s| s.segment_id.clone());
     OutRecord {
@@ -545,6 +522,9 @@ impl PublishCounter {
 
 /// Most input messages whose outputs share one transaction.
 const MAX_TRANSACTION_MESSAGES: usize = 256;
+
+/// The first wait before a segment that failed for want of time or resources is tried again.
+const RETRY_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Exactly-once publishing: outcomes arriving within `interval` of each other are written, with
 /// the input positions past them, in one transaction. An outcome is written only once its input

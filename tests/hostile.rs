@@ -147,6 +147,8 @@ listen = "127.0.0.1:0"
     expect("unsupported_schema");
     json(reference("label", &good_uri, r#","label":"giraffe""#));
     expect("unknown_label");
+    json(reference("forged-log", &good_uri, r#","label":"x\nINJECTED dead letter""#));
+    expect("unknown_label");
     json(reference("metadata", "http://169.254.169.254/latest/meta-data", ""));
     expect("refused_uri");
     json(reference("passwd", "file:///etc/passwd", ""));
@@ -192,12 +194,16 @@ listen = "127.0.0.1:0"
     let total: usize = expected.values().sum();
 
     let started = std::time::Instant::now();
-    let daemon = Daemon::start(&["run", "--config", config.to_str().unwrap()]);
+    let log = dir.path().join("daemon.log");
+    let daemon = Daemon::start_logging_to(&["run", "--config", config.to_str().unwrap()], &log);
     let dead = read_topic(&kafka, "hostile.dead", total, Duration::from_secs(120)).unwrap();
     let served = read_topic(&kafka, "hostile.assignments", 2, Duration::from_secs(60)).unwrap();
     let status = daemon.terminate(Duration::from_secs(30));
     assert!(status.success(), "daemon exited with {status}");
     assert!(started.elapsed() < Duration::from_secs(150), "the daemon stalled: {:?}", started.elapsed());
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("INJECTED dead letter"), "the dead letter was not logged");
+    assert!(!log.lines().any(|l| l.starts_with("INJECTED")), "input text forged a log line");
     match listener.accept() {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
         other => panic!("a segment made the daemon connect to 127.0.0.1:{port}: {other:?}"),

@@ -14,6 +14,11 @@ pub struct DeadLetter {
     pub reason: String,
     /// Human-readable explanation.
     pub detail: String,
+    /// Whether the input might be usable when tried again (the machine was short of time, file
+    /// descriptors or memory), after the daemon's own retries failed; `false` when it is the
+    /// input itself that is unusable.
+    #[serde(default)]
+    pub retriable: bool,
     /// Coordinates of the original input message.
     pub topic: String,
     pub partition: i32,
@@ -33,6 +38,7 @@ impl DeadLetter {
             schema: DEAD_LETTER_SCHEMA.to_owned(),
             reason: reason.to_owned(),
             detail,
+            retriable: false,
             topic: coordinates.topic.clone(),
             partition: coordinates.partition,
             offset: coordinates.offset,

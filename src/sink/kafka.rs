@@ -27,7 +27,11 @@ pub struct Publisher {
 impl Publisher {
     pub fn new(config: &KafkaConfig) -> Result<Self, Error> {
         let mut client = config.client_config();
-        for (key, default) in [("acks", "all"), ("linger.ms", "5"), ("message.timeout.ms", "120000")] {
+        // Idempotent: a retry inside librdkafka (a lost acknowledgement) writes no duplicate, and
+        // records to one partition keep their order across retries.
+        let defaults =
+            [("acks", "all"), ("enable.idempotence", "true"), ("linger.ms", "5"), ("message.timeout.ms", "120000")];
+        for (key, default) in defaults {
             if !config.properties.contains_key(key) {
                 client.set(key, default);
             }

@@ -63,6 +63,10 @@ pub enum InputError {
     UnreadableUri { uri: String, why: String },
     #[error("segment is {bytes} bytes, over the limit of {max}")]
     Oversize { bytes: u64, max: u64 },
+    /// The machine, not the segment, is short of something (file descriptors, memory): trying
+    /// again later may work.
+    #[error("cannot read uri `{uri}` now: {why}")]
+    Exhausted { uri: String, why: String },
 }
 
 impl InputError {
@@ -75,7 +79,13 @@ impl InputError {
             InputError::RefusedUri { .. } => "refused_uri",
             InputError::UnreadableUri { .. } => "unreadable_uri",
             InputError::Oversize { .. } => "oversize",
+            InputError::Exhausted { .. } => "resources_exhausted",
         }
+    }
+
+    /// Whether the same message may succeed when tried again.
+    pub fn retriable(&self) -> bool {
+        matches!(self, InputError::Exhausted { .. })
     }
 }
 
