@@ -48,6 +48,9 @@ pub enum Error {
     CreateTopic { topic: String, code: rdkafka::types::RDKafkaErrorCode },
     #[error(transparent)]
     Device(#[from] model::DeviceError),
+    /// The checkpoint to resume from was written under another configuration.
+    #[error(transparent)]
+    Checkpoint(#[from] train::checkpoint::CheckpointError),
     /// The model thread ended before it had a model to serve with (its own error is logged).
     #[error("the model thread stopped before it loaded a model")]
     ModelThreadStart,

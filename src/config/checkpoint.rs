@@ -16,11 +16,15 @@ pub struct CheckpointConfig {
     /// Time between checkpoints while training (one is also written at shutdown).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// A checkpoint written under another configuration (other classes, decode geometry, model
+    /// shape or bank size) stops the daemon at start, naming the keys. `true` starts over from
+    /// initial weights instead; model versions go on from the old checkpoint's.
+    pub discard_mismatched: bool,
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        Self { path: PathBuf::new(), interval: Duration::from_secs(300) }
+        Self { path: PathBuf::new(), interval: Duration::from_secs(300), discard_mismatched: false }
     }
 }
 

@@ -55,10 +55,31 @@ impl MemoryBank {
         [self.keys.copy(), self.labels.copy(), Tensor::from_slice(&[self.cursor, self.filled])]
     }
 
+    /// Whether the tensors `<prefix>.*` fit this bank (missing ones do: an older format), without
+    /// changing anything.
+    pub fn check(&self, prefix: &str, tensors: &HashMap<&str, &Tensor>) -> Result<(), RestoreError> {
+        let name = |part: &str| format!("{prefix}.{part}");
+        let get = |part: &str| tensors.get(name(part).as_str()).copied();
+        let (Some(keys), Some(labels), Some(position)) = (get("keys"), get("labels"), get("position")) else {
+            return Ok(());
+        };
+        RestoreError::check_shape(&name("keys"), &self.keys, keys)?;
+        RestoreError::check_shape(&name("labels"), &self.labels, labels)?;
+        let position = Vec::<i64>::try_from(position)
+            .map_err(|source| RestoreError::Unreadable { name: name("position"), source })?;
+        let capacity = self.capacity();
+        if position.len() != 2 || !(0..capacity).contains(&position[0]) || !(0..=capacity).contains(&position[1]) {
+            let problem = format!("{position:?} is no position in a bank of {capacity}");
+            return Err(RestoreError::Invalid { name: name("position"), problem });
+        }
+        Ok(())
+    }
+
     /// Restores [`MemoryBank::state`] from the tensors `<prefix>.keys`, `.labels` and
     /// `.position`; `Ok(false)` when the checkpoint lacks any of them (an older format), an error when they do not
     /// fit this bank.
     pub fn restore(&mut self, prefix: &str, tensors: &HashMap<&str, &Tensor>) -> Result<bool, RestoreError> {
+        self.check(prefix, tensors)?;
         let name = |part: &str| format!("{prefix}.{part}");
         let get = |part: &str| tensors.get(name(part).as_str()).copied();
         let (Some(keys), Some(labels), Some(position)) = (get("keys"), get("labels"), get("position")) else {

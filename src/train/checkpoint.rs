@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use super::fingerprint::{changed, Fingerprint};
 use super::{Learner, WtaHash};
 
 const MAGIC: &[u8; 4] = b"NSCK";
@@ -29,6 +30,9 @@ pub struct CheckpointMeta {
     pub wta_prefixes: Vec<Vec<usize>>,
     /// Wall-clock time of the save, ms since the epoch.
     pub saved_at_ms: i64,
+    /// The configuration the state was trained under (empty in checkpoints older than it).
+    #[serde(default)]
+    pub fingerprint: Fingerprint,
 }
 
 /// Why a checkpoint could not be written, read or used.
@@ -42,7 +46,22 @@ pub enum CheckpointError {
     Tensors { path: PathBuf, source: tch::TchError },
     /// The file is sound but was written by a learner of another model config.
     #[error("{path}: checkpoint does not fit this model config: {source}")]
-    Mismatch { path: PathBuf, source: RestoreError },
+    Mismatch { path: PathBuf, source: RestoreError, version: u64 },
+    /// The file was written under another configuration: these keys differ.
+    #[error("{path}: checkpoint was written under another configuration ({}); restore that configuration, or set checkpoint.discard_mismatched = true to start over from initial weights", keys.join("; "))]
+    ConfigChanged { path: PathBuf, keys: Vec<String>, version: u64 },
+}
+
+impl CheckpointError {
+    /// The model version of a checkpoint that was read but does not fit.
+    pub fn mismatched_version(&self) -> Option<u64> {
+        match self {
+            CheckpointError::Mismatch { version, .. } | CheckpointError::ConfigChanged { version, .. } => {
+                Some(*version)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Which of a checkpoint's tensors does not fit the learner it is restored into.
@@ -57,6 +76,9 @@ pub enum RestoreError {
     /// The WTA permutations compare another number of dimensions.
     #[error("WTA over {found} dimensions in the checkpoint, {expected} here")]
     WtaDimensions { expected: usize, found: usize },
+    /// A tensor's values make no sense here.
+    #[error("{name}: {problem}")]
+    Invalid { name: String, problem: String },
     /// A tensor is there but its values cannot be read as expected.
     #[error("{name}: {source}")]
     Unreadable { name: String, source: tch::TchError },
@@ -162,7 +184,12 @@ pub fn load_latest(path: &Path) -> Option<(CheckpointMeta, Vec<(String, Tensor)>
 }
 
 /// Writes `learner`'s state as model version `version` (see [`save`]); the step it was at.
-pub fn save_learner(path: &Path, version: u64, learner: &Learner) -> Result<u64, CheckpointError> {
+pub fn save_learner(
+    path: &Path,
+    version: u64,
+    learner: &Learner,
+    fingerprint: &Fingerprint,
+) -> Result<u64, CheckpointError> {
     let (step, wta, tensors) = learner.state();
     let meta = CheckpointMeta {
         format: FORMAT,
@@ -173,22 +200,38 @@ pub fn save_learner(path: &Path, version: u64, learner: &Learner) -> Result<u64,
         saved_at_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64),
+        fingerprint: fingerprint.clone(),
     };
     save(path, &meta, &tensors)?;
     Ok(step)
 }
 
 /// Restores `learner` from the newest good checkpoint at `path` (see [`load_latest`]): its
-/// metadata, or `None` when there is no usable checkpoint. One written for another model config
-/// is refused with what does not fit, and the learner keeps its weights.
-pub fn resume(path: &Path, learner: &mut Learner) -> Result<Option<CheckpointMeta>, CheckpointError> {
+/// metadata, or `None` when there is no usable checkpoint. One written under another
+/// configuration (`fingerprint`) is refused naming the keys, one whose tensors do not fit naming
+/// the first that does not; either way nothing of it is applied.
+pub fn resume(
+    path: &Path,
+    learner: &mut Learner,
+    fingerprint: &Fingerprint,
+) -> Result<Option<CheckpointMeta>, CheckpointError> {
     let Some((meta, tensors)) = load_latest(path) else {
         return Ok(None);
     };
+    if meta.fingerprint.is_empty() {
+        tracing::warn!("checkpoint predates configuration fingerprints: only its tensor shapes are checked");
+    } else {
+        let keys = changed(&meta.fingerprint, fingerprint);
+        if !keys.is_empty() {
+            return Err(CheckpointError::ConfigChanged { path: path.to_owned(), keys, version: meta.version });
+        }
+    }
     let wta = WtaHash::from_prefixes(meta.wta_dim, meta.wta_prefixes.clone());
-    learner
-        .restore(meta.step, wta, &tensors)
-        .map_err(|source| CheckpointError::Mismatch { path: path.to_owned(), source })?;
+    learner.restore(meta.step, wta, &tensors).map_err(|source| CheckpointError::Mismatch {
+        path: path.to_owned(),
+        source,
+        version: meta.version,
+    })?;
     Ok(Some(meta))
 }
 
@@ -204,6 +247,7 @@ mod tests {
             wta_dim: 4,
             wta_prefixes: vec![vec![0, 2], vec![3, 1]],
             saved_at_ms: 0,
+            fingerprint: Fingerprint::from([("model.channels".to_owned(), "[8]".to_owned())]),
         }
     }
 

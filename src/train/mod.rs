@@ -10,6 +10,7 @@ mod bank;
 pub mod checkpoint;
 mod clusters;
 pub mod estimate;
+pub mod fingerprint;
 mod head_split;
 pub mod kmeans;
 mod learner;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tch::{Device, Tensor};
 
 use super::checkpoint;
+use super::fingerprint::{fingerprint, Fingerprint};
 use super::{Encoder, Learner, LossReport};
 use crate::config::{CheckpointConfig, DecodeConfig, ModelConfig, OnlineConfig, TrainConfig};
 use crate::decode::Window;
@@ -121,15 +122,26 @@ impl OnlineTrainer {
         let mut learner = Learner::new(model, train, device)?;
         let mut version = 0;
         let latest = Arc::new(Mutex::new(None));
+        let fingerprint = fingerprint(model, train, decode);
         if !checkpoint.path.as_os_str().is_empty() {
-            match checkpoint::resume(&checkpoint.path, &mut learner) {
+            match checkpoint::resume(&checkpoint.path, &mut learner, &fingerprint) {
                 Ok(Some(meta)) => {
                     version = meta.version;
                     *latest.lock().expect("snapshot lock") =
                         Some(Snapshot { version, weights: learner.snapshot(), changed_fraction: None });
                 }
                 Ok(None) => {}
-                Err(e) => tracing::error!(error = %e, "starting from initial weights"),
+                Err(e) => match e.mismatched_version() {
+                    Some(old) if checkpoint.discard_mismatched => {
+                        tracing::warn!(error = %e, "checkpoint.discard_mismatched: starting over from initial weights");
+                        // Versions go on from the old ones, so none is published twice.
+                        version = old + 1;
+                        *latest.lock().expect("snapshot lock") =
+                            Some(Snapshot { version, weights: learner.snapshot(), changed_fraction: None });
+                    }
+                    Some(_) => return Err(crate::Error::Checkpoint(e)),
+                    None => tracing::error!(error = %e, "no usable checkpoint; starting from initial weights"),
+                },
             }
         }
         let (offers, rx) = flume::bounded(online.trainer_queue);
@@ -149,6 +161,7 @@ impl OnlineTrainer {
             rng: SplitMix64::new(model.seed as u64 ^ 0x4f4e_4c49_4e45),
             version,
             checkpoint: checkpoint.clone(),
+            fingerprint,
             last_checkpoint: Instant::now(),
             decode: decode.clone(),
             modality: model.modality,
@@ -215,6 +228,8 @@ struct Worker {
     rng: SplitMix64,
     version: u64,
     checkpoint: CheckpointConfig,
+    /// The configuration checkpoints are written under.
+    fingerprint: Fingerprint,
     last_checkpoint: Instant,
     decode: DecodeConfig,
     modality: crate::config::Modality,
@@ -255,7 +270,7 @@ impl Worker {
             return;
         }
         let started = Instant::now();
-        match checkpoint::save_learner(&self.checkpoint.path, self.version, &self.learner) {
+        match checkpoint::save_learner(&self.checkpoint.path, self.version, &self.learner, &self.fingerprint) {
             Ok(step) => tracing::info!(path = %self.checkpoint.path.display(), version = self.version, step,
                 seconds = started.elapsed().as_secs_f64(), "checkpoint written"),
             Err(e) => tracing::error!(error = %e, "checkpoint not written; the previous one stays"),
@@ -423,8 +438,26 @@ mod tests {
         let (meta, _) = checkpoint::load(&checkpoint.path).unwrap();
         assert!(meta.version >= *versions.last().unwrap());
         let resumed =
-            OnlineTrainer::start(&model, &train, &online, &checkpoint, &decode, Device::Cpu, metrics).unwrap();
+            OnlineTrainer::start(&model, &train, &online, &checkpoint, &decode, Device::Cpu, metrics.clone()).unwrap();
         let first = resumed.take_snapshot().expect("a restored trainer hands over its weights at once");
         assert_eq!(first.version, meta.version);
+        drop(resumed);
+
+        // Another class list (same count: the tensors would fit) and another bank size: the
+        // start is refused naming both keys, and the checkpoint is left as it was.
+        let (meta, _) = checkpoint::load(&checkpoint.path).unwrap();
+        let renamed = ModelConfig { known_classes: vec!["dog".into()], ..model.clone() };
+        let bigger = TrainConfig { bank_size: 32, ..train.clone() };
+        let start = |checkpoint: &CheckpointConfig| {
+            OnlineTrainer::start(&renamed, &bigger, &online, checkpoint, &decode, Device::Cpu, metrics.clone())
+        };
+        let error = start(&checkpoint).err().expect("a checkpoint of another configuration is refused").to_string();
+        assert!(error.contains("model.known_classes") && error.contains("train.bank_size"), "{error}");
+        assert!(error.contains("discard_mismatched"), "{error}");
+        assert_eq!(checkpoint::load(&checkpoint.path).unwrap().0, meta);
+        // Told to discard it, the trainer starts over at the next version.
+        let discard = CheckpointConfig { discard_mismatched: true, ..checkpoint.clone() };
+        let fresh = start(&discard).unwrap().take_snapshot().expect("the fresh weights are handed over at once");
+        assert_eq!(fresh.version, meta.version + 1);
     }
 }

@@ -49,6 +49,13 @@ impl Learner {
         if wta.dim() != self.wta.dim() {
             return Err(RestoreError::WtaDimensions { expected: self.wta.dim(), found: wta.dim() });
         }
+        // Everything is checked before anything is copied: a checkpoint that does not fit
+        // leaves the learner as it was. The optimiser checks all its moments before copying.
+        for (slot, bank) in self.banks.iter().enumerate() {
+            if let Some(bank) = bank {
+                bank.check(&format!("bank.{slot}"), &found)?;
+            }
+        }
         if !self.optimizer.restore(&found)? {
             tracing::warn!("checkpoint has no optimiser state (an older format): Adam's moments start from zero");
         }
@@ -104,7 +111,22 @@ mod tests {
             other => panic!("expected a shape mismatch, got {other:?}"),
         }
         let narrow_wta = WtaHash::from_prefixes(3, vec![vec![0, 1]]);
-        let error = same.restore(step, narrow_wta, &tensors).unwrap_err();
-        assert!(matches!(error, RestoreError::WtaDimensions { found: 3, .. }), "{error}");
+        let error =
+            same.restore(step, narrow_wta, &tensors.iter().map(|(n, t)| (n.clone(), t.copy())).collect::<Vec<_>>());
+        assert!(matches!(error.unwrap_err(), RestoreError::WtaDimensions { found: 3, .. }));
+
+        // A bank of another size: refused, and nothing was applied (the weights, which fit, too).
+        let wta = WtaHash::from_prefixes(saved.state().1.dim(), saved.state().1.prefixes().to_vec());
+        let bigger = TrainConfig { bank_size: 32, ..train };
+        let mut other_bank = Learner::new(&model(8), &bigger, Device::Cpu).unwrap();
+        // Weights unlike the saved ones, so that a partial restore would show.
+        tch::no_grad(|| other_bank.vars.variables().into_values().for_each(|mut t| _ = t.g_add_scalar_(1.0)));
+        let before = other_bank.snapshot();
+        let error = other_bank.restore(step + 5, wta, &tensors).unwrap_err();
+        assert!(error.to_string().contains("bank."), "{error}");
+        for ((name, was), (_, is)) in before.iter().zip(other_bank.snapshot()) {
+            assert!(was.equal(&is), "{name} was changed by a refused restore");
+        }
+        assert_eq!(other_bank.step, 0);
     }
 }

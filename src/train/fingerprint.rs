@@ -1,0 +1,71 @@
+//! The configuration a learner's saved state depends on, key by key, so that a checkpoint made
+//! under another configuration is refused by name instead of half-applied.
+
+use std::collections::BTreeMap;
+
+use crate::config::{DecodeConfig, ModelConfig, TrainConfig};
+
+/// Dotted config key → its value as JSON.
+pub type Fingerprint = BTreeMap<String, String>;
+
+/// Model keys a checkpoint does not depend on: where it runs, how it batches, the seed of the
+/// initial weights it replaces.
+const NOT_STATE: [&str; 3] = ["device", "max_batch", "seed"];
+
+/// Every `[model]` key but [`NOT_STATE`], the decode geometry (what windows a model sees) and the
+/// memory bank's size.
+pub fn fingerprint(model: &ModelConfig, train: &TrainConfig, decode: &DecodeConfig) -> Fingerprint {
+    let mut keys = Fingerprint::new();
+    let model = serde_json::to_value(model).expect("the model config serializes");
+    for (key, value) in model.as_object().expect("the model config is a table") {
+        if !NOT_STATE.contains(&key.as_str()) {
+            keys.insert(format!("model.{key}"), value.to_string());
+        }
+    }
+    let decode = serde_json::to_value(decode).expect("the decode config serializes");
+    for key in ["window", "hop", "frames", "height", "width", "sample_rate"] {
+        keys.insert(format!("decode.{key}"), decode[key].to_string());
+    }
+    keys.insert("train.bank_size".into(), train.bank_size.to_string());
+    keys
+}
+
+/// The keys whose values differ, as `key: saved → now` (a key only one side has counts).
+pub fn changed(saved: &Fingerprint, now: &Fingerprint) -> Vec<String> {
+    let absent = "(absent)".to_owned();
+    let mut keys: Vec<&String> = saved.keys().chain(now.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|key| {
+            let (was, is) = (saved.get(key).unwrap_or(&absent), now.get(key).unwrap_or(&absent));
+            (was != is).then(|| format!("{key}: {was} → {is}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_keys_that_changed_and_ignores_where_the_model_runs() {
+        let (model, train, decode) = (ModelConfig::default(), TrainConfig::default(), DecodeConfig::default());
+        let base = fingerprint(&model, &train, &decode);
+        assert!(base.contains_key("model.known_classes") && base.contains_key("decode.height"));
+        let elsewhere = ModelConfig { seed: 7, max_batch: 3, ..model.clone() };
+        assert!(changed(&base, &fingerprint(&elsewhere, &train, &decode)).is_empty());
+        let other = fingerprint(
+            &ModelConfig { known_classes: vec!["cat".into()], ..model },
+            &TrainConfig { bank_size: 7, ..train },
+            &DecodeConfig { height: 32, ..decode },
+        );
+        let keys = changed(&base, &other);
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        assert!(keys.iter().any(|k| k.starts_with("model.known_classes: [] → [\"cat\"]")), "{keys:?}");
+        assert!(
+            keys.iter().any(|k| k.starts_with("train.bank_size"))
+                && keys.iter().any(|k| k.starts_with("decode.height"))
+        );
+    }
+}
