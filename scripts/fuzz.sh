@@ -11,7 +11,7 @@ source "$(dirname "$0")/lib.sh"
 SECONDS_EACH="${SECONDS_EACH:-300}"
 RSS_LIMIT_MB="${RSS_LIMIT_MB:-2048}"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(parse_segment decode_segment)
+[ ${#targets[@]} -gt 0 ] || targets=(parse_segment decode_segment demux_allow_list)
 
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
@@ -24,7 +24,7 @@ for target in "${targets[@]}"; do
   log="$ROOT/fuzz/last-$target.log"
   # Segment messages are small; media inputs need room for a few seconds of a tiny clip.
   max_len=1024
-  [ "$target" = decode_segment ] && max_len=65536
+  [ "$target" != parse_segment ] && max_len=65536
   # The first folder collects new inputs; seeds and kept regressions are read as starting points.
   if cargo +nightly fuzz run "$target" "corpus/$target" "seeds/$target" "regressions/$target" -- \
       -max_total_time="$SECONDS_EACH" -max_len="$max_len" -rss_limit_mb="$RSS_LIMIT_MB" -timeout=20 -print_final_stats=1 >"$log" 2>&1; then

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::decode::decode_segment;
+use crate::decode::{decode_segment, format_allowed, probed_format};
 use crate::segment::{parse_segment, Media};
 use crate::DecodeConfig;
 
@@ -67,6 +67,32 @@ pub fn decode_case_config() -> DecodeConfig {
 pub fn decode_case(data: &[u8]) {
     let config = decode_case_config();
     let Ok(windows) = decode_segment(data.to_vec(), &config) else { return };
+    check_windows(&windows, &config);
+}
+
+/// Decodes fuzz bytes, from playlists, scripts and session descriptions as seeds, under the
+/// default container allow-list. Panics when media the probe names as off the list is decoded
+/// or refused for another reason than its format (its header must not be read at all), or when
+/// a decoded segment breaks the window shape of [`decode_case`].
+pub fn demux_case(data: &[u8]) {
+    let config = decode_case_config();
+    let probed = probed_format(data);
+    let off_list = probed.as_deref().filter(|name| !format_allowed(name, &config.formats));
+    match decode_segment(data.to_vec(), &config) {
+        Ok(windows) => {
+            assert!(off_list.is_none(), "decoded media that probes as {off_list:?}");
+            check_windows(&windows, &config);
+        }
+        Err(e) => {
+            if let Some(name) = off_list {
+                assert_eq!(e.reason(), "format_not_allowed", "{name} refused otherwise: {e}");
+            }
+        }
+    }
+}
+
+/// The shape every decoded segment keeps, see [`decode_case`].
+fn check_windows(windows: &[crate::decode::Window], config: &DecodeConfig) {
     assert!(!windows.is_empty(), "decoded without error into no windows");
     let frame_bytes = (config.height * config.width * 3) as usize;
     for (i, w) in windows.iter().enumerate() {

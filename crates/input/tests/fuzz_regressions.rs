@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use novelstream_input::fuzz::{decode_case, parse_case};
+use novelstream_input::fuzz::{decode_case, demux_case, parse_case};
 
 fn inputs(target: &str) -> Vec<PathBuf> {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
@@ -36,6 +36,31 @@ fn parse_segment_inputs() {
 #[test]
 fn decode_segment_inputs() {
     replay("decode_segment", decode_case);
+}
+
+#[test]
+fn demux_allow_list_inputs() {
+    replay("demux_allow_list", demux_case);
+}
+
+/// Every playlist, script and session description among the seeds is refused for its format.
+#[test]
+fn seeded_playlists_and_scripts_are_refused_for_their_format() {
+    let config = novelstream_input::fuzz::decode_case_config();
+    let mut refused = 0;
+    for path in inputs("demux_allow_list") {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if [".ffconcat", ".m3u8", ".m3u", ".sdp", ".mpd"].iter().any(|ext| name.ends_with(ext)) && path.starts_with(seeds()) {
+            let err = novelstream_input::decode::decode_segment(std::fs::read(&path).unwrap(), &config).unwrap_err();
+            assert!(matches!(err.reason(), "format_not_allowed" | "undecodable"), "{name}: {err}");
+            refused += usize::from(err.reason() == "format_not_allowed");
+        }
+    }
+    assert!(refused >= 4, "only {refused} seeds were refused for their format");
+}
+
+fn seeds() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds")
 }
 
 /// The MP4 of 350,000 corrupt samples is given up on for its corruption, well inside the

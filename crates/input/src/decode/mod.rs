@@ -5,7 +5,7 @@ mod open;
 mod window;
 
 pub use media::{decode_segment, DecodeError};
-pub use open::demuxer_exists;
+pub use open::{demuxer_exists, format_allowed, probed_format};
 pub use window::{frame_at, frame_times, sample_range, sampled_between, spans, Span};
 
 /// One window of a segment: the unit that is embedded, assigned and published.

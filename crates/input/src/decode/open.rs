@@ -28,7 +28,8 @@ pub fn demuxer_exists(name: &str) -> bool {
 }
 
 /// The demuxer FFmpeg's probe picks for `bytes`, if any: probing reads only the bytes given.
-fn probed_format(bytes: &[u8]) -> Option<String> {
+pub fn probed_format(bytes: &[u8]) -> Option<String> {
+    super::media::init();
     use ffmpeg::ffi;
     let len = bytes.len().min(PROBE_BYTES);
     // FFmpeg's probes may read past the end into this zeroed padding.
@@ -50,7 +51,7 @@ fn probed_format(bytes: &[u8]) -> Option<String> {
 }
 
 /// Whether a demuxer named `name` (a comma-separated list, as FFmpeg names them) is allowed.
-pub(super) fn format_allowed(name: &str, allowed: &[String]) -> bool {
+pub fn format_allowed(name: &str, allowed: &[String]) -> bool {
     name.split(',').any(|n| allowed.iter().any(|a| a.split(',').any(|a| a == n)))
 }
 
