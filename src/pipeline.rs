@@ -23,7 +23,8 @@ use crate::decode::{fetch_and_decode, Window};
 use crate::metrics::Metrics;
 use crate::model::select_device;
 use crate::sink::{
-    Assignment, ClusterTable, DeadLetter, OutRecord, Publisher, TransactionalPublisher, ASSIGNMENT_SCHEMA, MODEL_KEY,
+    Assignment, ClusterTable, DeadLetter, OutRecord, Publisher, StreamOrder, TransactionalPublisher, ASSIGNMENT_SCHEMA,
+    MODEL_KEY,
 };
 use crate::source::{consumer, parse_segment, Coordinates, Gap, OffsetTracker, Segment, SegmentConsumer, UriPolicy};
 use crate::train::OnlineTrainer;
@@ -94,6 +95,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
     let (publish_tx, publish_rx) = flume::bounded::<Outcome>(p.publish_queue);
     let stats = Arc::new(Mutex::new(RunStats::default()));
     let failure: Arc<Mutex<Option<Error>>> = Arc::default();
+    let order: Arc<Mutex<StreamOrder<Outcome>>> = Arc::default();
 
     // Decoders: FFmpeg work stays on its own threads, off the async runtime.
     let mut threads = Vec::new();
@@ -256,9 +258,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
         metrics: metrics.clone(),
         dead_letter_topic: config.kafka.dead_letter_topic.clone(),
     };
+    // Decoders finish out of order; each stream's outcomes are put back in input order.
+    let (ordered_tx, ordered_rx) = flume::bounded::<Outcome>(p.publish_queue);
+    let ordering = {
+        let order = order.clone();
+        tokio::spawn(async move {
+            while let Ok(outcome) = publish_rx.recv_async().await {
+                let coordinates = outcome.coordinates.clone();
+                let ready = order.lock().expect("stream order lock").release(&coordinates, outcome);
+                for outcome in ready {
+                    if ordered_tx.send_async(outcome).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    };
     let publishing = match transactions {
         Some(transactions) => tokio::spawn(publish_transactions(
-            publish_rx,
+            ordered_rx,
             transactions,
             consumer.clone(),
             offsets.clone(),
@@ -270,8 +288,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
             let (acks, consumer, offsets, failure, shutdown) =
                 (acks.clone(), consumer.clone(), offsets.clone(), failure.clone(), shutdown.clone());
             tokio::spawn(async move {
-                while let Ok(outcome) = publish_rx.recv_async().await {
+                while let Ok(outcome) = ordered_rx.recv_async().await {
                     let permit = unacknowledged.clone().acquire_owned().await.expect("semaphore is never closed");
+                    // Enqueued here, one outcome after another, so a stream's records keep their order.
+                    let Outcome { coordinates: c, records } = outcome;
+                    let pending = match publisher.enqueue_all(&records).await {
+                        Ok(pending) => pending,
+                        Err(e) => {
+                            failure.lock().expect("failure lock").get_or_insert(e);
+                            shutdown.cancel();
+                            break;
+                        }
+                    };
                     let (publisher, consumer, offsets, counter, failure, shutdown) = (
                         publisher.clone(),
                         consumer.clone(),
@@ -282,9 +310,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
                     );
                     acks.spawn(async move {
                         let _permit = permit;
-                        let Outcome { coordinates: c, records } = outcome;
                         let counts = counter.counts(&records);
-                        match publisher.send_all(records).await {
+                        match publisher.settle(records, pending).await {
                             Ok(()) => {
                                 counter.add(counts);
                                 if let Some(position) = offsets.finish(&c.topic, c.partition, c.offset) {
@@ -337,6 +364,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
         if let Some(gap) = offsets.begin(&coordinates.topic, coordinates.partition, coordinates.offset) {
             report_gap(&metrics, &coordinates, gap);
         }
+        order.lock().expect("stream order lock").admit(&coordinates);
         metrics.segments_in.fetch_add(1, Ordering::Relaxed);
         let sent = match parse_segment(message.payload(), &headers, &known, max_bytes) {
             Ok(segment) => decode_tx.send_async(Job { coordinates, segment }).await.is_ok(),
@@ -361,6 +389,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
     drop((decode_tx, publish_tx));
     let joined =
         tokio::task::spawn_blocking(move || threads.into_iter().all(|t| t.join().is_ok())).await.unwrap_or(false);
+    let _ = ordering.await;
     let _ = publishing.await;
     acks.close();
     if tokio::time::timeout(p.drain_timeout, acks.wait()).await.is_err() {

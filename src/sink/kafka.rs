@@ -43,10 +43,27 @@ impl Publisher {
     /// Produces every record and resolves once the broker acknowledged all of them. Failed
     /// deliveries are retried; an error means some record is not acknowledged.
     pub async fn send_all(&self, records: Vec<OutRecord>) -> Result<(), Error> {
+        let pending = self.enqueue_all(&records).await?;
+        self.settle(records, pending).await
+    }
+
+    /// Hands every record to librdkafka, in order: records enqueued one call after another keep
+    /// that order in each partition (the producer is idempotent).
+    pub async fn enqueue_all(&self, records: &[OutRecord]) -> Result<Vec<rdkafka::producer::DeliveryFuture>, Error> {
         let mut pending = Vec::with_capacity(records.len());
-        for record in &records {
+        for record in records {
             pending.push(self.enqueue(record).await?);
         }
+        Ok(pending)
+    }
+
+    /// Waits for the broker's acknowledgement of records [`Publisher::enqueue_all`] enqueued,
+    /// producing a failed one again; an error means some record is not acknowledged.
+    pub async fn settle(
+        &self,
+        records: Vec<OutRecord>,
+        pending: Vec<rdkafka::producer::DeliveryFuture>,
+    ) -> Result<(), Error> {
         for (record, delivery) in records.iter().zip(pending) {
             let mut delivery = delivery;
             let mut attempt = 1;

@@ -5,6 +5,7 @@ mod assignment;
 mod cluster;
 mod dead_letter;
 mod kafka;
+mod order;
 mod transactional;
 
 pub use assignment::{Assignment, Kind, ASSIGNMENT_SCHEMA};
@@ -13,4 +14,5 @@ pub use cluster::{
 };
 pub use dead_letter::{DeadLetter, DEAD_LETTER_SCHEMA};
 pub use kafka::{OutRecord, Publisher};
+pub use order::StreamOrder;
 pub use transactional::TransactionalPublisher;

@@ -50,7 +50,9 @@ fn seeded_playlists_and_scripts_are_refused_for_their_format() {
     let mut refused = 0;
     for path in inputs("demux_allow_list") {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if [".ffconcat", ".m3u8", ".m3u", ".sdp", ".mpd"].iter().any(|ext| name.ends_with(ext)) && path.starts_with(seeds()) {
+        if [".ffconcat", ".m3u8", ".m3u", ".sdp", ".mpd"].iter().any(|ext| name.ends_with(ext))
+            && path.starts_with(seeds())
+        {
             let err = novelstream_input::decode::decode_segment(std::fs::read(&path).unwrap(), &config).unwrap_err();
             assert!(matches!(err.reason(), "format_not_allowed" | "undecodable"), "{name}: {err}");
             refused += usize::from(err.reason() == "format_not_allowed");
