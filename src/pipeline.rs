@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{ensure_compacted_topics, ensure_topics};
 use crate::assign::Assigner;
 use crate::config::{Config, Delivery};
-use crate::decode::{fetch_and_decode, Window};
+use crate::decode::{fetch_and_decode, CrashMarkers, JobError, Window};
 use crate::metrics::Metrics;
 use crate::model::select_device;
 use crate::sink::{
@@ -97,11 +97,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
     let failure: Arc<Mutex<Option<Error>>> = Arc::default();
     let order: Arc<Mutex<StreamOrder<Outcome>>> = Arc::default();
 
+    let markers = Arc::new(
+        CrashMarkers::new(&p.crash_markers)
+            .map_err(Error::io(format!("pipeline.crash_markers: {}", p.crash_markers.display())))?,
+    );
     // Decoders: FFmpeg work stays on its own threads, off the async runtime.
     let mut threads = Vec::new();
     for i in 0..p.decode_workers {
         let (rx, embed_tx, publish_tx) = (decode_rx.clone(), embed_tx.clone(), publish_tx.clone());
-        let (policy, decode, metrics) = (policy.clone(), config.decode.clone(), metrics.clone());
+        let (policy, decode, metrics, markers) =
+            (policy.clone(), config.decode.clone(), metrics.clone(), markers.clone());
         let dead_letter_topic = config.kafka.dead_letter_topic.clone();
         threads.push(
             std::thread::Builder::new()
@@ -110,7 +115,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
                     for job in rx.iter() {
                         let Job { coordinates, segment } = job;
                         let started = Instant::now();
-                        let decoded = fetch_and_decode(&segment, &policy, &decode, RETRY_BACKOFF);
+                        let decoded = markers
+                            .guard(&coordinates, || fetch_and_decode(&segment, &policy, &decode, RETRY_BACKOFF))
+                            .unwrap_or_else(|deaths| {
+                                let detail = format!("the daemon died {deaths} times while decoding this message");
+                                Err(JobError { reason: "crashed_decoder", detail, retriable: false })
+                            });
                         metrics.decode_seconds.observe(started.elapsed().as_secs_f64());
                         let sent = match decoded {
                             Ok(windows) => embed_tx.send(Decoded { coordinates, segment, windows }).is_ok(),

@@ -1,5 +1,6 @@
 //! `[pipeline]`: queue sizes and worker counts between the stages.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,9 @@ pub struct PipelineConfig {
     /// How often records of changed clusters are published to the clusters topic.
     #[serde(with = "humantime_serde")]
     pub clusters_interval: Duration,
+    /// Directory of the markers that catch a message whose decoding kills the process, so it
+    /// becomes a dead letter (`crashed_decoder`) instead of a crash loop; empty: none.
+    pub crash_markers: PathBuf,
 }
 
 impl Default for PipelineConfig {
@@ -39,6 +43,7 @@ impl Default for PipelineConfig {
             max_unacknowledged: 64,
             drain_timeout: Duration::from_secs(30),
             clusters_interval: Duration::from_secs(5),
+            crash_markers: PathBuf::new(),
         }
     }
 }

@@ -147,6 +147,9 @@ fn load_idx(dir: &Path) -> Result<Dataset, EvalError> {
     Ok(Dataset { classes: (0..classes).map(|c| c.to_string()).collect(), train, test })
 }
 
+/// FFmpeg's demuxers of single images, which an image-folder data set is made of.
+const IMAGE_FORMATS: [&str; 4] = ["png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe"];
+
 fn load_folders(dir: &Path, size: u32) -> Result<Dataset, EvalError> {
     let mut classes: Vec<String> = std::fs::read_dir(dir.join("train"))
         .map_err(|e| EvalError::Dataset(format!("{}: {e}", dir.join("train").display())))?
@@ -158,12 +161,15 @@ fn load_folders(dir: &Path, size: u32) -> Result<Dataset, EvalError> {
     if classes.is_empty() {
         return Err(EvalError::Dataset(format!("{} has no class folders", dir.join("train").display())));
     }
+    // The operator's own image files: their single-image demuxers join the container list.
+    let formats = novelstream_input::DEFAULT_FORMATS.iter().chain(&IMAGE_FORMATS).map(|f| f.to_string()).collect();
     let decode = DecodeConfig {
         frames: 1,
         height: size,
         width: size,
         window: Duration::from_secs(1),
         hop: Duration::from_secs(1),
+        formats,
         ..Default::default()
     };
     let split = |name: &str| -> Result<Split, EvalError> {
