@@ -62,10 +62,8 @@ pub(super) fn open_input(
     deadline: Instant,
     timeout_ms: u64,
 ) -> Result<ffmpeg::format::context::Input, DecodeError> {
-    // A clear reason for the common case; FFmpeg's own check below stays the guarantee.
-    if let Some(name) = probed_format(&bytes).filter(|name| !format_allowed(name, formats)) {
-        return Err(DecodeError::FormatNotAllowed(name));
-    }
+    // Kept to name a refused format: FFmpeg's whitelist refusal says only "invalid argument".
+    let head = bytes[..bytes.len().min(PROBE_BYTES)].to_vec();
     let mut options = ffmpeg::Dictionary::new();
     options.set("format_whitelist", &formats.join(","));
     options.set("protocol_whitelist", NO_PROTOCOL);
@@ -74,7 +72,11 @@ pub(super) fn open_input(
         ffmpeg::format::input_from_stream_with_interrupt(io, None, Some(options), move || Instant::now() > deadline)
             .map_err(|e| match e {
                 ffmpeg::Error::Exit => DecodeError::Timeout { timeout_ms },
-                e => undecodable(e),
+                // Probing again only when the open failed: media on the list is probed once.
+                e => match probed_format(&head).filter(|name| !format_allowed(name, formats)) {
+                    Some(name) => DecodeError::FormatNotAllowed(name),
+                    None => undecodable(e),
+                },
             })?;
     let name = input.format().name().to_owned();
     if !format_allowed(&name, formats) {
