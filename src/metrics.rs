@@ -99,7 +99,11 @@ pub struct Metrics {
     pub ready: AtomicBool,
     /// Errors the Kafka client reported (connection failures, timeouts, …).
     pub broker_errors: AtomicU64,
-    /// Partitions whose first message read lay beyond the group's committed offset.
+    /// Times a resumed partition was read again from before its committed offset (its first
+    /// message lay beyond it, or nothing came).
+    pub input_rereads: AtomicU64,
+    /// Partitions whose first message read lay beyond the group's committed offset, even read
+    /// from before it.
     pub input_offset_gaps: AtomicU64,
     /// Input offsets between a committed offset and the first message read, never received.
     pub input_offsets_skipped: AtomicU64,
@@ -287,10 +291,18 @@ impl Metrics {
         sample(out, "broker_errors_total", "counter", "Errors the Kafka client reported.", count(&self.broker_errors));
         sample(
             out,
+            "input_rereads_total",
+            "counter",
+            "Times a resumed partition was read again from before its committed offset, because its \
+             first message lay beyond that offset or nothing came.",
+            count(&self.input_rereads),
+        );
+        sample(
+            out,
             "input_offset_gaps_total",
             "counter",
-            "Assigned partitions whose first message lay beyond the committed offset (a transactional \
-             upstream producer legitimately leaves 1-offset gaps: its commit markers).",
+            "Assigned partitions whose first message lay beyond the committed offset even when read \
+             from before it (offsets the broker never delivered).",
             count(&self.input_offset_gaps),
         );
         sample(

@@ -26,7 +26,9 @@ use crate::sink::{
     Assignment, ClusterTable, DeadLetter, OutRecord, Publisher, StreamOrder, TransactionalPublisher, ASSIGNMENT_SCHEMA,
     MODEL_KEY,
 };
-use crate::source::{consumer, parse_segment, Coordinates, Gap, OffsetTracker, Segment, SegmentConsumer, UriPolicy};
+use crate::source::{
+    consumer, parse_segment, Arrival, Coordinates, Gap, OffsetTracker, Segment, SegmentConsumer, UriPolicy,
+};
 use crate::train::OnlineTrainer;
 use crate::{Error, Result};
 
@@ -345,10 +347,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
     // the dead-letter topic.
     let known = config.model.known_classes.clone();
     let max_bytes = config.source.max_segment_bytes;
+    let mut quiet_check = tokio::time::interval(Duration::from_secs(1));
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,
             message = consumer.recv() => message,
+            _ = quiet_check.tick() => {
+                for (topic, partition, at) in offsets.quiet(std::time::Instant::now()) {
+                    read_again(&consumer, &metrics, &topic, partition, at, "nothing came after the committed offset");
+                }
+                continue;
+            }
         };
         let message = match message {
             Ok(m) => {
@@ -371,8 +380,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
             .headers()
             .map(|h| h.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect())
             .unwrap_or_default();
-        if let Some(gap) = offsets.begin(&coordinates.topic, coordinates.partition, coordinates.offset) {
-            report_gap(&metrics, &coordinates, gap);
+        match offsets.arrive(&coordinates.topic, coordinates.partition, coordinates.offset) {
+            Arrival::Skip => continue,
+            Arrival::Seek(at) => {
+                read_again(
+                    &consumer,
+                    &metrics,
+                    &coordinates.topic,
+                    coordinates.partition,
+                    at,
+                    "the first message read lay beyond the committed offset",
+                );
+                continue;
+            }
+            Arrival::Take(gap) => {
+                if let Some(gap) = gap {
+                    report_gap(&metrics, &coordinates, gap);
+                }
+            }
         }
         order.lock().expect("stream order lock").admit(&coordinates);
         metrics.segments_in.fetch_add(1, Ordering::Relaxed);
@@ -422,6 +447,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
     let stats = stats.lock().expect("stats lock").clone();
     tracing::info!(segments = stats.segments, windows = stats.windows, dead_letters = stats.dead_letters, "stopped");
     Ok(stats)
+}
+
+/// Sends the consumer of a partition back to `at`, before its committed offset, so offsets a
+/// broker did not serve from where reading resumed are read (`OffsetTracker::arrive` skips what
+/// was committed).
+fn read_again(consumer: &SegmentConsumer, metrics: &Metrics, topic: &str, partition: i32, at: i64, why: &str) {
+    tracing::info!(topic, partition, from = at, why, "reading the partition again from before its committed offset");
+    metrics.input_rereads.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = consumer.seek(topic, partition, Offset::Offset(at), Duration::from_secs(5)) {
+        tracing::warn!(topic, partition, error = %e, "seeking back failed; the partition reads on where it is");
+    }
 }
 
 /// Makes offsets the broker never delivered visible: a log line and two counters.

@@ -17,6 +17,10 @@ pub struct ProduceArgs {
     /// Topic to publish segments to.
     #[arg(long, default_value_t = KafkaConfig::default().input_topic)]
     topic: String,
+    /// Create the topic with this many partitions first when it does not exist (replication:
+    /// the broker's default); without it a missing topic is created as the broker's settings say.
+    #[arg(long)]
+    partitions: Option<i32>,
     /// Stream the segments belong to (the message key).
     #[arg(long, default_value = "default")]
     stream_id: String,
@@ -60,6 +64,11 @@ pub struct ProduceArgs {
     /// With --manifest: segments per second over all streams (0: as fast as acknowledged).
     #[arg(long, default_value_t = 0.0, requires = "manifest")]
     rate: f64,
+    /// With --manifest: segments sent together before their acknowledgements are awaited; the
+    /// broker then stores several per partition in one record batch, as most upstream producers
+    /// write (1: one record per batch).
+    #[arg(long, default_value_t = 1, requires = "manifest")]
+    batch: usize,
     /// With --manifest: at most this many clips (0: all).
     #[arg(long, default_value_t = 0, requires = "manifest")]
     limit: usize,
@@ -72,6 +81,10 @@ pub struct ProduceArgs {
 /// `score --segments`).
 pub async fn handle(args: ProduceArgs) -> anyhow::Result<()> {
     let kafka = KafkaConfig { brokers: args.brokers, ..Default::default() };
+    if let Some(partitions) = args.partitions {
+        let kafka = KafkaConfig { topic_partitions: partitions, ..kafka.clone() };
+        novelstream::admin::ensure_topics(&kafka, &[&args.topic]).await?;
+    }
     if let Some(manifest) = args.manifest {
         let known = match &args.known {
             Some(text) => novelstream::eval::parse_classes(text)
@@ -104,6 +117,7 @@ pub async fn handle(args: ProduceArgs) -> anyhow::Result<()> {
             rate: args.rate,
             limit: args.limit,
             inline: args.inline,
+            batch: args.batch,
         };
         let produced = produce_manifest(&kafka, &options).await?;
         print_produced(&produced);

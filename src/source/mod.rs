@@ -6,5 +6,5 @@ mod uri;
 
 pub use kafka::{consumer, Coordinates, SegmentConsumer};
 pub use novelstream_input::segment::{parse_segment, InputError, Media, Segment, SegmentRef, SEGMENT_SCHEMA};
-pub use offsets::{Gap, OffsetTracker};
+pub use offsets::{Arrival, Gap, OffsetTracker};
 pub use uri::UriPolicy;

@@ -1,10 +1,13 @@
 //! Which input offsets may be committed: a partition's offset advances only past messages whose
 //! every output the broker has acknowledged, even when segments finish out of order.
-//! It also notices when the first offset read from a partition lies beyond the group's committed
-//! position, so offsets the broker never delivered show up instead of being committed past.
+//! It also checks where a partition's reading resumes: when the first message lies beyond the
+//! group's committed position, or nothing comes at all, the consumer is sent back to read from
+//! before that position (skipping what was committed), so offsets a broker failed to serve from
+//! are read instead of committed past; only offsets no read from earlier delivers are a gap.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
@@ -20,6 +23,30 @@ struct Partition {
     incarnation: u64,
     /// The group's committed position when this ownership began, when there was one.
     baseline: Option<i64>,
+    /// How reading was made to resume at the baseline.
+    resume: Resume,
+}
+
+/// The search for a read that covers the baseline: how far before it the consumer was last sent,
+/// when, and whether a message from before it has come (then the broker serves every offset from
+/// there on, and a later jump is offsets that do not exist, not a gap).
+#[derive(Debug, Default)]
+struct Resume {
+    back: i64,
+    since: Option<Instant>,
+    covered: bool,
+}
+
+/// What to do with a message, decided before it is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Process it; with the gap it opens when no read from earlier delivers the offsets before.
+    Take(Option<Gap>),
+    /// Drop it: its offset lies before the group's committed position, so it was done before.
+    Skip,
+    /// Drop it and read the partition again from this offset: the message lies beyond the
+    /// committed position and the offsets between may exist.
+    Seek(i64),
 }
 
 /// Offsets `from..to` of a partition that were never received: the group had committed `from`,
@@ -37,6 +64,19 @@ impl Gap {
     }
 }
 
+impl Resume {
+    /// Sends the read further back from `from`, or `None` once it reached the partition's start
+    /// or `MAX_BACK`: what has not come by then is a gap.
+    fn widen(&mut self, from: i64, now: Instant) -> Option<i64> {
+        if from - self.back <= 0 || self.back >= OffsetTracker::MAX_BACK {
+            return None;
+        }
+        self.back = if self.back == 0 { 1 } else { self.back * 16 };
+        self.since = Some(now);
+        Some((from - self.back).max(0))
+    }
+}
+
 /// In-flight offsets of every (topic, partition) the consumer reads.
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
@@ -45,6 +85,14 @@ pub struct OffsetTracker {
 }
 
 impl OffsetTracker {
+    /// How far before the committed position a resumed read goes at most: a broker that serves a
+    /// fetch from the middle of a stored batch from the next batch (tansu 0.6) needs one start at
+    /// or before the batch's first offset, and a producer's batch holds 10,000 records at most.
+    const MAX_BACK: i64 = 1 << 16;
+    /// How long a resumed partition may deliver nothing before it is read from earlier: a broker
+    /// that serves nothing from the middle of its last batch would otherwise never deliver it.
+    pub const QUIET: Duration = Duration::from_secs(3);
+
     pub fn new() -> Self {
         Self::default()
     }
@@ -57,10 +105,56 @@ impl OffsetTracker {
             *p = Partition {
                 committed,
                 baseline: Some(committed),
+                resume: Resume { since: Some(Instant::now()), ..Default::default() },
                 incarnation: self.incarnations.fetch_add(1, Ordering::Relaxed),
                 ..Default::default()
             };
         }
+    }
+
+    /// Decides what to do with a message of a partition before it is taken, and takes it (as
+    /// `begin`) when it is to be processed. Until the first message of an ownership is taken, a
+    /// message beyond the committed position sends the consumer back (1, 16, 256, … offsets
+    /// before the position), and messages before the position are skipped.
+    pub fn arrive(&self, topic: &str, partition: i32, offset: i64) -> Arrival {
+        if let Some(mut p) = self.partitions.get_mut(&(topic.to_owned(), partition)) {
+            let started = p.next > 0 || !p.in_flight.is_empty();
+            if started && offset < p.committed {
+                return Arrival::Skip;
+            }
+            if let (Some(from), false) = (p.baseline, started) {
+                if offset < from {
+                    p.resume.covered = true;
+                    return Arrival::Skip;
+                }
+                if offset > from && !p.resume.covered {
+                    if let Some(at) = p.resume.widen(from, Instant::now()) {
+                        return Arrival::Seek(at);
+                    }
+                }
+                if p.resume.covered {
+                    p.baseline = None;
+                }
+            }
+        }
+        Arrival::Take(self.begin(topic, partition, offset))
+    }
+
+    /// Partitions resumed at a committed position that delivered nothing for `QUIET`, with the
+    /// offset to read each from now, further back each time.
+    pub fn quiet(&self, now: Instant) -> Vec<(String, i32, i64)> {
+        let mut seeks = Vec::new();
+        for mut p in self.partitions.iter_mut() {
+            let waiting = p.next == 0 && p.in_flight.is_empty() && !p.resume.covered;
+            let quiet = p.resume.since.is_some_and(|since| now.duration_since(since) >= Self::QUIET);
+            if let (Some(from), true, true) = (p.baseline, waiting, quiet) {
+                match p.resume.widen(from, now) {
+                    Some(at) => seeks.push((p.key().0.clone(), p.key().1, at)),
+                    None => p.resume.since = None,
+                }
+            }
+        }
+        seeks
     }
 
     /// Records that `offset` was taken and its outputs are on their way. Returns the offsets
@@ -232,5 +326,71 @@ mod tests {
         assert_eq!(t.begin("in", 0, 25), Some(Gap { from: 20, to: 25 }));
         t.forget("in", 0);
         assert_eq!(t.begin("in", 0, 30), None, "no committed offset this time: no baseline");
+    }
+
+    /// tansu 0.6 answers a fetch from inside a stored batch with the next batch: committed 40
+    /// inside the batch 32-47, the first message read is 48. Reading from 39 gives 48 again,
+    /// from 24 the batch 16-31; what lies before 40 is skipped and 40 on is taken, gap-free.
+    #[test]
+    fn a_first_message_beyond_the_committed_position_sends_the_read_back() {
+        let t = OffsetTracker::new();
+        t.expect("in", 0, 40);
+        assert_eq!(t.arrive("in", 0, 48), Arrival::Seek(39));
+        assert_eq!(t.arrive("in", 0, 48), Arrival::Seek(24));
+        for o in 16..40 {
+            assert_eq!(t.arrive("in", 0, o), Arrival::Skip, "offset {o} was committed before");
+        }
+        assert_eq!(t.arrive("in", 0, 40), Arrival::Take(None));
+        assert_eq!(t.arrive("in", 0, 41), Arrival::Take(None));
+        assert_eq!(t.finish("in", 0, 40), Some(41), "commits go on from the committed position");
+        assert_eq!(t.arrive("in", 0, 12), Arrival::Skip, "a late message from before is not taken twice");
+    }
+
+    #[test]
+    fn offsets_that_no_earlier_read_delivers_are_a_gap() {
+        let t = OffsetTracker::new();
+        t.expect("in", 0, 3);
+        assert_eq!(t.arrive("in", 0, 10), Arrival::Seek(2));
+        assert_eq!(t.arrive("in", 0, 10), Arrival::Seek(0), "never before the partition's start");
+        assert_eq!(t.arrive("in", 0, 10), Arrival::Take(Some(Gap { from: 3, to: 10 })));
+        assert_eq!(t.finish("in", 0, 10), Some(11));
+    }
+
+    /// On a broker that serves every offset, a read from before the committed position that
+    /// jumps over it (transaction markers, compaction) leaves no gap: those offsets hold nothing.
+    #[test]
+    fn a_jump_after_a_read_from_before_is_no_gap() {
+        let t = OffsetTracker::new();
+        t.expect("in", 0, 40);
+        assert_eq!(t.arrive("in", 0, 44), Arrival::Seek(39));
+        assert_eq!(t.arrive("in", 0, 39), Arrival::Skip);
+        assert_eq!(t.arrive("in", 0, 44), Arrival::Take(None));
+        assert_eq!(t.finish("in", 0, 44), Some(45));
+    }
+
+    #[test]
+    fn a_partition_quiet_after_its_committed_position_is_read_from_earlier() {
+        let t = OffsetTracker::new();
+        t.expect("in", 0, 40);
+        t.expect("in", 1, 0);
+        let start = Instant::now();
+        assert!(t.quiet(start).is_empty(), "not quiet long enough yet");
+        let later = start + OffsetTracker::QUIET * 2;
+        assert_eq!(t.quiet(later), vec![("in".to_owned(), 0, 39)], "offset 0 committed: nothing before it");
+        assert!(t.quiet(later).is_empty(), "each read back gets its own quiet time");
+        assert_eq!(t.quiet(later + OffsetTracker::QUIET * 2), vec![("in".to_owned(), 0, 24)]);
+        assert_eq!(t.arrive("in", 0, 30), Arrival::Skip);
+        assert!(t.quiet(later + OffsetTracker::QUIET * 4).is_empty(), "a read that covers 40 is no longer quiet");
+        assert_eq!(t.arrive("in", 1, 0), Arrival::Take(None));
+    }
+
+    #[test]
+    fn a_taken_partition_is_never_sent_back() {
+        let t = OffsetTracker::new();
+        t.expect("in", 0, 40);
+        assert_eq!(t.arrive("in", 0, 40), Arrival::Take(None));
+        assert_eq!(t.arrive("in", 0, 90), Arrival::Take(None), "only the first message is checked");
+        assert!(t.quiet(Instant::now() + OffsetTracker::QUIET * 2).is_empty());
+        assert_eq!(t.arrive("in", 5, 7), Arrival::Take(None), "a partition without a committed offset");
     }
 }
