@@ -176,7 +176,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
                 loop {
                     // New versions are picked up between segments, and while idle.
                     if let Some(snapshot) = trainer.as_ref().and_then(|t| t.take_snapshot()) {
-                        assigner.apply(snapshot.version, &snapshot.weights);
+                        assigner.apply(snapshot.version, &snapshot.weights, snapshot.cluster_ids);
                         model_metrics.model_version.set(snapshot.version as f64);
                         model_clusters.lock().expect("cluster table lock").observe_version(
                             snapshot.version,

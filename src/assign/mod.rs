@@ -6,6 +6,7 @@ use crate::config::{DecodeConfig, ModelConfig};
 use crate::decode::Window;
 use crate::model::{window_input, JointModel, LogMel};
 use crate::sink::Kind as AssignmentKind;
+use crate::train::ClusterIds;
 
 /// The verdict on one window.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +32,9 @@ pub struct Assigner {
     /// Unlabelled windows go to a known class or a novel cluster by the joint head
     /// (`model.open_world`), else always to a novel cluster.
     open_world: bool,
+    /// The published id of each novel output (`novel-<id>`), carried across versions by the
+    /// trainer so that an id keeps its category when the head's outputs permute.
+    ids: ClusterIds,
 }
 
 impl Assigner {
@@ -50,6 +54,7 @@ impl Assigner {
             max_batch: model.max_batch,
             version: 0,
             open_world: model.open_world && !model.known_classes.is_empty(),
+            ids: ClusterIds::default(),
         }
     }
 
@@ -57,9 +62,9 @@ impl Assigner {
         self.version
     }
 
-    /// The novel cluster ids the model can give now (`novel-<k>`).
+    /// The novel cluster ids the model can give now (`novel-<id>`).
     pub fn novel_clusters(&self) -> Vec<String> {
-        self.model.active_outputs().into_iter().map(|k| format!("novel-{k}")).collect()
+        self.model.active_outputs().into_iter().map(|k| format!("novel-{}", self.ids.published(k))).collect()
     }
 
     /// Index of a known class by name.
@@ -67,9 +72,10 @@ impl Assigner {
         self.known_classes.iter().position(|c| c == label).map(|i| i as i64)
     }
 
-    /// Switches to the trainer's weights `snapshot` as model version `version`. Every variable
-    /// of the assigner's model must be in the snapshot (same config, same names).
-    pub fn apply(&mut self, version: u64, weights: &[(String, Tensor)]) {
+    /// Switches to the trainer's weights `snapshot` as model version `version`, publishing its
+    /// novel outputs under `ids`. Every variable of the assigner's model must be in the
+    /// snapshot (same config, same names).
+    pub fn apply(&mut self, version: u64, weights: &[(String, Tensor)], ids: ClusterIds) {
         let _guard = tch::no_grad_guard();
         let mut mine = self.vars.variables();
         for (name, value) in weights {
@@ -78,6 +84,7 @@ impl Assigner {
             }
         }
         self.version = version;
+        self.ids = ids;
     }
 
     /// Assigns every window of one segment. Windows of a labelled segment are `known` as that
@@ -116,7 +123,7 @@ impl Assigner {
                             },
                             Some(column) => Decision {
                                 kind: AssignmentKind::Novel,
-                                cluster: format!("novel-{}", out.novel_ids[column]),
+                                cluster: format!("novel-{}", self.ids.published(out.novel_ids[column])),
                                 confidence,
                             },
                         }
@@ -203,7 +210,7 @@ mod tests {
                     let _ = t.get(row).fill_(bias);
                 }
             }
-            assigner.apply(1, &weights);
+            assigner.apply(1, &weights, ClusterIds::default());
         };
         with_bias(&mut assigner, "known.bias", 1, 100.0);
         let decided = assigner.assign(&windows, None);
@@ -214,6 +221,17 @@ mod tests {
             .iter()
             .all(|d| d.kind == AssignmentKind::Novel && d.cluster == "novel-2"));
         assert!(assigner.assign(&windows, Some("a")).iter().all(|d| d.cluster == "a"), "a label still decides");
+
+        // The trainer found output 2 holding the windows published as novel-0 before: the same
+        // weights now publish them as novel-0, and output 0's new content as a fresh id.
+        let mut ids = ClusterIds::default();
+        ids.cover(&[0, 1, 2]);
+        ids.carry(&[Some(0); 4], &[Some(2); 4], &[0, 1, 2]);
+        let weights: Vec<(String, Tensor)> =
+            assigner.vars.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
+        assigner.apply(2, &weights, ids);
+        assert!(assigner.assign(&windows, None).iter().all(|d| d.cluster == "novel-0"));
+        assert_eq!(assigner.novel_clusters(), ["novel-3", "novel-1", "novel-0"], "in output order");
 
         // `auto` starts with one output in use: output 5 is not, whatever its weights.
         let mut auto = Assigner::untrained(&model(NovelClusters::Auto), &decode, Device::Cpu);

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use super::fingerprint::{changed, Fingerprint};
-use super::{Learner, WtaHash};
+use super::{ClusterIds, Learner, WtaHash};
 
 const MAGIC: &[u8; 4] = b"NSCK";
 const META: &str = "__meta__";
@@ -33,6 +33,10 @@ pub struct CheckpointMeta {
     /// The configuration the state was trained under (empty in checkpoints older than it).
     #[serde(default)]
     pub fingerprint: Fingerprint,
+    /// The published id of each novel output (empty in checkpoints older than it: outputs are
+    /// published as themselves).
+    #[serde(default)]
+    pub cluster_ids: ClusterIds,
 }
 
 /// Why a checkpoint could not be written, read or used.
@@ -189,6 +193,7 @@ pub fn save_learner(
     version: u64,
     learner: &Learner,
     fingerprint: &Fingerprint,
+    cluster_ids: &ClusterIds,
 ) -> Result<u64, CheckpointError> {
     let (step, wta, tensors) = learner.state();
     let meta = CheckpointMeta {
@@ -201,6 +206,7 @@ pub fn save_learner(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64),
         fingerprint: fingerprint.clone(),
+        cluster_ids: cluster_ids.clone(),
     };
     save(path, &meta, &tensors)?;
     Ok(step)
@@ -248,6 +254,7 @@ mod tests {
             wta_prefixes: vec![vec![0, 2], vec![3, 1]],
             saved_at_ms: 0,
             fingerprint: Fingerprint::from([("model.channels".to_owned(), "[8]".to_owned())]),
+            cluster_ids: ClusterIds::default(),
         }
     }
 

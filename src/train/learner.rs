@@ -212,6 +212,11 @@ impl Learner {
         self.open_world
     }
 
+    /// Known classes `C_l`: the joint head's decision `C_l + k` is novel output `k`.
+    pub fn known_count(&self) -> i64 {
+        self.known
+    }
+
     /// How often a dead output of the unlabelled head has been re-initialised to split the
     /// largest (`train.clusters.head_min_share`).
     pub fn head_splits(&self) -> u64 {

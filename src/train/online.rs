@@ -13,6 +13,8 @@ use tch::{Device, Tensor};
 
 use super::checkpoint;
 use super::fingerprint::{fingerprint, Fingerprint};
+use super::identity::{ClusterIds, IdentitySet};
+use super::ring::Ring;
 use super::{Encoder, Learner, LossReport};
 use crate::config::{CheckpointConfig, DecodeConfig, ModelConfig, OnlineConfig, TrainConfig};
 use crate::decode::Window;
@@ -34,65 +36,8 @@ pub struct Snapshot {
     /// Fraction of the replay windows whose novel cluster differs from the previous version's
     /// (`None` for the first version measured).
     pub changed_fraction: Option<f64>,
-}
-
-/// A fixed-capacity buffer that forgets its oldest windows. Its storage is allocated whole at
-/// the first window (`capacity` rows of each input part) and rows are overwritten in place, so
-/// its memory is fixed from then on, whatever the stream does.
-struct Ring {
-    frames: Option<Tensor>,
-    mel: Option<Tensor>,
-    labels: Vec<i64>,
-    capacity: usize,
-    next: usize,
-    filled: usize,
-}
-
-impl Ring {
-    fn new(capacity: usize) -> Self {
-        Self { frames: None, mel: None, labels: vec![0; capacity], capacity, next: 0, filled: 0 }
-    }
-
-    /// Stores one window (`input` holds a batch of one).
-    fn push(&mut self, input: Input, label: i64) {
-        let _guard = tch::no_grad_guard();
-        let capacity = self.capacity as i64;
-        let parts = [(&mut self.frames, &input.frames), (&mut self.mel, &input.mel)];
-        // Windows share the decode config, so every row has the first one's shape.
-        let fits = parts.iter().all(|(storage, part)| match (storage, part) {
-            (Some(storage), Some(part)) => storage.size()[1..] == part.size()[1..],
-            _ => true,
-        });
-        if !fits {
-            tracing::warn!("a window's shape differs from the training buffer's; it is not kept");
-            return;
-        }
-        for (storage, part) in parts {
-            let Some(part) = part else { continue };
-            let storage = storage.get_or_insert_with(|| {
-                let mut shape = part.size();
-                shape[0] = capacity;
-                Tensor::zeros(shape.as_slice(), (part.kind(), part.device()))
-            });
-            storage.narrow(0, self.next as i64, 1).copy_(part);
-        }
-        self.labels[self.next] = label;
-        self.next = (self.next + 1) % self.capacity;
-        self.filled = (self.filled + 1).min(self.capacity);
-    }
-
-    fn len(&self) -> usize {
-        self.filled
-    }
-
-    /// `n` windows drawn uniformly with replacement, stacked into one batch, and their labels.
-    fn sample(&self, n: usize, rng: &mut SplitMix64) -> (Input, Tensor) {
-        let picks: Vec<i64> = (0..n).map(|_| rng.below(self.filled) as i64).collect();
-        let index = Tensor::from_slice(&picks);
-        let gather = |part: &Option<Tensor>| part.as_ref().map(|t| t.index_select(0, &index.to(t.device())));
-        let labels: Vec<i64> = picks.iter().map(|&i| self.labels[i as usize]).collect();
-        (Input { frames: gather(&self.frames), mel: gather(&self.mel) }, Tensor::from_slice(&labels))
-    }
+    /// The published id of each novel output of these weights.
+    pub cluster_ids: ClusterIds,
 }
 
 /// The assigner's end: offers windows, picks up new versions, stops the trainer.
@@ -121,14 +66,20 @@ impl OnlineTrainer {
     ) -> crate::Result<Self> {
         let mut learner = Learner::new(model, train, device)?;
         let mut version = 0;
+        let mut ids = ClusterIds::default();
         let latest = Arc::new(Mutex::new(None));
         let fingerprint = fingerprint(model, train, decode);
         if !checkpoint.path.as_os_str().is_empty() {
             match checkpoint::resume(&checkpoint.path, &mut learner, &fingerprint) {
                 Ok(Some(meta)) => {
                     version = meta.version;
-                    *latest.lock().expect("snapshot lock") =
-                        Some(Snapshot { version, weights: learner.snapshot(), changed_fraction: None });
+                    ids = meta.cluster_ids;
+                    *latest.lock().expect("snapshot lock") = Some(Snapshot {
+                        version,
+                        weights: learner.snapshot(),
+                        changed_fraction: None,
+                        cluster_ids: ids.clone(),
+                    });
                 }
                 Ok(None) => {}
                 Err(e) => match e.mismatched_version() {
@@ -136,8 +87,12 @@ impl OnlineTrainer {
                         tracing::warn!(error = %e, "checkpoint.discard_mismatched: starting over from initial weights");
                         // Versions go on from the old ones, so none is published twice.
                         version = old + 1;
-                        *latest.lock().expect("snapshot lock") =
-                            Some(Snapshot { version, weights: learner.snapshot(), changed_fraction: None });
+                        *latest.lock().expect("snapshot lock") = Some(Snapshot {
+                            version,
+                            weights: learner.snapshot(),
+                            changed_fraction: None,
+                            cluster_ids: ids.clone(),
+                        });
                     }
                     Some(_) => return Err(crate::Error::Checkpoint(e)),
                     None => tracing::error!(error = %e, "no usable checkpoint; starting from initial weights"),
@@ -153,6 +108,8 @@ impl OnlineTrainer {
             unlabelled: Ring::new(online.unlabelled_buffer),
             replay: Vec::new(),
             replay_clusters: None,
+            identity: IdentitySet::new(online.replay_size),
+            ids,
             config: online.clone(),
             batch: train.batch_size,
             latest: latest.clone(),
@@ -220,6 +177,9 @@ struct Worker {
     /// the last published version.
     replay: Vec<Input>,
     replay_clusters: Option<Vec<i64>>,
+    /// The windows published cluster ids are carried on from version to version, and the ids.
+    identity: IdentitySet,
+    ids: ClusterIds,
     config: OnlineConfig,
     batch: usize,
     latest: Arc<Mutex<Option<Snapshot>>>,
@@ -270,7 +230,9 @@ impl Worker {
             return;
         }
         let started = Instant::now();
-        match checkpoint::save_learner(&self.checkpoint.path, self.version, &self.learner, &self.fingerprint) {
+        let saved =
+            checkpoint::save_learner(&self.checkpoint.path, self.version, &self.learner, &self.fingerprint, &self.ids);
+        match saved {
             Ok(step) => tracing::info!(path = %self.checkpoint.path.display(), version = self.version, step,
                 seconds = started.elapsed().as_secs_f64(), "checkpoint written"),
             Err(e) => tracing::error!(error = %e, "checkpoint not written; the previous one stays"),
@@ -317,10 +279,11 @@ impl Worker {
         m.wta_positive_rate.set(r.positive_pair_rate);
     }
 
-    /// Publishes the weights as the next version and measures how many replay windows changed
-    /// cluster since the previous one.
+    /// Publishes the weights as the next version: carries the published cluster ids over to it
+    /// and measures how many replay windows changed published cluster since the previous one.
     fn publish(&mut self) {
         self.version += 1;
+        self.carry_ids();
         let mut changed_fraction = None;
         if !self.replay.is_empty() {
             // The replay windows are kept one by one; they are predicted 256 at a time.
@@ -328,9 +291,10 @@ impl Worker {
                 let first = chunk[0].narrow(chunk[0].len());
                 chunk[1..].iter().fold(first, |batch, x| batch.cat(x))
             });
-            let predicted = self.learner.predict_all(Encoder::Online, batches);
-            // What the assigner publishes: in the open world, the joint head's decision.
-            let clusters = if self.learner.open_world() { predicted.joint } else { predicted.clusters };
+            // Compared as published: known classes by name, novel clusters by published id.
+            let known = self.learner.known_count();
+            let published = |c: i64| if c < known { c } else { known + self.ids.published(c - known) as i64 };
+            let clusters: Vec<i64> = self.decisions(batches).into_iter().map(published).collect();
             if let Some(previous) = &self.replay_clusters {
                 let changed = previous.iter().zip(&clusters).filter(|(a, b)| a != b).count();
                 let fraction = changed as f64 / clusters.len().max(1) as f64;
@@ -339,51 +303,52 @@ impl Worker {
             }
             self.replay_clusters = Some(clusters);
         }
-        let snapshot = Snapshot { version: self.version, weights: self.learner.snapshot(), changed_fraction };
+        let snapshot = Snapshot {
+            version: self.version,
+            weights: self.learner.snapshot(),
+            changed_fraction,
+            cluster_ids: self.ids.clone(),
+        };
         *self.latest.lock().expect("snapshot lock") = Some(snapshot);
         tracing::debug!(version = self.version, steps = self.learner.step_count(), "new model version");
         crate::allocator::release_free_memory();
+    }
+
+    /// Refreshes the identity set from the unlabelled buffer and moves the published ids to the
+    /// outputs that now hold their windows.
+    fn carry_ids(&mut self) {
+        if self.unlabelled.len() > 0 {
+            let (fresh, _) = self.unlabelled.sample(self.identity.wanted(), &mut self.rng);
+            self.identity.refresh(fresh, &mut self.rng);
+        }
+        let active = self.learner.novel_clusters_in_use();
+        let Some(windows) = self.identity.windows() else {
+            self.ids.cover(&active);
+            return;
+        };
+        let known = self.learner.known_count();
+        let decided = self.decisions(std::iter::once(windows));
+        let outputs: Vec<Option<i64>> = decided.into_iter().map(|c| (c >= known).then(|| c - known)).collect();
+        self.identity.advance(&mut self.ids, &outputs, &active);
+    }
+
+    /// What the assigner decides for each unlabelled window: a known class `c` as `c`, novel
+    /// output `k` as `C_l + k` (the joint head's decision in the open world, else the unlabelled
+    /// head's cluster).
+    fn decisions(&self, batches: impl IntoIterator<Item = Input>) -> Vec<i64> {
+        let predicted = self.learner.predict_all(Encoder::Online, batches);
+        let known = self.learner.known_count();
+        if self.learner.open_world() {
+            predicted.joint
+        } else {
+            predicted.clusters.into_iter().map(|k| known + k).collect()
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use tch::Kind;
-
     use super::*;
-
-    /// The buffer's storage is allocated once; later windows overwrite the oldest rows.
-    #[test]
-    fn ring_keeps_the_newest_windows_in_fixed_storage() {
-        let window = |v: f32| Input {
-            frames: Some(Tensor::full([1, 1, 3, 2, 2], f64::from(v), (Kind::Float, Device::Cpu))),
-            mel: Some(Tensor::full([1, 1, 4, 5], f64::from(v), (Kind::Float, Device::Cpu))),
-        };
-        let mut ring = Ring::new(3);
-        ring.push(window(1.0), 1);
-        let storage = ring.frames.as_ref().unwrap().data_ptr();
-        for v in 2..=5 {
-            ring.push(window(v as f32), v);
-        }
-        assert_eq!(ring.len(), 3);
-        assert_eq!(ring.frames.as_ref().unwrap().data_ptr(), storage, "no reallocation");
-        assert_eq!(ring.frames.as_ref().unwrap().size(), vec![3, 1, 3, 2, 2]);
-        let mut rng = SplitMix64::new(0);
-        let (batch, labels) = ring.sample(50, &mut rng);
-        assert_eq!(batch.mel.as_ref().unwrap().size(), vec![50, 1, 4, 5]);
-        let labels = Vec::<i64>::try_from(&labels).unwrap();
-        assert!(labels.iter().all(|l| (3..=5).contains(l)), "windows 1 and 2 were forgotten: {labels:?}");
-        let frames = batch.frames.unwrap();
-        for (row, label) in labels.iter().enumerate() {
-            assert_eq!(
-                frames.get(row as i64).mean(Kind::Float).double_value(&[]),
-                *label as f64,
-                "rows keep their labels"
-            );
-        }
-        ring.push(Input { frames: Some(Tensor::zeros([1, 1, 3, 4, 4], (Kind::Float, Device::Cpu))), mel: None }, 9);
-        assert_eq!(ring.len(), 3, "a window of another shape is not kept");
-    }
 
     /// The trainer learns from offered windows, publishes versions every `snapshot_every` steps,
     /// and reports the stability of its replay set.
@@ -421,6 +386,7 @@ mod tests {
         while versions.len() < 2 && Instant::now() < deadline {
             if let Some(s) = trainer.take_snapshot() {
                 assert!(s.weights.iter().any(|(name, _)| name.starts_with("novel.")));
+                assert!(s.cluster_ids.id(0).is_some() && s.cluster_ids.id(1).is_some(), "both outputs in use have ids");
                 versions.push(s.version);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -441,6 +407,8 @@ mod tests {
             OnlineTrainer::start(&model, &train, &online, &checkpoint, &decode, Device::Cpu, metrics.clone()).unwrap();
         let first = resumed.take_snapshot().expect("a restored trainer hands over its weights at once");
         assert_eq!(first.version, meta.version);
+        assert_eq!(first.cluster_ids, meta.cluster_ids, "published ids survive the restart");
+        assert!(meta.cluster_ids.id(0).is_some(), "the checkpoint holds the ids");
         drop(resumed);
 
         // Another class list (same count: the tensors would fit) and another bank size: the
