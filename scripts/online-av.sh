@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # Online discovery measured end to end: streams the av-digits training clips through a local
-# tansu broker into the daemon — known classes 0-4 labelled, 5-9 unlabelled, interleaved over
-# STREAMS streams at RATE segments per second for at most MINUTES — then scores what the daemon
-# published (`novelstream score`) and records its resident memory over time.
+# tansu broker into the daemon — known classes 0-4, of whose clips UNLABELLED_KNOWN are sent
+# without their label; novel classes 5-9 unlabelled, entering in STAGES — interleaved over
+# STREAMS streams at RATE segments per second for at most MINUTES, then scores what the daemon
+# published (`novelstream score`: All / Old / New overall, per stage and per time slice, each
+# novel class's time to a cluster of its own) and records its resident memory over time.
 #   scripts/online-av.sh [OUT]        (default OUT: results/online-av)
 #   env: MINUTES=30 RATE=2 STREAMS=8 DEVICE=auto
+#        UNLABELLED_KNOWN=0.7 STAGES=5,6:7,8:9 (empty: every novel class from the start)
+#        STAGE_TIME (default: MINUTES split evenly over the stages) NOVEL_CLUSTERS=auto
 # Writes OUT/score.json, OUT/accuracy.svg, OUT/metrics.txt, OUT/rss.tsv and OUT/summary.txt.
 set -euo pipefail
 WORK=$(mktemp -d /tmp/novelstream-online.XXXXXX)
 source "$(dirname "$0")/lib.sh"
 OUT="$(mkdir -p "${1:-$ROOT/results/online-av}" && cd "${1:-$ROOT/results/online-av}" && pwd)"
 MINUTES="${MINUTES:-30}" RATE="${RATE:-2}" STREAMS="${STREAMS:-8}" DEVICE="${DEVICE:-auto}"
+UNLABELLED_KNOWN="${UNLABELLED_KNOWN:-0.7}" STAGES="${STAGES-5,6:7,8:9}" NOVEL_CLUSTERS="${NOVEL_CLUSTERS:-auto}"
+stage_count=$(awk -F: '{print NF}' <<<"${STAGES:-x}")
+STAGE_TIME="${STAGE_TIME:-$(python3 -c "print(int($MINUTES * 60 / $stage_count))")s}"
+staged=() stage_time=()
+[ -z "$STAGES" ] || staged=(--novel-stages "$STAGES") stage_time=(--stage-time "$STAGE_TIME")
 require_av_digits
 read -r PORT MPORT < <(free_ports 2)
 BROKERS="127.0.0.1:$PORT"
@@ -27,6 +36,7 @@ clusters_topic = "online.clusters"
 file_roots = ["$(readlink -f "$SET")"]
 [model]
 device = "$DEVICE"
+novel_clusters = $([ "$NOVEL_CLUSTERS" = auto ] && echo '"auto"' || echo "$NOVEL_CLUSTERS")
 [metrics]
 listen = "127.0.0.1:$MPORT"
 TOML
@@ -44,13 +54,21 @@ printf 'seconds\trss_kib\n' >"$OUT/rss.tsv"
    sleep 30; done) &
 started $!
 
-echo "streaming $clips clips on $STREAMS streams at $RATE/s (known 0-4 labelled)"
+echo "streaming $clips clips on $STREAMS streams at $RATE/s (known 0-4, $UNLABELLED_KNOWN of them unlabelled;" \
+  "novel stages '${STAGES}' of $STAGE_TIME each)"
 "$BIN" produce --brokers "$BROKERS" --topic online.segments --manifest "$SET/manifest.json" --split train \
-  --known 0-4 --streams "$STREAMS" --rate "$RATE" --limit "$clips" >"$WORK/sent.txt"
-"$BIN" score --brokers "$BROKERS" --topic online.assignments --truth "$SET/manifest.json" --segments "$WORK/sent.txt" \
-  --expect "$clips" --timeout 10m --slices 10 --out "$OUT/score.json" --svg "$OUT/accuracy.svg" | tee "$OUT/summary.txt"
+  --known 0-4 --unlabelled-known-fraction "$UNLABELLED_KNOWN" "${staged[@]}" "${stage_time[@]}" \
+  --streams "$STREAMS" --rate "$RATE" --limit "$clips" >"$WORK/sent.txt"
+"$BIN" score --brokers "$BROKERS" --topic online.assignments --input-topic online.segments --truth "$SET/manifest.json" --segments "$WORK/sent.txt" \
+  "${staged[@]}" --expect "$clips" --timeout 10m --slices 10 --out "$OUT/score.json" --svg "$OUT/accuracy.svg" |
+  tee "$OUT/summary.txt"
 curl -sf "http://127.0.0.1:$MPORT/metrics" >"$OUT/metrics.txt" || true
-grep -E '^novelstream_(model_version|train_steps_total|cluster_changed_fraction|train_skipped_windows_total|consumer_lag_messages) ' \
+grep -E '^novelstream_(model_version|train_steps_total|cluster_changed_fraction|novel_clusters_estimated|train_skipped_windows_total|consumer_lag_messages) ' \
   "$OUT/metrics.txt" | tee -a "$OUT/summary.txt" || true
+# Stability of the published ids: the replay windows whose published decision changed at each of
+# the last 10 versions; at least 1 minus their sum kept their decision through all 10.
+grep -a "assigning with a new model version" "$OUT/daemon.log" | sed -n 's/.*changed_fraction=\([0-9.e-]*\).*/\1/p' |
+  tail -n 10 | python3 -c "import sys; f = [float(x) for x in sys.stdin]; print(f'replay windows whose published decision changed, last {len(f)} versions: ' + ' '.join(f'{x:.3f}' for x in f) + f'; at least {100 * (1 - sum(f)):.1f}% kept it through all of them')" |
+  tee -a "$OUT/summary.txt" || true
 kill -TERM "$daemon"
 wait "$daemon" || true

@@ -178,6 +178,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
                     if let Some(snapshot) = trainer.as_ref().and_then(|t| t.take_snapshot()) {
                         assigner.apply(snapshot.version, &snapshot.weights, snapshot.cluster_ids);
                         model_metrics.model_version.set(snapshot.version as f64);
+                        tracing::info!(version = snapshot.version, changed_fraction = snapshot.changed_fraction,
+                            novel_clusters = ?assigner.novel_clusters(), "assigning with a new model version");
                         model_clusters.lock().expect("cluster table lock").observe_version(
                             snapshot.version,
                             assigner.novel_clusters(),

@@ -141,7 +141,7 @@ pub async fn handle(args: ProduceArgs) -> anyhow::Result<()> {
 }
 
 /// Stages like `5,6:7,8:9`: class lists separated by `:`.
-fn parse_stages(text: &str) -> anyhow::Result<Vec<Vec<String>>> {
+pub fn parse_stages(text: &str) -> anyhow::Result<Vec<Vec<String>>> {
     text.split(':')
         .map(|stage| {
             let classes =

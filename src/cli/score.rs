@@ -36,6 +36,10 @@ pub struct ScoreArgs {
     /// Time slices of the accuracy-over-time curve.
     #[arg(long, default_value_t = 10)]
     slices: usize,
+    /// The novel classes' stages as `produce --novel-stages` sent them (e.g. `5,6:7,8:9`): All /
+    /// Old / New are also reported per stage, each from the first window of one of its classes.
+    #[arg(long)]
+    novel_stages: Option<String>,
     /// Wait until at least this many assignments are there (or --timeout).
     #[arg(long, default_value_t = 0)]
     expect: usize,
@@ -62,7 +66,11 @@ pub fn handle(args: ScoreArgs) -> anyhow::Result<()> {
     let records = read_topic(&kafka, &args.topic, args.expect, args.timeout)?;
     let segments = read_topic(&kafka, &args.input_topic, 0, Duration::from_secs(10))?;
     let sent = sent_segments(&segments);
-    let report = score(&records, &truth, args.split.as_deref(), args.slices, Some(&sent));
+    let stages = match &args.novel_stages {
+        Some(text) => super::produce::parse_stages(text)?,
+        None => Vec::new(),
+    };
+    let report = score(&records, &truth, args.split.as_deref(), args.slices, Some(&sent), &stages);
     std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("writing {}", args.out.display()))?;
     std::fs::write(&args.svg, accuracy_svg(&report)).with_context(|| format!("writing {}", args.svg.display()))?;
@@ -89,6 +97,28 @@ fn print_report(report: &ScoreReport) {
         );
         let curve: Vec<String> = w.slices.iter().map(|s| format!("{:.0}%", pct(s.accuracy.all))).collect();
         println!("all over time: {}", curve.join(" "));
+        for s in &w.stages {
+            println!(
+                "stage {} (enter {:?}): {} windows, all {:.1}%, old {:.1}%, new {:.1}%, {} novel classes under {} novel ids",
+                s.index,
+                s.classes,
+                s.windows,
+                pct(s.accuracy.all),
+                pct(s.accuracy.old),
+                pct(s.accuracy.new),
+                s.novel_classes,
+                s.novel_ids
+            );
+        }
+        let arrivals: Vec<String> = w
+            .arrivals
+            .iter()
+            .map(|a| match (a.own_cluster_after_s, &a.cluster) {
+                (Some(s), Some(id)) => format!("{} -> {id} after {s:.0} s", a.class),
+                _ => format!("{} -> no cluster of its own", a.class),
+            })
+            .collect();
+        println!("novel classes, time from arrival to a cluster of their own: {}", arrivals.join(", "));
     }
     println!(
         "task-aware: {} windows of {} segments: novel accuracy {:.1}% (last half {:.1}%), NMI {:.3}, ARI {:.3} over {} windows; known accuracy {:.1}% over {}",

@@ -8,8 +8,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 
 mod open_world;
+mod stages;
 
 pub use open_world::{OpenWorldScore, OpenWorldSlice};
+pub use stages::{NovelArrival, OpenWorldStage};
 
 use super::manifest::truth_labels;
 use super::TopicRecord;
@@ -127,11 +129,12 @@ pub fn score(
     split: Option<&str>,
     slices: usize,
     sent: Option<&HashMap<String, Sent>>,
+    novel_stages: &[Vec<String>],
 ) -> ScoreReport {
     let labels = truth_labels(truth, split);
     let (assignments, duplicate_windows) = first_publications(records);
     let tally = Tally::count(&assignments, &labels, &truth.classes, sent);
-    let open_world = sent.map(|sent| open_world::score(&assignments, &labels, sent, slices));
+    let open_world = sent.map(|sent| open_world::score(&assignments, &labels, sent, slices, novel_stages));
     let (novel_accuracy, novel_nmi, novel_ari) = clustering(&tally.novel);
     let mut windows_per_segment = BTreeMap::new();
     for count in tally.per_segment.values() {
@@ -325,7 +328,7 @@ pub(super) mod tests {
         let sent: HashMap<String, Sent> = [("k0", 0), ("n5a", 1), ("n6b", 2)]
             .map(|(s, t)| (s.to_owned(), Sent { time_ms: t, label: (s == "k0").then(|| "0".to_owned()) }))
             .into();
-        let report = score(&records, &manifest(), Some("test"), 2, Some(&sent));
+        let report = score(&records, &manifest(), Some("test"), 2, Some(&sent), &[]);
         assert_eq!(report.windows, 6);
         assert_eq!(report.duplicate_windows, 1);
         assert_eq!(report.unknown_segments, 1);

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use super::stages::{self, NovelArrival, OpenWorldStage};
 use super::Sent;
 use crate::eval::metrics::{gcd_accuracy, GcdAccuracy};
 use crate::sink::Assignment;
@@ -27,6 +28,10 @@ pub struct OpenWorldScore {
     pub novel_ids_last_third: usize,
     /// All / Old / New of equal runs of the unlabelled windows, in publish order.
     pub slices: Vec<OpenWorldSlice>,
+    /// Each novel class's arrival, and how soon it had a cluster of its own.
+    pub arrivals: Vec<NovelArrival>,
+    /// All / Old / New per stage, when the novel classes' stages were given.
+    pub stages: Vec<OpenWorldStage>,
 }
 
 /// All / Old / New of one stretch of the run.
@@ -41,11 +46,12 @@ pub struct OpenWorldSlice {
 
 /// An unlabelled window: its true class, what was published for it, when, and whether its
 /// class is a known one.
-struct Unlabelled<'a> {
-    class: &'a str,
-    said: &'a str,
-    time: i64,
-    old: bool,
+#[derive(Clone, Copy)]
+pub(super) struct Unlabelled<'a> {
+    pub class: &'a str,
+    pub said: &'a str,
+    pub time: i64,
+    pub old: bool,
 }
 
 /// All / Old / New over the windows of segments `sent` without a label, the known classes being
@@ -55,6 +61,7 @@ pub(super) fn score(
     labels: &HashMap<String, &str>,
     sent: &HashMap<String, Sent>,
     slices: usize,
+    novel_stages: &[Vec<String>],
 ) -> OpenWorldScore {
     let mut known_classes: Vec<String> = sent.values().filter_map(|s| s.label.clone()).collect();
     known_classes.sort();
@@ -90,12 +97,14 @@ pub(super) fn score(
                 })
             })
             .collect(),
+        arrivals: stages::arrivals(&windows),
+        stages: stages::stages(&windows, novel_stages),
         known_classes,
     }
 }
 
 /// [`GcdAccuracy`] of unlabelled windows.
-fn gcd(windows: &[Unlabelled]) -> GcdAccuracy {
+pub(super) fn gcd(windows: &[Unlabelled]) -> GcdAccuracy {
     let number = |names: &mut HashMap<String, usize>, name: &str| {
         let next = names.len();
         *names.entry(name.to_owned()).or_insert(next)
@@ -144,7 +153,7 @@ mod tests {
             .enumerate()
             .map(|(i, s)| ((*s).to_owned(), Sent { time_ms: i as i64, label: (*s == "k0").then(|| "0".to_owned()) }))
             .collect();
-        let world = score(&records, &truth, Some("test"), 2, Some(&sent)).open_world.unwrap();
+        let world = score(&records, &truth, Some("test"), 2, Some(&sent), &[]).open_world.unwrap();
         assert_eq!(world.known_classes, ["0"]);
         assert_eq!(world.windows, 6, "the labelled k0 does not count");
         // Matching: "0" → 0, novel-3 → 5, novel-1 → 6: k0b, n5a, n5b, n6a right; k1 (class 1,
@@ -154,6 +163,6 @@ mod tests {
         assert_eq!(world.accuracy.new, 3.0 / 5.0);
         assert_eq!((world.novel_classes_last_third, world.novel_ids_last_third), (1, 1));
         assert_eq!(world.slices.len(), 2);
-        assert!(score(&records, &truth, Some("test"), 2, None).open_world.is_none());
+        assert!(score(&records, &truth, Some("test"), 2, None, &[]).open_world.is_none());
     }
 }
