@@ -9,7 +9,7 @@ use novelstream::config::KafkaConfig;
 use novelstream::tools::charts::accuracy_svg;
 use novelstream::tools::manifest::read_manifest;
 use novelstream::tools::read_topic;
-use novelstream::tools::score::{score, sent_segments, ScoreReport};
+use novelstream::tools::score::{first_publications, score, sent_segments, ScoreReport};
 
 /// Arguments of `score`.
 #[derive(Args)]
@@ -40,7 +40,8 @@ pub struct ScoreArgs {
     /// Old / New are also reported per stage, each from the first window of one of its classes.
     #[arg(long)]
     novel_stages: Option<String>,
-    /// Wait until at least this many assignments are there (or --timeout).
+    /// Wait until at least this many distinct windows (segment, window) are published (or
+    /// --timeout); redeliveries of a window count once.
     #[arg(long, default_value_t = 0)]
     expect: usize,
     /// How long to wait for --expect assignments.
@@ -63,7 +64,7 @@ pub fn handle(args: ScoreArgs) -> anyhow::Result<()> {
         truth.clips.retain(|c| sent.contains(c.path.to_string_lossy().as_ref()));
     }
     let kafka = KafkaConfig { brokers: args.brokers, ..Default::default() };
-    let records = read_topic(&kafka, &args.topic, args.expect, args.timeout)?;
+    let records = read_distinct(&kafka, &args.topic, args.expect, args.timeout)?;
     let segments = read_topic(&kafka, &args.input_topic, 0, Duration::from_secs(10))?;
     let sent = sent_segments(&segments);
     let stages = match &args.novel_stages {
@@ -77,6 +78,28 @@ pub fn handle(args: ScoreArgs) -> anyhow::Result<()> {
     print_report(&report);
     println!("wrote {} and {}", args.out.display(), args.svg.display());
     Ok(())
+}
+
+/// The topic's records once they hold `expect` distinct windows, or at the deadline: after
+/// crashes, redelivered windows can make the record count reach `expect` before every window is
+/// there.
+fn read_distinct(
+    kafka: &KafkaConfig,
+    topic: &str,
+    expect: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<novelstream::tools::TopicRecord>> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        // Each read gets at least 10 s, so that the last one still reads the whole topic.
+        let left = deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_secs(10));
+        let records = read_topic(kafka, topic, expect, left)?;
+        let distinct = first_publications(&records).0.len();
+        if distinct >= expect || std::time::Instant::now() >= deadline {
+            return Ok(records);
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
 }
 
 fn print_report(report: &ScoreReport) {
