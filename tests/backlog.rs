@@ -90,14 +90,8 @@ fn a_daemon_killed_three_times_in_a_backlog_publishes_every_segment() {
     let (a, b) = (media.join("a.mp4"), media.join("b.mp4"));
     make_clip(&a, "testsrc", 1.0, 10, false);
     make_clip(&b, "smptebars", 1.0, 10, false);
-    let kafka = KafkaConfig {
-        brokers: broker.address.clone(),
-        topic_partitions: 4,
-        topic_replication_factor: 1,
-        ..Default::default()
-    };
+    let kafka = broker.with_topics(4, &[INPUT]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(novelstream::admin::ensure_topics(&kafka, &[INPUT])).unwrap();
     publish_backlog(&runtime, &broker.address, &[&a, &b]);
 
     let config = dir.path().join("daemon.toml");

@@ -72,14 +72,7 @@ fn start() -> (Broker, tempfile::TempDir, std::path::PathBuf, KafkaConfig) {
     let dir = tempfile::tempdir().unwrap();
     let clips = dir.path().join("clips");
     std::fs::create_dir(&clips).unwrap();
-    let kafka = KafkaConfig {
-        brokers: broker.address.clone(),
-        topic_partitions: 2,
-        topic_replication_factor: 1,
-        ..Default::default()
-    };
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(novelstream::admin::ensure_topics(&kafka, &[INPUT, OUTPUT, DEAD])).unwrap();
+    let kafka = broker.with_topics(2, &[INPUT, OUTPUT, DEAD]);
     (broker, dir, clips, kafka)
 }
 

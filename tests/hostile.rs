@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{ffmpeg, make_clip, Broker, Daemon};
-use novelstream::config::KafkaConfig;
 use novelstream::sink::{Assignment, DeadLetter};
 use novelstream::tools::{read_topic, TopicRecord};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -23,12 +22,7 @@ fn every_hostile_input_gives_one_dead_letter_and_the_daemon_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let roots = dir.path().join("media");
     std::fs::create_dir(&roots).unwrap();
-    let kafka = KafkaConfig {
-        brokers: broker.address.clone(),
-        topic_partitions: 1,
-        topic_replication_factor: 1,
-        ..Default::default()
-    };
+    let kafka = broker.with_topics(1, &[INPUT]);
     let config = dir.path().join("daemon.toml");
     std::fs::write(
         &config,
@@ -113,8 +107,6 @@ listen = "127.0.0.1:0"
     let noise: Vec<u8> = (0..30_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8).collect();
     let huge: Vec<u8> = (0..500_000u32).map(|i| (i.wrapping_mul(40_503) >> 7) as u8).collect();
 
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(novelstream::admin::ensure_topics(&kafka, &[INPUT])).unwrap();
     let producer: ThreadedProducer<DefaultProducerContext> = kafka.client_config().create().unwrap();
     let inline = |id: &str, payload: &[u8]| {
         let headers = OwnedHeaders::new()

@@ -9,7 +9,6 @@ mod common;
 use std::time::Duration;
 
 use common::{metric, wait_for_metrics, Broker, Daemon};
-use novelstream::config::KafkaConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -20,14 +19,8 @@ const GROUP: &str = "gap-group";
 #[test]
 fn offsets_after_a_committed_position_inside_a_stored_batch_are_all_processed() {
     let broker = Broker::start();
-    let kafka = KafkaConfig {
-        brokers: broker.address.clone(),
-        topic_partitions: 2,
-        topic_replication_factor: 1,
-        ..Default::default()
-    };
+    broker.with_topics(2, &[INPUT]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(novelstream::admin::ensure_topics(&kafka, &[INPUT])).unwrap();
 
     // Two stored batches of ten messages (offsets 0-9 and 10-19) in each partition: a linger
     // longer than it takes to send ten makes each send round one batch. The payloads are not

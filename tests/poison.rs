@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{ffmpeg, make_clip, Broker, Daemon};
-use novelstream::config::KafkaConfig;
 use novelstream::sink::{Assignment, DeadLetter};
 use novelstream::tools::read_topic;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -52,12 +51,7 @@ fn a_message_that_kills_the_decoder_twice_becomes_a_dead_letter() {
     ]);
     let good = roots.join("good.mp4");
     make_clip(&good, "testsrc", 2.0, 10, false);
-    let kafka = KafkaConfig {
-        brokers: broker.address.clone(),
-        topic_partitions: 1,
-        topic_replication_factor: 1,
-        ..Default::default()
-    };
+    let kafka = broker.with_topics(1, &[INPUT]);
     let config = dir.path().join("daemon.toml");
     std::fs::write(
         &config,
@@ -93,8 +87,6 @@ crash_markers = "{markers}"
         ),
     )
     .unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(novelstream::admin::ensure_topics(&kafka, &[INPUT])).unwrap();
     let producer: ThreadedProducer<DefaultProducerContext> = kafka.client_config().create().unwrap();
     for (id, path) in [("slow", &slow), ("good", &good)] {
         let body = format!(r#"{{"stream_id":"s-{id}","segment_id":"{id}","seq":0,"uri":"file://{}"}}"#, path.display());

@@ -59,16 +59,17 @@ impl ClusterIds {
     /// `active` keep, inherit or get an id; ids of outputs no longer in use stay retired.
     pub fn carry(&mut self, before: &[Option<u64>], now: &[Option<i64>], active: &[i64]) {
         let mut overlap: BTreeMap<(i64, u64), usize> = BTreeMap::new();
-        let (mut held, mut had): (BTreeMap<i64, usize>, BTreeMap<u64, usize>) = Default::default();
+        let mut had: BTreeMap<u64, usize> = BTreeMap::new();
         for (b, n) in before.iter().zip(now) {
             if let Some(id) = b {
                 *had.entry(*id).or_default() += 1;
             }
             if let (Some(id), Some(output)) = (b, n) {
                 *overlap.entry((*output, *id)).or_default() += 1;
-                *held.entry(*output).or_default() += 1;
             }
         }
+        // Windows of an output that had an id before.
+        let held = |output: i64| overlap.iter().filter(|((o, _), _)| *o == output).map(|(_, &n)| n).sum::<usize>();
         let outputs: Vec<i64> = active.to_vec();
         let ids: Vec<u64> = had.keys().copied().collect();
         let mut next: BTreeMap<i64, u64> = BTreeMap::new();
@@ -88,7 +89,7 @@ impl ClusterIds {
                 let (output, Some(&id)) = (outputs[row], ids.get(column)) else { continue };
                 let shared = overlap.get(&(output, id)).copied().unwrap_or(0);
                 // A real inheritance: most of the smaller side moved across.
-                let smaller = held.get(&output).copied().unwrap_or(0).min(had[&id]);
+                let smaller = held(output).min(had[&id]);
                 if shared >= 2 && 2 * shared >= smaller {
                     next.insert(output, id);
                 }

@@ -106,6 +106,22 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// A client config for this broker whose topics get `partitions` partitions of one replica,
+    /// with `topics` created.
+    pub fn with_topics(&self, partitions: i32, topics: &[&str]) -> novelstream::config::KafkaConfig {
+        let kafka = novelstream::config::KafkaConfig {
+            brokers: self.address.clone(),
+            topic_partitions: partitions,
+            topic_replication_factor: 1,
+            ..Default::default()
+        };
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(novelstream::admin::ensure_topics(&kafka, topics)).unwrap();
+        kafka
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
