@@ -51,6 +51,9 @@ pub enum Error {
     /// The checkpoint to resume from was written under another configuration.
     #[error(transparent)]
     Checkpoint(#[from] train::checkpoint::CheckpointError),
+    /// `checkpoint.start` names no usable checkpoint of this configuration.
+    #[error("checkpoint.start: {0}")]
+    StartCheckpoint(String),
     /// The model thread ended before it had a model to serve with (its own error is logged).
     #[error("the model thread stopped before it loaded a model")]
     ModelThreadStart,

@@ -150,6 +150,72 @@ fn mnist_open_world_split_and_measures() {
     );
 }
 
+/// `--known-only` leaves the novel classes' training images out, and `--save-checkpoint` writes
+/// the trained learner as a daemon checkpoint (version 1, its step, the config's fingerprint),
+/// refused when the eval's image size is not the daemon's decode geometry.
+#[test]
+fn mnist_known_only_checkpoint_for_the_daemon() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("small.toml");
+    std::fs::write(&config, format!("{SMALL_MODEL}[decode]\nheight = 32\nwidth = 32\nframes = 2\n")).unwrap();
+    let (out, predictions) = (dir.path().join("results.json"), dir.path().join("predictions.csv"));
+    let checkpoint = dir.path().join("known-only.ckpt");
+    let args = [
+        "--known",
+        "0-4",
+        "--novel",
+        "5-9",
+        "--steps",
+        "12",
+        "--baseline-steps",
+        "2",
+        "--labelled-fraction",
+        "0.5",
+        "--known-only",
+        "--save-checkpoint",
+        checkpoint.to_str().unwrap(),
+    ];
+    let stdout = eval(&data, &args, &config, &out, &predictions);
+    assert!(stdout.contains("checkpoint.start"), "{stdout}");
+    let results = read_json(&out);
+    // Only 0-4's 30,596 training images: half labelled, the other half unlabelled; none of 5-9.
+    let (labelled, unlabelled) =
+        (results["train_samples"][0].as_u64().unwrap(), results["train_samples"][1].as_u64().unwrap());
+    assert_eq!(labelled + unlabelled, 30_596, "({labelled}, {unlabelled})");
+    assert!((15_298..=15_303).contains(&labelled), "{labelled}");
+    assert_eq!(results["known_only"], true);
+    // The test split still holds the novel classes: they are measured.
+    assert_eq!(read_predictions(&predictions).len(), 10_000);
+
+    let (meta, tensors) = novelstream::train::checkpoint::load(&checkpoint).unwrap();
+    assert_eq!((meta.version, meta.step), (1, 12));
+    assert_eq!(meta.fingerprint["decode.height"], "32");
+    assert_eq!(meta.fingerprint["model.known_classes"], r#"["0","1","2","3","4"]"#);
+    assert!(
+        tensors.iter().any(|(name, _)| name.starts_with("online."))
+            && tensors.iter().any(|(n, _)| n.starts_with("bank."))
+    );
+
+    // The default decode geometry (64 x 64) is not what this run trains on: refused at once.
+    std::fs::write(&config, SMALL_MODEL).unwrap();
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_novelstream"))
+        .args(["eval", "--dataset", data.to_str().unwrap(), "--known-only", "--labelled-fraction", "0.5"])
+        .args(["--config", config.to_str().unwrap(), "--save-checkpoint", checkpoint.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("--image-size"), "{stderr}");
+    // Known-only with every known image labelled leaves nothing unlabelled: a clear error.
+    let all_labelled = std::process::Command::new(env!("CARGO_BIN_EXE_novelstream"))
+        .args(["eval", "--dataset", data.to_str().unwrap(), "--known-only", "--steps", "1", "--device", "cpu"])
+        .args(["--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&all_labelled.stderr);
+    assert!(!all_labelled.status.success() && stderr.contains("--labelled-fraction"), "{stderr}");
+}
+
 #[test]
 fn image_folders_are_a_data_set() {
     let dir = tempfile::tempdir().unwrap();

@@ -33,6 +33,16 @@ pub struct EvalArgs {
     /// model.novel_clusters of the config, `auto` by default).
     #[arg(long)]
     novel_clusters: Option<novelstream::config::NovelClusters>,
+    /// Train on the known classes alone: the novel classes' training samples are left out (the
+    /// test split still holds them). With `--save-checkpoint`, a known-only starting model for
+    /// the daemon (`checkpoint.start`).
+    #[arg(long)]
+    known_only: bool,
+    /// Also write the trained learner as a daemon checkpoint here, for `checkpoint.start`. The
+    /// daemon must run the same `--config` (model, bank size, decode geometry), and the eval's
+    /// `--image-size` and `--frames` must be its decode height, width and frames.
+    #[arg(long)]
+    save_checkpoint: Option<PathBuf>,
     /// The paper's task-aware setting (model.open_world = false): unlabelled samples are all
     /// novel, and known and novel test samples are measured with their own heads.
     #[arg(long)]
@@ -113,11 +123,32 @@ pub fn handle(args: EvalArgs) -> anyhow::Result<()> {
         "cuda" => DevicePreference::Cuda,
         other => bail!("--device must be auto, cpu or cuda, not `{other}`"),
     };
+    let save_checkpoint = match &args.save_checkpoint {
+        Some(path) => {
+            let d = &config.decode;
+            if (d.height, d.width, d.frames) != (args.image_size, args.image_size, args.frames) {
+                bail!(
+                    "--save-checkpoint: the daemon's windows would be {}x{}, {} frames (decode in the config) but \
+                     this run trains on {}x{}, {} frames (--image-size, --frames): make them agree",
+                    d.height,
+                    d.width,
+                    d.frames,
+                    args.image_size,
+                    args.image_size,
+                    args.frames
+                );
+            }
+            Some((path.clone(), config.decode.clone()))
+        }
+        None => None,
+    };
     let options = EvalOptions {
         dataset: args.dataset,
         known: parse_classes(&args.known).map_err(|e| anyhow::anyhow!("--known: {e}"))?,
         novel: parse_classes(&args.novel).map_err(|e| anyhow::anyhow!("--novel: {e}"))?,
         labelled_fraction: args.labelled_fraction,
+        known_only: args.known_only,
+        save_checkpoint,
         seed: args.seed,
         steps: args.steps,
         baseline_steps: args.baseline_steps,
@@ -132,6 +163,9 @@ pub fn handle(args: EvalArgs) -> anyhow::Result<()> {
     let (results, rows) = evaluate(&options)?;
     write_outputs(&results, &rows, &args.out, &args.predictions)?;
     print_results(&results, &args.out, &args.predictions);
+    if let Some(path) = &args.save_checkpoint {
+        println!("wrote the trained learner to {} (the daemon's checkpoint.start)", path.display());
+    }
     Ok(())
 }
 

@@ -16,6 +16,12 @@ pub struct CheckpointConfig {
     /// Time between checkpoints while training (one is also written at shutdown).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// A checkpoint to start from when `path` holds no usable state (none yet, or one discarded
+    /// as mismatched): its weights, memory banks, step and cluster ids; model versions go on
+    /// from its version. E.g. a model trained offline on the known classes alone by `eval
+    /// --known-only --save-checkpoint`. Empty: start from initial weights. One that is missing,
+    /// unusable or of another configuration stops the daemon at start.
+    pub start: PathBuf,
     /// A checkpoint written under another configuration (other classes, decode geometry, model
     /// shape or bank size) stops the daemon at start, naming the keys. `true` starts over from
     /// initial weights instead; model versions go on from the old checkpoint's.
@@ -24,7 +30,12 @@ pub struct CheckpointConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        Self { path: PathBuf::new(), interval: Duration::from_secs(300), discard_mismatched: false }
+        Self {
+            path: PathBuf::new(),
+            start: PathBuf::new(),
+            interval: Duration::from_secs(300),
+            discard_mismatched: false,
+        }
     }
 }
 

@@ -19,7 +19,7 @@ pub use dataset::{load, Dataset, Split};
 use metrics::{ari, cluster_accuracy, nmi, GcdAccuracy};
 use task::Task;
 
-use crate::config::{ModelConfig, TrainConfig};
+use crate::config::{DecodeConfig, ModelConfig, TrainConfig};
 use crate::train::LossReport;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,8 @@ pub enum EvalError {
     Invalid(String),
     #[error("model: {0}")]
     Model(#[from] tch::TchError),
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] crate::train::checkpoint::CheckpointError),
     #[error("writing {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
 }
@@ -46,6 +48,12 @@ pub struct EvalOptions {
     /// Share of each known class's training samples that is labelled; the rest join the
     /// unlabelled samples (generalised category discovery). 1: the paper's split.
     pub labelled_fraction: f64,
+    /// Leave the novel classes' training samples out: the model learns the known classes alone
+    /// (labelled, and unlabelled with a labelled fraction under 1), never seeing a novel sample.
+    pub known_only: bool,
+    /// Where to write the trained learner as a daemon checkpoint (`checkpoint.start`), with
+    /// the decode geometry its windows had.
+    pub save_checkpoint: Option<(PathBuf, DecodeConfig)>,
     /// Seeds the model, the batches and the baselines' k-means.
     pub seed: i64,
     /// Training steps of the method.
@@ -172,6 +180,8 @@ pub struct EvalResults {
     pub steps: u64,
     /// Share of the known classes' training samples labelled.
     pub labelled_fraction: f64,
+    /// Whether the novel classes' training samples were left out (`--known-only`).
+    pub known_only: bool,
     /// The device the models ran on.
     pub device: String,
     /// Labelled and unlabelled training samples.
@@ -210,6 +220,7 @@ pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<PredictionRow
         seed: options.seed,
         steps: options.steps,
         labelled_fraction: options.labelled_fraction,
+        known_only: options.known_only,
         device: format!("{:?}", options.device),
         train_samples: (task.labelled.len(), task.unlabelled.len()),
         test_samples: (task.test_known.len(), task.test_novel.len()),

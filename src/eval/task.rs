@@ -14,8 +14,10 @@ use super::{
 use crate::config::{LossesConfig, ModelConfig, ScheduleConfig, TrainConfig};
 use crate::model::Input;
 use crate::rng::SplitMix64;
+use crate::train::checkpoint;
+use crate::train::fingerprint::fingerprint;
 use crate::train::kmeans::kmeans;
-use crate::train::{Encoder, Learner, LossReport};
+use crate::train::{ClusterIds, Encoder, Learner, LossReport};
 
 /// Samples per forward pass when predicting.
 const PREDICT_CHUNK: usize = 512;
@@ -88,7 +90,9 @@ impl<'a> Task<'a> {
         let (test_known, test_novel) = (data.test.indices_of(&options.known), data.test.indices_of(&options.novel));
         let (labelled, mut unlabelled) =
             labelled_share(&data.train, &options.known, options.labelled_fraction, options.seed);
-        unlabelled.extend(data.train.indices_of(&options.novel));
+        if !options.known_only {
+            unlabelled.extend(data.train.indices_of(&options.novel));
+        }
         unlabelled.sort_unstable();
         let mut task = Self {
             options,
@@ -101,6 +105,13 @@ impl<'a> Task<'a> {
             test_known,
             test_novel,
         };
+        if task.unlabelled.is_empty() && options.known_only {
+            return Err(EvalError::Invalid(
+                "--known-only leaves no unlabelled training sample: label a share of the known classes only \
+                 (--labelled-fraction under 1)"
+                    .into(),
+            ));
+        }
         if task.labelled.is_empty() || task.unlabelled.is_empty() || task.test_novel.is_empty() {
             return Err(EvalError::Invalid("the chosen classes leave a split empty".into()));
         }
@@ -133,6 +144,12 @@ impl<'a> Task<'a> {
         let final_losses =
             self.train(&mut learner, &self.unlabelled, options.steps, &options.train, "method", &mut measure)?;
         let train_seconds = started.elapsed().as_secs_f64() - curve_seconds;
+        if let Some((path, decode)) = &options.save_checkpoint {
+            // Version 1: the daemon's first version after the initial weights, so that an
+            // assignment made with this model never reads as made with untrained ones.
+            let fingerprint = fingerprint(&self.model, &options.train, decode);
+            checkpoint::save_learner(path, 1, &learner, &fingerprint, &ClusterIds::default())?;
+        }
         let predicted = self.predict(&learner);
         let estimate = learner.latest_estimate();
         let open_world = OpenWorldResult {

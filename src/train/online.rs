@@ -69,17 +69,20 @@ impl OnlineTrainer {
         let mut ids = ClusterIds::default();
         let latest = Arc::new(Mutex::new(None));
         let fingerprint = fingerprint(model, train, decode);
+        let snapshot = |version: u64, learner: &Learner, ids: &ClusterIds| Snapshot {
+            version,
+            weights: learner.snapshot(),
+            changed_fraction: None,
+            cluster_ids: ids.clone(),
+        };
+        let mut restored = false;
         if !checkpoint.path.as_os_str().is_empty() {
             match checkpoint::resume(&checkpoint.path, &mut learner, &fingerprint) {
                 Ok(Some(meta)) => {
                     version = meta.version;
                     ids = meta.cluster_ids;
-                    *latest.lock().expect("snapshot lock") = Some(Snapshot {
-                        version,
-                        weights: learner.snapshot(),
-                        changed_fraction: None,
-                        cluster_ids: ids.clone(),
-                    });
+                    restored = true;
+                    *latest.lock().expect("snapshot lock") = Some(snapshot(version, &learner, &ids));
                 }
                 Ok(None) => {}
                 Err(e) => match e.mismatched_version() {
@@ -87,17 +90,38 @@ impl OnlineTrainer {
                         tracing::warn!(error = %e, "checkpoint.discard_mismatched: starting over from initial weights");
                         // Versions go on from the old ones, so none is published twice.
                         version = old + 1;
-                        *latest.lock().expect("snapshot lock") = Some(Snapshot {
-                            version,
-                            weights: learner.snapshot(),
-                            changed_fraction: None,
-                            cluster_ids: ids.clone(),
-                        });
+                        *latest.lock().expect("snapshot lock") = Some(snapshot(version, &learner, &ids));
                     }
                     Some(_) => return Err(crate::Error::Checkpoint(e)),
                     None => tracing::error!(error = %e, "no usable checkpoint; starting from initial weights"),
                 },
             }
+        }
+        if !restored && !checkpoint.start.as_os_str().is_empty() {
+            // A starting model the user chose: anything but a usable one stops the daemon.
+            let start = &checkpoint.start;
+            let meta = match checkpoint::resume(start, &mut learner, &fingerprint) {
+                Ok(Some(meta)) => meta,
+                Ok(None) => {
+                    return Err(crate::Error::StartCheckpoint(format!(
+                        "{}: no usable checkpoint there (missing, torn or corrupt: the log says which)",
+                        start.display()
+                    )))
+                }
+                Err(checkpoint::CheckpointError::ConfigChanged { keys, .. }) => {
+                    return Err(crate::Error::StartCheckpoint(format!(
+                        "{}: written under another configuration ({})",
+                        start.display(),
+                        keys.join("; ")
+                    )))
+                }
+                Err(e) => return Err(crate::Error::StartCheckpoint(e.to_string())),
+            };
+            version = version.max(meta.version);
+            ids = meta.cluster_ids;
+            tracing::info!(path = %checkpoint.start.display(), version, step = meta.step,
+                "started from checkpoint.start");
+            *latest.lock().expect("snapshot lock") = Some(snapshot(version, &learner, &ids));
         }
         let (offers, rx) = flume::bounded(online.trainer_queue);
         let stop = Arc::new(AtomicBool::new(false));
@@ -427,5 +451,76 @@ mod tests {
         let discard = CheckpointConfig { discard_mismatched: true, ..checkpoint.clone() };
         let fresh = start(&discard).unwrap().take_snapshot().expect("the fresh weights are handed over at once");
         assert_eq!(fresh.version, meta.version + 1);
+    }
+
+    /// `checkpoint.start`: with no state of its own the trainer starts from that checkpoint's
+    /// weights and version, and its own checkpoints go to `path`; a missing start file or one of
+    /// another configuration stops it at start.
+    #[test]
+    fn starts_from_the_start_checkpoint_when_it_has_none() {
+        let _rng = crate::rng_lock();
+        let model = ModelConfig {
+            known_classes: vec!["a".into()],
+            novel_clusters: crate::config::NovelClusters::Fixed(2),
+            channels: vec![8],
+            projection_dim: 8,
+            ..Default::default()
+        };
+        let train = TrainConfig { batch_size: 4, bank_size: 16, ..Default::default() };
+        let decode = DecodeConfig { frames: 1, height: 8, width: 8, ..Default::default() };
+        let dir = tempfile::tempdir().unwrap();
+        let start_path = dir.path().join("known-only.ckpt");
+        let mut learner = Learner::new(&ModelConfig { seed: 11, ..model.clone() }, &train, Device::Cpu).unwrap();
+        checkpoint::save_learner(
+            &start_path,
+            3,
+            &learner,
+            &fingerprint(&model, &train, &decode),
+            &ClusterIds::default(),
+        )
+        .unwrap();
+        // As if trained 7 steps: a trainer that trained since its start checkpoints at shutdown.
+        let (mut meta, tensors) = checkpoint::load(&start_path).unwrap();
+        meta.step = 7;
+        checkpoint::save(&start_path, &meta, &tensors).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let online = OnlineConfig::default();
+        let own = dir.path().join("own.ckpt");
+        let config = CheckpointConfig { path: own.clone(), start: start_path.clone(), ..Default::default() };
+        let trainer =
+            OnlineTrainer::start(&model, &train, &online, &config, &decode, Device::Cpu, metrics.clone()).unwrap();
+        let first = trainer.take_snapshot().expect("the start checkpoint's weights are handed over at once");
+        assert_eq!(first.version, 3);
+        let saved = learner.snapshot();
+        assert_eq!(first.weights.len(), saved.len());
+        for ((name, is), (_, was)) in first.weights.iter().zip(&saved) {
+            assert!(is.equal(was), "{name} is not the start checkpoint's");
+        }
+        drop(trainer);
+        assert!(own.exists(), "the trainer's own checkpoint goes to checkpoint.path");
+        assert!(start_path.exists());
+        let (meta, _) = checkpoint::load(&own).unwrap();
+        assert_eq!((meta.version, meta.step), (3, 7), "nothing was offered, so nothing was trained");
+
+        // Once `path` holds state, the start checkpoint is not read: a start file that is gone
+        // (both generations) does not matter.
+        std::fs::remove_file(&start_path).unwrap();
+        std::fs::remove_file(checkpoint::previous(&start_path)).unwrap();
+        let resumed = OnlineTrainer::start(&model, &train, &online, &config, &decode, Device::Cpu, metrics.clone());
+        assert_eq!(resumed.unwrap().take_snapshot().unwrap().version, 3);
+
+        let fresh = CheckpointConfig { path: dir.path().join("none.ckpt"), ..config.clone() };
+        let error = OnlineTrainer::start(&model, &train, &online, &fresh, &decode, Device::Cpu, metrics.clone())
+            .err()
+            .expect("a missing start checkpoint stops the start")
+            .to_string();
+        assert!(error.contains("checkpoint.start") && error.contains("known-only.ckpt"), "{error}");
+        let other = CheckpointConfig { start: own.clone(), ..fresh };
+        let renamed = ModelConfig { known_classes: vec!["dog".into()], ..model };
+        let error = OnlineTrainer::start(&renamed, &train, &online, &other, &decode, Device::Cpu, metrics)
+            .err()
+            .expect("a start checkpoint of another configuration stops the start")
+            .to_string();
+        assert!(error.contains("checkpoint.start") && error.contains("model.known_classes"), "{error}");
     }
 }
