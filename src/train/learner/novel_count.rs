@@ -27,10 +27,16 @@ impl Learner {
             let unlabelled = labels.eq(-1).nonzero().squeeze_dim(1);
             (0, keys.index_select(0, &unlabelled), labels.index_select(0, &unlabelled))
         };
+        let started = std::time::Instant::now();
         let Some(estimate) = estimate_novel_clusters(&keys, &labels, known, max) else {
             return;
         };
-        tracing::info!(step = self.step, novel = estimate.novel, "estimated the number of novel clusters");
+        tracing::info!(
+            step = self.step,
+            novel = estimate.novel,
+            ms = started.elapsed().as_millis() as u64,
+            "estimated the number of novel clusters"
+        );
         self.estimates.push(estimate);
         if self.estimates.len() > 2 {
             self.estimates.remove(0);
