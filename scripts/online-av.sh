@@ -9,6 +9,7 @@
 #   env: MINUTES=30 RATE=2 STREAMS=8 DEVICE=auto
 #        UNLABELLED_KNOWN=0.7 STAGES=5,6:7,8:9 (empty: every novel class from the start)
 #        STAGE_TIME (default: MINUTES split evenly over the stages) NOVEL_CLUSTERS=auto
+#        MODALITY= visual | audio | both (default: config/av-digits.toml's, both)
 #        START= a checkpoint to start from (checkpoint.start; e.g. the known-only one of
 #        `eval --known-only --save-checkpoint`); empty: untrained start
 # Writes OUT/score.json, OUT/accuracy.svg, OUT/metrics.txt, OUT/rss.tsv and OUT/summary.txt.
@@ -39,6 +40,7 @@ file_roots = ["$(readlink -f "$SET")"]
 [model]
 device = "$DEVICE"
 novel_clusters = $([ "$NOVEL_CLUSTERS" = auto ] && echo '"auto"' || echo "$NOVEL_CLUSTERS")
+${MODALITY:+modality = "$MODALITY"}
 [metrics]
 listen = "127.0.0.1:$MPORT"
 [checkpoint]
@@ -58,7 +60,7 @@ printf 'seconds\trss_kib\n' >"$OUT/rss.tsv"
    sleep 30; done) &
 started $!
 
-echo "start: ${START:-untrained}"
+echo "start: ${START:-untrained}; modality: ${MODALITY:-as config/av-digits.toml}"
 echo "streaming $clips clips on $STREAMS streams at $RATE/s (known 0-4, $UNLABELLED_KNOWN of them unlabelled;" \
   "novel stages '${STAGES}' of $STAGE_TIME each)"
 "$BIN" produce --brokers "$BROKERS" --topic online.segments --manifest "$SET/manifest.json" --split train \

@@ -470,7 +470,7 @@ mod tests {
         let decode = DecodeConfig { frames: 1, height: 8, width: 8, ..Default::default() };
         let dir = tempfile::tempdir().unwrap();
         let start_path = dir.path().join("known-only.ckpt");
-        let mut learner = Learner::new(&ModelConfig { seed: 11, ..model.clone() }, &train, Device::Cpu).unwrap();
+        let learner = Learner::new(&ModelConfig { seed: 11, ..model.clone() }, &train, Device::Cpu).unwrap();
         checkpoint::save_learner(
             &start_path,
             3,
