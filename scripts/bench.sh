@@ -31,13 +31,7 @@ TOML
   echo
   "$BIN" bench decode "$CLIP" --config "$WORK/decode-$size.toml" --repeat "$REPEAT"
 done
-cat >"$WORK/assign.toml" <<TOML
-[model]
-known_classes = ["0", "1", "2", "3", "4"]
-novel_clusters = 5
-modality = "both"
-device = "$DEVICE"
-TOML
+bench_model "$DEVICE" >"$WORK/assign.toml"
 echo
 "$BIN" bench assign --config "$WORK/assign.toml" --batches "$BATCHES"
 

@@ -127,18 +127,14 @@ loaded() {
 # daemon_toml FILE BROKERS MPORT ONLINE: the daemon's config for the end-to-end runs (the model
 # of scripts/stream-capacity.sh: digits 0-4 known, 5 novel clusters, both modalities).
 daemon_toml() {
-  cat >"$1" <<TOML
+  {
+    cat <<TOML
 [kafka]
 brokers = "$2"
 topic_partitions = 4
 topic_replication_factor = 1
 [source]
 file_roots = ["$B/clips"]
-[model]
-known_classes = ["0", "1", "2", "3", "4"]
-novel_clusters = 5
-modality = "both"
-device = "$DEVICE"
 [pipeline]
 decode_workers = $DECODERS
 [online]
@@ -146,6 +142,8 @@ enabled = $4
 [metrics]
 listen = "127.0.0.1:$3"
 TOML
+    bench_model "$DEVICE"
+  } >"$1"
 }
 # Without openat2 (gVisor may lack it) the daemon cannot open file:// segments: with SEND=auto
 # they are then sent inline.
@@ -182,13 +180,7 @@ if command -v nvidia-smi >/dev/null; then
   started $!
 fi
 
-cat >"$WORK/model.toml" <<TOML
-[model]
-known_classes = ["0", "1", "2", "3", "4"]
-novel_clusters = 5
-modality = "both"
-device = "$DEVICE"
-TOML
+bench_model "$DEVICE" >"$WORK/model.toml"
 timed bench-assign "$BIN" bench assign --config "$WORK/model.toml" --batch "$ASSIGN_BATCH" --batches "$ASSIGN_BATCHES"
 timed bench-train "$BIN" bench train --config "$WORK/model.toml" --steps "$STEPS" --warmup 3
 device=$(grep -oE 'using (CUDA|CPU).*' "$DETAILS/bench-assign.txt" | head -1 || true)

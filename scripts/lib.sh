@@ -41,6 +41,18 @@ train_clips() {
   python3 -c "import json, sys; n = sum(c['split'] == 'train' for c in json.load(open(sys.argv[1]))['clips']); print(min(n, int($2)))" "$1"
 }
 
+# bench_model DEVICE: the [model] section the benchmarks share (BENCHMARKS.md): digits 0-4
+# known, five novel clusters, both modalities, on DEVICE.
+bench_model() {
+  cat <<TOML
+[model]
+known_classes = ["0", "1", "2", "3", "4"]
+novel_clusters = 5
+modality = "both"
+device = "$1"
+TOML
+}
+
 # daemon_config OUT: writes to OUT the daemon config of the av-digits runs: config/av-digits.toml
 # with the TOML read from stdin merged over it (a key given there replaces the file's).
 daemon_config() {

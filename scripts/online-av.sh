@@ -40,7 +40,7 @@ file_roots = ["$(readlink -f "$SET")"]
 [model]
 device = "$DEVICE"
 novel_clusters = $([ "$NOVEL_CLUSTERS" = auto ] && echo '"auto"' || echo "$NOVEL_CLUSTERS")
-${MODALITY:+modality = "$MODALITY"}
+${MODALITY:+modality = \"$MODALITY\"}
 [metrics]
 listen = "127.0.0.1:$MPORT"
 [checkpoint]

@@ -24,21 +24,19 @@ for n in $COUNTS; do
   read -r PORT MPORT < <(free_ports 2)
   BROKERS="127.0.0.1:$PORT"
   start_tansu "$PORT"
-  cat >"$WORK/daemon-$n.toml" <<TOML
+  {
+    cat <<TOML
 [kafka]
 brokers = "$BROKERS"
 topic_partitions = 4
 topic_replication_factor = 1
 [source]
 file_roots = ["$(readlink -f "$SET")"]
-[model]
-known_classes = ["0", "1", "2", "3", "4"]
-novel_clusters = 5
-modality = "both"
-device = "$DEVICE"
 [metrics]
 listen = "127.0.0.1:$MPORT"
 TOML
+    bench_model "$DEVICE"
+  } >"$WORK/daemon-$n.toml"
   start_daemon "$WORK/daemon-$n.toml" "$OUT/daemon-$n.log"
   daemon=$DAEMON_PID
   wait_ready "$MPORT"

@@ -374,11 +374,9 @@ impl Worker {
 mod tests {
     use super::*;
 
-    /// The trainer learns from offered windows, publishes versions every `snapshot_every` steps,
-    /// and reports the stability of its replay set.
-    #[test]
-    fn trains_from_offers_and_publishes_versions() {
-        let _rng = crate::rng_lock();
+    /// A model, batch and window small enough to train in milliseconds: one known class, two
+    /// novel clusters, 8×8 single frames.
+    fn tiny() -> (ModelConfig, TrainConfig, DecodeConfig) {
         let model = ModelConfig {
             known_classes: vec!["a".into()],
             novel_clusters: crate::config::NovelClusters::Fixed(2),
@@ -387,6 +385,15 @@ mod tests {
             ..Default::default()
         };
         let train = TrainConfig { batch_size: 4, bank_size: 16, ..Default::default() };
+        (model, train, DecodeConfig { frames: 1, height: 8, width: 8, ..Default::default() })
+    }
+
+    /// The trainer learns from offered windows, publishes versions every `snapshot_every` steps,
+    /// and reports the stability of its replay set.
+    #[test]
+    fn trains_from_offers_and_publishes_versions() {
+        let _rng = crate::rng_lock();
+        let (model, train, decode) = tiny();
         let online = OnlineConfig {
             labelled_buffer: 8,
             unlabelled_buffer: 8,
@@ -395,7 +402,6 @@ mod tests {
             replay_size: 4,
             ..Default::default()
         };
-        let decode = DecodeConfig { frames: 1, height: 8, width: 8, ..Default::default() };
         let metrics = Arc::new(Metrics::default());
         let dir = tempfile::tempdir().unwrap();
         let checkpoint = CheckpointConfig { path: dir.path().join("learner.ckpt"), ..Default::default() };
@@ -459,15 +465,7 @@ mod tests {
     #[test]
     fn starts_from_the_start_checkpoint_when_it_has_none() {
         let _rng = crate::rng_lock();
-        let model = ModelConfig {
-            known_classes: vec!["a".into()],
-            novel_clusters: crate::config::NovelClusters::Fixed(2),
-            channels: vec![8],
-            projection_dim: 8,
-            ..Default::default()
-        };
-        let train = TrainConfig { batch_size: 4, bank_size: 16, ..Default::default() };
-        let decode = DecodeConfig { frames: 1, height: 8, width: 8, ..Default::default() };
+        let (model, train, decode) = tiny();
         let dir = tempfile::tempdir().unwrap();
         let start_path = dir.path().join("known-only.ckpt");
         let learner = Learner::new(&ModelConfig { seed: 11, ..model.clone() }, &train, Device::Cpu).unwrap();
