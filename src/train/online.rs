@@ -67,22 +67,16 @@ impl OnlineTrainer {
         let mut learner = Learner::new(model, train, device)?;
         let mut version = 0;
         let mut ids = ClusterIds::default();
-        let latest = Arc::new(Mutex::new(None));
         let fingerprint = fingerprint(model, train, decode);
-        let snapshot = |version: u64, learner: &Learner, ids: &ClusterIds| Snapshot {
-            version,
-            weights: learner.snapshot(),
-            changed_fraction: None,
-            cluster_ids: ids.clone(),
-        };
-        let mut restored = false;
+        // Whether the state came from a checkpoint, and whether the assigner takes these weights
+        // at once (as a version of their own) rather than start from its own initial ones.
+        let (mut restored, mut hand_over) = (false, false);
         if !checkpoint.path.as_os_str().is_empty() {
             match checkpoint::resume(&checkpoint.path, &mut learner, &fingerprint) {
                 Ok(Some(meta)) => {
                     version = meta.version;
                     ids = meta.cluster_ids;
-                    restored = true;
-                    *latest.lock().expect("snapshot lock") = Some(snapshot(version, &learner, &ids));
+                    (restored, hand_over) = (true, true);
                 }
                 Ok(None) => {}
                 Err(e) => match e.mismatched_version() {
@@ -90,7 +84,7 @@ impl OnlineTrainer {
                         tracing::warn!(error = %e, "checkpoint.discard_mismatched: starting over from initial weights");
                         // Versions go on from the old ones, so none is published twice.
                         version = old + 1;
-                        *latest.lock().expect("snapshot lock") = Some(snapshot(version, &learner, &ids));
+                        hand_over = true;
                     }
                     Some(_) => return Err(crate::Error::Checkpoint(e)),
                     None => tracing::error!(error = %e, "no usable checkpoint; starting from initial weights"),
@@ -121,8 +115,14 @@ impl OnlineTrainer {
             ids = meta.cluster_ids;
             tracing::info!(path = %checkpoint.start.display(), version, step = meta.step,
                 "started from checkpoint.start");
-            *latest.lock().expect("snapshot lock") = Some(snapshot(version, &learner, &ids));
+            hand_over = true;
         }
+        let latest = Arc::new(Mutex::new(hand_over.then(|| Snapshot {
+            version,
+            weights: learner.snapshot(),
+            changed_fraction: None,
+            cluster_ids: ids.clone(),
+        })));
         let (offers, rx) = flume::bounded(online.trainer_queue);
         let stop = Arc::new(AtomicBool::new(false));
         let worker = Worker {
