@@ -6,6 +6,7 @@ set -euo pipefail
 
 CACHE="${NOVELSTREAM_CACHE:-$HOME/.cache/novelstream}"
 TORCH_VERSION=2.11.0
+TORCHVISION_VERSION=0.26.0   # the torchvision release built for TORCH_VERSION (NOVELSTREAM_TORCH=cuda only)
 TANSU_VERSION=0.6.0
 MNIST_VERSION=1.2.6
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -42,6 +43,11 @@ if [ "${NOVELSTREAM_TORCH:-cpu}" = cuda ]; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q "torch==$TORCH_VERSION"
     touch "$VENV/.complete"
+  fi
+  # torchvision (built for this torch) for scripts/export-torchvision.py: pretrained backbones as
+  # TorchScript encoders (README, "Bring your own encoder").
+  if [ ! -f "$VENV/.torchvision" ]; then
+    "$VENV/bin/pip" install -q "torchvision==$TORCHVISION_VERSION" && touch "$VENV/.torchvision"
   fi
   TORCH_DIR=$("$VENV/bin/python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')
 else

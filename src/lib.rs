@@ -48,6 +48,9 @@ pub enum Error {
     CreateTopic { topic: String, code: rdkafka::types::RDKafkaErrorCode },
     #[error(transparent)]
     Device(#[from] model::DeviceError),
+    /// A TorchScript encoder that cannot serve (missing, not TorchScript, wrong output).
+    #[error(transparent)]
+    Encoder(#[from] model::EncoderError),
     /// The checkpoint to resume from was written under another configuration.
     #[error(transparent)]
     Checkpoint(#[from] train::checkpoint::CheckpointError),

@@ -5,7 +5,7 @@ mod cli;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cli::{bench, dataset, eval, produce, report, run, score, summary};
+use cli::{bench, dataset, eval, export, produce, report, run, score, summary};
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +43,9 @@ enum Command {
     /// Build a data set from the real data `make setup` fetched.
     #[command(subcommand)]
     Dataset(dataset::DatasetCommand),
+    /// Write a checkpoint's trained encoder as a TorchScript module, for
+    /// `model.visual_encoder = "torchscript:PATH"` in another deployment.
+    ExportEncoder(export::ExportArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,5 +67,6 @@ fn main() -> anyhow::Result<()> {
         Command::Report(args) => report::handle(args),
         Command::Bench(command) => bench::handle(command),
         Command::Dataset(command) => dataset::handle(command),
+        Command::ExportEncoder(args) => export::handle(args),
     }
 }

@@ -171,8 +171,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
         std::thread::Builder::new()
             .name("model".into())
             .spawn(move || {
-                let mut assigner = Assigner::untrained(&model_config, &decode_config, device);
-                let _ = ready_tx.send(assigner.version());
+                let mut assigner = match Assigner::untrained(&model_config, &decode_config, device) {
+                    Ok(assigner) => assigner,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(assigner.version()));
                 loop {
                     // New versions are picked up between segments, and while idle.
                     if let Some(snapshot) = trainer.as_ref().and_then(|t| t.take_snapshot()) {
@@ -210,7 +216,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RunStats
             })
             .map_err(Error::io("starting the model thread"))?,
     );
-    let version = ready_rx.recv().map_err(|_| Error::ModelThreadStart)?;
+    let version = ready_rx.recv().map_err(|_| Error::ModelThreadStart)??;
     metrics.ready.store(true, Ordering::Relaxed);
     tracing::info!(
         model_version = version,

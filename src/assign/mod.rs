@@ -4,7 +4,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{DecodeConfig, ModelConfig};
 use crate::decode::Window;
-use crate::model::{window_input, JointModel, LogMel};
+use crate::model::{window_input, EncoderError, JointModel, LogMel};
 use crate::sink::Kind as AssignmentKind;
 use crate::train::ClusterIds;
 
@@ -38,12 +38,13 @@ pub struct Assigner {
 }
 
 impl Assigner {
-    /// A freshly initialised (untrained) model: model version 0.
-    pub fn untrained(model: &ModelConfig, decode: &DecodeConfig, device: Device) -> Self {
+    /// A freshly initialised (untrained) model: model version 0; a TorchScript encoder that
+    /// cannot serve is an error.
+    pub fn untrained(model: &ModelConfig, decode: &DecodeConfig, device: Device) -> Result<Self, EncoderError> {
         tch::manual_seed(model.seed);
         let vars = nn::VarStore::new(device);
-        let joint = JointModel::new(&vars.root(), model);
-        Self {
+        let joint = JointModel::new(&vars.root(), model)?;
+        Ok(Self {
             vars,
             model: joint,
             device,
@@ -55,7 +56,7 @@ impl Assigner {
             version: 0,
             open_world: model.open_world && !model.known_classes.is_empty(),
             ids: ClusterIds::default(),
-        }
+        })
     }
 
     pub fn version(&self) -> u64 {
@@ -169,7 +170,7 @@ mod tests {
             ..Default::default()
         };
         let windows: Vec<Window> = (0..5).map(|i| window(&decode, i * 50)).collect();
-        let a = Assigner::untrained(&model, &decode, Device::Cpu);
+        let a = Assigner::untrained(&model, &decode, Device::Cpu).unwrap();
         let novel = a.assign(&windows, None);
         assert_eq!(novel.len(), 5);
         for d in &novel {
@@ -179,7 +180,7 @@ mod tests {
             assert!(d.confidence >= 1.0 / 3.0 - 1e-6 && d.confidence <= 1.0);
         }
         assert_eq!(
-            Assigner::untrained(&model, &decode, Device::Cpu).assign(&windows, None),
+            Assigner::untrained(&model, &decode, Device::Cpu).unwrap().assign(&windows, None),
             novel,
             "same seed, same answers"
         );
@@ -201,7 +202,7 @@ mod tests {
             max_novel_clusters: 8,
             ..Default::default()
         };
-        let mut assigner = Assigner::untrained(&model(NovelClusters::Fixed(3)), &decode, Device::Cpu);
+        let mut assigner = Assigner::untrained(&model(NovelClusters::Fixed(3)), &decode, Device::Cpu).unwrap();
         let with_bias = |assigner: &mut Assigner, name: &str, row: i64, bias: f64| {
             let mut weights: Vec<(String, Tensor)> =
                 assigner.vars.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
@@ -234,7 +235,7 @@ mod tests {
         assert_eq!(assigner.novel_clusters(), ["novel-3", "novel-1", "novel-0"], "in output order");
 
         // `auto` starts with one output in use: output 5 is not, whatever its weights.
-        let mut auto = Assigner::untrained(&model(NovelClusters::Auto), &decode, Device::Cpu);
+        let mut auto = Assigner::untrained(&model(NovelClusters::Auto), &decode, Device::Cpu).unwrap();
         with_bias(&mut auto, "novel.bias", 5, 100.0);
         let decided = auto.assign(&windows, None);
         assert!(decided.iter().all(|d| d.cluster != "novel-5"), "{decided:?}");

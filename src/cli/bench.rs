@@ -90,7 +90,7 @@ fn assign(args: BenchAssignArgs) -> anyhow::Result<()> {
         d.window.as_secs_f64()
     );
     println!("| batch | windows/s | p50 ms per batch | p99 ms per batch |\n|---|---|---|---|");
-    for run in bench::assign(&config, device, &args.batch, args.batches) {
+    for run in bench::assign(&config, device, &args.batch, args.batches)? {
         println!("| {} | {:.1} | {:.1} | {:.1} |", run.batch, run.windows_per_s, 1e3 * run.p50_s, 1e3 * run.p99_s);
     }
     Ok(())

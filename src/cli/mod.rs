@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod dataset;
 pub mod eval;
+pub mod export;
 pub mod produce;
 pub mod report;
 pub mod run;

@@ -24,7 +24,7 @@ pub use checkpoint::CheckpointConfig;
 pub use decode::DecodeConfig;
 pub use kafka::{is_secret_property, Delivery, KafkaConfig, Properties};
 pub use metrics::MetricsConfig;
-pub use model::{DevicePreference, Modality, ModelConfig, NovelClusters};
+pub use model::{DevicePreference, EncoderInput, EncoderSource, EncoderTraining, Modality, ModelConfig, NovelClusters};
 pub use online::OnlineConfig;
 pub use pipeline::PipelineConfig;
 pub use source::SourceConfig;
@@ -147,7 +147,16 @@ impl Config {
                 "`cross` compares visual with audio keys: it needs model.modality = \"both\"",
             );
         }
-        let width = self.model.feature_width();
+        let stack = self.model.visual_input.stack_frames;
+        if self.model.visual_encoder.torchscript().is_some() && stack != 0 && stack != self.decode.frames as i64 {
+            return invalid(
+                "model.visual_input.stack_frames",
+                "must be 0 (frames averaged) or decode.frames (the frames of a window, stacked)",
+            );
+        }
+        let Some(width) = self.model.feature_width() else {
+            return Ok(());
+        };
         if self.train.pseudo.wta_window as i64 > width {
             return invalid(
                 "train.pseudo.wta_window",

@@ -85,6 +85,126 @@ impl std::str::FromStr for NovelClusters {
     }
 }
 
+/// Which network makes a modality's representation `z_m`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum EncoderSource {
+    /// The small residual encoder of `src/model/encoder.rs`, trained from scratch.
+    #[default]
+    Builtin,
+    /// A TorchScript module (`torchscript:PATH`) whose output `[N, D]` is `z_m`.
+    TorchScript(std::path::PathBuf),
+}
+
+impl EncoderSource {
+    /// The module's file, for a TorchScript encoder.
+    pub fn torchscript(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::Builtin => None,
+            Self::TorchScript(path) => Some(path),
+        }
+    }
+}
+
+impl std::str::FromStr for EncoderSource {
+    type Err = String;
+
+    /// `builtin` or `torchscript:PATH`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.strip_prefix("torchscript:") {
+            Some("") => Err("`torchscript:` needs the module's path after the colon".into()),
+            Some(path) => Ok(Self::TorchScript(path.into())),
+            None if s == "builtin" => Ok(Self::Builtin),
+            None => Err(format!("`{s}` is neither `builtin` nor `torchscript:PATH`")),
+        }
+    }
+}
+
+impl std::fmt::Display for EncoderSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Builtin => f.write_str("builtin"),
+            Self::TorchScript(path) => write!(f, "torchscript:{}", path.display()),
+        }
+    }
+}
+
+impl Serialize for EncoderSource {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EncoderSource {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What of a TorchScript encoder trains (the heads and projections always do; a built-in
+/// encoder always trains whole).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum EncoderTraining {
+    /// Nothing of the module: its forward pass runs without gradients.
+    #[default]
+    Frozen,
+    /// The module's parameters whose names start with one of `model.fine_tune_prefix`.
+    LastBlock,
+    /// Every parameter of the module.
+    Full,
+}
+
+/// How windows are prepared for a TorchScript encoder, which reads `[N, C, H, W]` images:
+/// each frame (`C` = 3, RGB in [0, 1]; a window's features are averaged over its frames) or
+/// the log-mel spectrogram (`C` = 1, `[mel bands, frames]`), resized to `size` and normalised
+/// per channel as `(x − mean) / std`; or, with `stack_frames`, a window's frames as one clip
+/// `[N, 3, T, H, W]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncoderInput {
+    /// `[H, W]` the module reads; required with a TorchScript encoder.
+    pub size: Vec<i64>,
+    /// Per channel (one value for all channels, or one per channel).
+    pub mean: Vec<f64>,
+    /// Per channel, each above 0.
+    pub std: Vec<f64>,
+    /// Visual only: 0, each frame through the module and the features averaged; or
+    /// `decode.frames`, a window's frames stacked as one clip `[N, 3, T, H, W]` (video backbones).
+    pub stack_frames: i64,
+}
+
+impl Default for EncoderInput {
+    fn default() -> Self {
+        Self { size: Vec::new(), mean: vec![0.0], std: vec![1.0], stack_frames: 0 }
+    }
+}
+
+impl EncoderInput {
+    /// `keys`: this table's `size`, `mean`, `std` and `stack_frames` keys; `channels` of the
+    /// module's input.
+    fn validate(&self, keys: [&'static str; 4], channels: usize) -> Result<(), ConfigError> {
+        let [size, mean, std, stack] = keys;
+        if self.size.len() != 2 || self.size.iter().any(|&s| s < 1) {
+            return invalid(size, "must be [height, width], the size the TorchScript encoder reads");
+        }
+        for (key, values) in [(mean, &self.mean), (std, &self.std)] {
+            if values.len() != 1 && values.len() != channels {
+                return invalid(key, &format!("must hold 1 or {channels} values"));
+            }
+        }
+        if self.mean.iter().any(|m| !m.is_finite()) {
+            return invalid(mean, "must be finite");
+        }
+        if self.std.iter().any(|&s| !s.is_finite() || s <= 0.0) {
+            return invalid(std, "must be above 0");
+        }
+        if self.stack_frames < 0 || (channels == 1 && self.stack_frames != 0) {
+            return invalid(stack, "must be 0, or decode.frames for a visual encoder that reads clips");
+        }
+        Ok(())
+    }
+}
+
 /// The model that embeds and assigns windows.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -102,6 +222,18 @@ pub struct ModelConfig {
     pub open_world: bool,
     /// Which encoders make `z`: frames, audio, or both (`z = [z_v; z_a]`).
     pub modality: Modality,
+    /// The visual encoder: `builtin` or `torchscript:PATH`.
+    pub visual_encoder: EncoderSource,
+    /// The audio encoder: `builtin` or `torchscript:PATH`.
+    pub audio_encoder: EncoderSource,
+    /// What of a TorchScript encoder trains: `frozen`, `last-block` or `full`.
+    pub encoder_training: EncoderTraining,
+    /// With `last-block`: the names of the module's parameters to train start with one of these.
+    pub fine_tune_prefix: Vec<String>,
+    /// How frames are prepared for a TorchScript visual encoder.
+    pub visual_input: EncoderInput,
+    /// How log-mel spectrograms are prepared for a TorchScript audio encoder.
+    pub audio_input: EncoderInput,
     /// Channels of the visual encoder's residual blocks (each halves the resolution).
     pub channels: Vec<i64>,
     /// Channels of the audio encoder's residual blocks over the log-mel spectrogram.
@@ -124,6 +256,12 @@ impl Default for ModelConfig {
             max_novel_clusters: 20,
             open_world: true,
             modality: Modality::Visual,
+            visual_encoder: EncoderSource::Builtin,
+            audio_encoder: EncoderSource::Builtin,
+            encoder_training: EncoderTraining::Frozen,
+            fine_tune_prefix: Vec::new(),
+            visual_input: EncoderInput::default(),
+            audio_input: EncoderInput::default(),
             channels: vec![16, 32, 64],
             audio_channels: vec![16, 32, 64],
             projection_dim: 64,
@@ -143,9 +281,13 @@ impl ModelConfig {
         }
     }
 
-    /// Width of the features `z` the pseudo labels compare: the last visual block's channels.
-    pub(super) fn feature_width(&self) -> i64 {
-        *self.channels.last().unwrap_or(&0)
+    /// Width of the features `z` the pseudo labels compare: the last visual block's channels;
+    /// `None` when a TorchScript module decides it (read from the module at start).
+    pub(super) fn feature_width(&self) -> Option<i64> {
+        if self.visual_encoder.torchscript().is_some() {
+            return None;
+        }
+        Some(*self.channels.last().unwrap_or(&0))
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
@@ -161,6 +303,36 @@ impl ModelConfig {
         }
         if self.modality.audio() && (self.audio_channels.is_empty() || self.audio_channels.iter().any(|&c| c < 1)) {
             return invalid("model.audio_channels", "must list at least one positive channel count");
+        }
+        if self.modality.visual() && self.visual_encoder.torchscript().is_some() {
+            self.visual_input.validate(
+                [
+                    "model.visual_input.size",
+                    "model.visual_input.mean",
+                    "model.visual_input.std",
+                    "model.visual_input.stack_frames",
+                ],
+                3,
+            )?;
+        }
+        if self.modality.audio() && self.audio_encoder.torchscript().is_some() {
+            self.audio_input.validate(
+                [
+                    "model.audio_input.size",
+                    "model.audio_input.mean",
+                    "model.audio_input.std",
+                    "model.audio_input.stack_frames",
+                ],
+                1,
+            )?;
+        }
+        if self.encoder_training == EncoderTraining::LastBlock
+            && (self.fine_tune_prefix.is_empty() || self.fine_tune_prefix.iter().any(String::is_empty))
+        {
+            return invalid(
+                "model.fine_tune_prefix",
+                "must name at least one non-empty parameter prefix with encoder_training = \"last-block\"",
+            );
         }
         if self.projection_dim < 1 {
             return invalid("model.projection_dim", "must be at least 1");

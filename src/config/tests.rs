@@ -108,3 +108,47 @@ fn moved_train_key_says_where_it_went() {
     let err = Config::parse("[train]\nframez = 1\n").unwrap_err().to_string();
     assert!(!err.contains("has moved"), "{err}");
 }
+
+/// A TorchScript encoder: `torchscript:PATH` parses, its input preparation is checked (the
+/// size it reads is required), `last-block` needs a prefix, and the feature-width check of the
+/// pseudo labels waits for the module (it is read from the module at start).
+#[test]
+fn torchscript_encoders_and_their_input() {
+    let scripted = "[model]\nvisual_encoder = \"torchscript:/models/resnet18.pt\"\n";
+    let config = Config::parse(&format!(
+        "{scripted}encoder_training = \"last-block\"\nfine_tune_prefix = [\"layer4.\"]\n\
+         [model.visual_input]\nsize = [224, 224]\nmean = [0.485, 0.456, 0.406]\nstd = [0.229, 0.224, 0.225]\n\
+         [train.pseudo]\nwta_window = 200\n"
+    ))
+    .unwrap();
+    assert_eq!(config.model.visual_encoder.torchscript(), Some(std::path::Path::new("/models/resnet18.pt")));
+    assert_eq!(config.model.visual_encoder.to_string(), "torchscript:/models/resnet18.pt");
+    assert_eq!(config.model.encoder_training, EncoderTraining::LastBlock);
+    let clips = format!("[decode]\nframes = 4\n{scripted}[model.visual_input]\nsize = [4, 4]\nstack_frames = 4\n");
+    assert_eq!(Config::parse(&clips).unwrap().model.visual_input.stack_frames, 4);
+    for (text, key) in [
+        (scripted.to_string(), "model.visual_input.size"),
+        (format!("{scripted}[model.visual_input]\nsize = [0, 4]\n"), "model.visual_input.size"),
+        (format!("{scripted}[model.visual_input]\nsize = [4, 4]\nmean = [0.1, 0.2]\n"), "model.visual_input.mean"),
+        (format!("{scripted}[model.visual_input]\nsize = [4, 4]\nstd = [0.0]\n"), "model.visual_input.std"),
+        (
+            format!("{scripted}encoder_training = \"last-block\"\n[model.visual_input]\nsize = [4, 4]\n"),
+            "model.fine_tune_prefix",
+        ),
+        ("[model]\nmodality = \"audio\"\naudio_encoder = \"torchscript:a.pt\"\n".into(), "model.audio_input.size"),
+        (
+            format!("[decode]\nframes = 4\n{scripted}[model.visual_input]\nsize = [4, 4]\nstack_frames = 3\n"),
+            "model.visual_input.stack_frames",
+        ),
+    ] {
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+    for bad in ["torchscript:", "resnet"] {
+        let err = Config::parse(&format!("[model]\nvisual_encoder = \"{bad}\"\n")).unwrap_err().to_string();
+        assert!(err.contains("torchscript:") && err.contains("line 2"), "{bad}: {err}");
+    }
+    // The built-in encoder keeps its width check.
+    let err = Config::parse("[train.pseudo]\nwta_window = 200\n").unwrap_err().to_string();
+    assert!(err.contains("train.pseudo.wta_window"), "{err}");
+}

@@ -30,6 +30,8 @@ pub enum EvalError {
     Invalid(String),
     #[error("model: {0}")]
     Model(#[from] tch::TchError),
+    #[error(transparent)]
+    Encoder(#[from] crate::model::EncoderError),
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] crate::train::checkpoint::CheckpointError),
     #[error("writing {path}: {source}")]

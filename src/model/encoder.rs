@@ -98,6 +98,12 @@ impl VisualEncoder {
         self.net.dim
     }
 
+    /// Single images `[N, 3, H, W]` in [0, 1] → `[N, D]`, in evaluation mode: what
+    /// `export-encoder` traces (no shape is read, so the traced module takes any batch).
+    pub fn forward_images(&self, images: &Tensor) -> Tensor {
+        self.net.forward_t(&(images - 0.5), false)
+    }
+
     /// `frames`: `[B, T, 3, H, W]` in [0, 1] → `z_v`: `[B, D]`.
     pub fn forward_t(&self, frames: &Tensor, train: bool) -> Tensor {
         let (b, t) = (frames.size()[0], frames.size()[1]);

@@ -6,14 +6,16 @@
 mod device;
 mod encoder;
 pub mod mel;
+mod torchscript;
 
 pub use device::{select_device, DeviceError};
 pub use encoder::{AudioEncoder, VisualEncoder};
 pub use mel::LogMel;
+pub use torchscript::{file_fingerprint, EncoderError, ScriptEncoder};
 
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::config::{DecodeConfig, Modality, ModelConfig, NovelClusters};
+use crate::config::{DecodeConfig, EncoderSource, Modality, ModelConfig, NovelClusters};
 use crate::decode::Window;
 
 /// A batch of windows as the model reads them: frames and/or log-mel spectrograms.
@@ -91,6 +93,63 @@ impl Outputs {
     }
 }
 
+/// One modality's encoder `f_m`.
+#[derive(Debug)]
+enum Encoder {
+    Visual(VisualEncoder),
+    Audio(AudioEncoder),
+    Script(ScriptEncoder),
+}
+
+impl Encoder {
+    /// The encoder `source` names for a modality, under `path` (`visual` or `audio`).
+    fn new(path: nn::Path, source: &EncoderSource, config: &ModelConfig, visual: bool) -> Result<Self, EncoderError> {
+        let (key, input, channels) = if visual {
+            ("model.visual_encoder", &config.visual_input, 3)
+        } else {
+            ("model.audio_encoder", &config.audio_input, 1)
+        };
+        Ok(match source.torchscript() {
+            Some(file) => Self::Script(ScriptEncoder::load(
+                &path,
+                key,
+                file,
+                input,
+                channels,
+                config.encoder_training,
+                &config.fine_tune_prefix,
+            )?),
+            None if visual => Self::Visual(VisualEncoder::new(&path, &config.channels)),
+            None => Self::Audio(AudioEncoder::new(&path, &config.audio_channels)),
+        })
+    }
+
+    fn dim(&self) -> i64 {
+        match self {
+            Self::Visual(e) => e.dim(),
+            Self::Audio(e) => e.dim(),
+            Self::Script(e) => e.dim(),
+        }
+    }
+
+    /// `[N, C, H, W]` (single frames or spectrograms) → `[N, D]` in evaluation mode.
+    fn forward_images(&self, x: &Tensor) -> Tensor {
+        match self {
+            Self::Visual(e) => e.forward_images(x),
+            Self::Audio(e) => e.forward_t(x, false),
+            Self::Script(e) => e.forward(x),
+        }
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        match self {
+            Self::Visual(e) => e.forward_t(x, train),
+            Self::Audio(e) => e.forward_t(x, train),
+            Self::Script(e) => e.forward(x),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Projection(nn::Linear, nn::Linear);
 
@@ -107,13 +166,14 @@ impl Projection {
     }
 }
 
-/// Encoders plus heads. Checkpoint keys are the `nn::Path` names: `visual.*`, `audio.*`,
+/// Encoders plus heads. Checkpoint keys are the `nn::Path` names: `visual.*`, `audio.*`
+/// (a TorchScript encoder's: only the parameters that train, `visual.script.*`),
 /// `proj_v.*`, `proj_a.*`, `known.*`, `novel.*`; `novel.active` (not trained) marks the
 /// outputs of the unlabelled head in use with 1.
 #[derive(Debug)]
 pub struct JointModel {
-    visual: Option<(VisualEncoder, Projection)>,
-    audio: Option<(AudioEncoder, Projection)>,
+    visual: Option<(Encoder, Projection)>,
+    audio: Option<(Encoder, Projection)>,
     known: Option<nn::Linear>,
     novel: nn::Linear,
     active: Tensor,
@@ -123,18 +183,24 @@ pub struct JointModel {
 pub const ACTIVE_OUTPUTS: &str = "novel.active";
 
 impl JointModel {
-    pub fn new(root: &nn::Path, config: &ModelConfig) -> Self {
+    /// The model `config` describes, its variables under `root`; a TorchScript encoder is
+    /// loaded and probed (the error says why one cannot serve).
+    pub fn new(root: &nn::Path, config: &ModelConfig) -> Result<Self, EncoderError> {
         let p = config.projection_dim;
-        let visual = config.modality.visual().then(|| {
-            let encoder = VisualEncoder::new(&(root / "visual"), &config.channels);
-            let projection = Projection::new(root / "proj_v", encoder.dim(), p);
+        let with_projection = |encoder: Encoder, name: &str| {
+            let projection = Projection::new(root / name, encoder.dim(), p);
             (encoder, projection)
-        });
-        let audio = config.modality.audio().then(|| {
-            let encoder = AudioEncoder::new(&(root / "audio"), &config.audio_channels);
-            let projection = Projection::new(root / "proj_a", encoder.dim(), p);
-            (encoder, projection)
-        });
+        };
+        let visual = if config.modality.visual() {
+            Some(with_projection(Encoder::new(root / "visual", &config.visual_encoder, config, true)?, "proj_v"))
+        } else {
+            None
+        };
+        let audio = if config.modality.audio() {
+            Some(with_projection(Encoder::new(root / "audio", &config.audio_encoder, config, false)?, "proj_a"))
+        } else {
+            None
+        };
         let dim = visual.as_ref().map_or(0, |v| v.0.dim()) + audio.as_ref().map_or(0, |a| a.0.dim());
         let classes = config.known_classes.len() as i64;
         let outputs = config.novel_outputs();
@@ -148,13 +214,13 @@ impl JointModel {
         tch::no_grad(|| {
             let _ = active.narrow(0, 0, in_use).fill_(1.0);
         });
-        Self {
+        Ok(Self {
             known: (classes > 0).then(|| nn::linear(root / "known", dim, classes, Default::default())),
             novel,
             active,
             visual,
             audio,
-        }
+        })
     }
 
     /// Outputs of the unlabelled head, in use or not.
@@ -177,6 +243,29 @@ impl JointModel {
                 let _ = active.get(id).fill_(1.0);
             }
         });
+    }
+
+    /// The visual (else the audio) encoder as a TorchScript module, traced on `example`
+    /// `[N, C, H, W]`: it reads single frames in [0, 1] (or log-mel spectrograms) and returns
+    /// `z_m` `[N, D]`, what `model.visual_encoder = "torchscript:…"` loads (with mean 0, std 1
+    /// and the size traced). Its weights are constants of the graph: it serves frozen. The
+    /// model's variables must not require gradients (`VarStore::freeze`).
+    pub fn trace_encoder(&self, visual: bool, example: &Tensor) -> Result<tch::CModule, tch::TchError> {
+        let part = if visual { &self.visual } else { &self.audio };
+        let Some((encoder, _)) = part else {
+            let which = if visual { "visual" } else { "audio" };
+            return Err(tch::TchError::Kind(format!("the model has no {which} encoder")));
+        };
+        if matches!(encoder, Encoder::Script(e) if e.stacks_frames()) {
+            return Err(tch::TchError::Kind(
+                "a TorchScript encoder of stacked frames reads clips, not single frames: export its module instead"
+                    .into(),
+            ));
+        }
+        let _guard = tch::no_grad_guard();
+        tch::CModule::create_by_tracing("NovelstreamEncoder", "forward", &[example.shallow_clone()], &mut |inputs| {
+            vec![encoder.forward_images(&inputs[0])]
+        })
     }
 
     /// Width of `z`.

@@ -81,11 +81,16 @@ pub struct AssignRun {
 /// Assigns batches of synthetic windows (random frames and audio at the configured size) with
 /// the daemon's assigner, `batches` times per batch size after a warm-up; the model's weights do
 /// not change its cost.
-pub fn assign(config: &crate::config::Config, device: tch::Device, sizes: &[usize], batches: usize) -> Vec<AssignRun> {
+pub fn assign(
+    config: &crate::config::Config,
+    device: tch::Device,
+    sizes: &[usize],
+    batches: usize,
+) -> Result<Vec<AssignRun>, ToolError> {
     let d = &config.decode;
     let model =
         crate::config::ModelConfig { max_batch: sizes.iter().copied().max().unwrap_or(1), ..config.model.clone() };
-    let assigner = crate::assign::Assigner::untrained(&model, d, device);
+    let assigner = crate::assign::Assigner::untrained(&model, d, device)?;
     let mut rng = crate::rng::SplitMix64::new(0);
     let frame_bytes = (d.height * d.width * 3) as usize * d.frames;
     let samples = (d.window.as_secs_f64() * f64::from(d.sample_rate)) as usize;
@@ -97,7 +102,7 @@ pub fn assign(config: &crate::config::Config, device: tch::Device, sizes: &[usiz
         audio: (0..samples).map(|_| rng.normal() as f32 * 0.1).collect(),
     };
     let pool: Vec<crate::decode::Window> = (0..model.max_batch).map(window).collect();
-    sizes
+    Ok(sizes
         .iter()
         .map(|&batch| {
             let windows = &pool[..batch];
@@ -120,7 +125,7 @@ pub fn assign(config: &crate::config::Config, device: tch::Device, sizes: &[usiz
                 p99_s: nearest_rank(&times, 0.99),
             }
         })
-        .collect()
+        .collect())
 }
 
 /// Training steps of the daemon's learner.

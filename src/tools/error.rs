@@ -53,6 +53,9 @@ pub enum ToolError {
     /// libtorch refused to build the model.
     #[error("model: {0}")]
     Model(#[from] tch::TchError),
+    /// A TorchScript encoder that cannot serve.
+    #[error(transparent)]
+    Encoder(#[from] crate::model::EncoderError),
     /// The daemon's config does not describe a usable source (e.g. a missing media root).
     #[error(transparent)]
     Source(#[from] crate::Error),

@@ -12,13 +12,20 @@ pub type Fingerprint = BTreeMap<String, String>;
 /// initial weights it replaces.
 const NOT_STATE: [&str; 3] = ["device", "max_batch", "seed"];
 
-/// Every `[model]` key but [`NOT_STATE`], the decode geometry (what windows a model sees) and the
-/// memory bank's size.
-pub fn fingerprint(model: &ModelConfig, train: &TrainConfig, decode: &DecodeConfig) -> Fingerprint {
+/// Model keys of TorchScript encoders: part of the state only when an encoder is one (so that
+/// checkpoints from before these keys, and of built-in encoders, keep their fingerprint).
+const SCRIPT_ONLY: [&str; 6] =
+    ["visual_encoder", "audio_encoder", "encoder_training", "fine_tune_prefix", "visual_input", "audio_input"];
+
+/// Every `[model]` key but [`NOT_STATE`] (and [`SCRIPT_ONLY`] without a TorchScript encoder), the decode geometry (what windows a model sees), the
+/// memory bank's size, and the length and checksum of a TorchScript encoder's file.
+pub fn fingerprint(model_config: &ModelConfig, train: &TrainConfig, decode: &DecodeConfig) -> Fingerprint {
     let mut keys = Fingerprint::new();
-    let model = serde_json::to_value(model).expect("the model config serializes");
+    let model = serde_json::to_value(model_config).expect("the model config serializes");
+    let scripted =
+        [&model_config.visual_encoder, &model_config.audio_encoder].iter().any(|s| s.torchscript().is_some());
     for (key, value) in model.as_object().expect("the model config is a table") {
-        if !NOT_STATE.contains(&key.as_str()) {
+        if !NOT_STATE.contains(&key.as_str()) && (scripted || !SCRIPT_ONLY.contains(&key.as_str())) {
             keys.insert(format!("model.{key}"), value.to_string());
         }
     }
@@ -27,6 +34,14 @@ pub fn fingerprint(model: &ModelConfig, train: &TrainConfig, decode: &DecodeConf
         keys.insert(format!("decode.{key}"), decode[key].to_string());
     }
     keys.insert("train.bank_size".into(), train.bank_size.to_string());
+    // A TorchScript encoder's file: the heads trained on one backbone mean nothing on another.
+    for (key, source) in
+        [("model.visual_encoder", &model_config.visual_encoder), ("model.audio_encoder", &model_config.audio_encoder)]
+    {
+        if let Some(path) = source.torchscript() {
+            keys.insert(format!("{key}.file"), crate::model::file_fingerprint(path));
+        }
+    }
     keys
 }
 

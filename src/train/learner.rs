@@ -21,7 +21,7 @@ use super::estimate::Estimate;
 use super::head_split::{HeadSplitter, Weights};
 use super::{augment, augment_mel, schedule, MemoryBank, WtaHash};
 use crate::config::{ClusterPairs, Contrast, ModelConfig, NovelClusters, TrainConfig};
-use crate::model::{Input, JointModel, Outputs, ACTIVE_OUTPUTS};
+use crate::model::{EncoderError, Input, JointModel, Outputs, ACTIVE_OUTPUTS};
 
 /// A modality's slot: 0 visual, 1 audio.
 type Slot = usize;
@@ -134,12 +134,17 @@ impl Pass {
 impl Learner {
     /// A learner with `model_config`'s initial weights (seeded by its `seed`), empty memory
     /// banks and zero optimiser moments, on `device`.
-    pub fn new(model_config: &ModelConfig, config: &TrainConfig, device: Device) -> Result<Self, tch::TchError> {
+    /// A TorchScript encoder is loaded twice (online and momentum), each probed.
+    pub fn new(model_config: &ModelConfig, config: &TrainConfig, device: Device) -> Result<Self, EncoderError> {
         tch::manual_seed(model_config.seed);
         let vars = nn::VarStore::new(device);
-        let model = JointModel::new(&vars.root(), model_config);
+        let model = JointModel::new(&vars.root(), model_config)?;
+        let (window, rank_k, width) = (config.pseudo.wta_window as i64, config.pseudo.rank_k, model.dim());
+        if window > width || rank_k > width {
+            return Err(EncoderError::FeatureWidth { window, rank_k, width });
+        }
         let mut ema_vars = nn::VarStore::new(device);
-        let ema = JointModel::new(&ema_vars.root(), model_config);
+        let ema = JointModel::new(&ema_vars.root(), model_config)?;
         ema_vars.copy(&vars)?;
         let online = vars.variables();
         // The mask of the head's outputs in use is set, not averaged.

@@ -73,6 +73,13 @@ impl Learner {
         Ok(())
     }
 
+    /// The online model's visual (else audio) encoder as TorchScript, traced on `example`
+    /// (see [`crate::model::JointModel::trace_encoder`]); the learner trains no more after it.
+    pub fn trace_encoder(&mut self, visual: bool, example: &Tensor) -> Result<tch::CModule, tch::TchError> {
+        self.vars.freeze();
+        self.model.trace_encoder(visual, example)
+    }
+
     /// A copy of the online model's weights and batch-norm statistics, by checkpoint name.
     pub fn snapshot(&self) -> Vec<(String, Tensor)> {
         let _guard = tch::no_grad_guard();

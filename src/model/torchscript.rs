@@ -1,0 +1,230 @@
+//! A pretrained backbone as an encoder: `model.visual_encoder` or `model.audio_encoder =
+//! "torchscript:PATH"` loads a TorchScript module (`tch::CModule`) whose output `[N, D]` is the
+//! representation `z_m`; the projections and heads are built on its width, read from one probe
+//! forward pass at start. The module reads `[N, C, H, W]` images: each frame (a window's
+//! features are the mean over its frames, as the built-in encoder's) or the log-mel
+//! spectrogram, resized to `size` and normalised as `model.visual_input` / `audio_input` say;
+//! or, with `model.visual_input.stack_frames = T`, a window's frames stacked as a clip
+//! `[N, 3, T, H, W]` (the layout of video backbones such as torchvision's R(2+1)D).
+//!
+//! What trains (`model.encoder_training`): nothing of the module (`frozen`: its forward pass runs
+//! without gradients), the parameters whose names start with a prefix of
+//! `model.fine_tune_prefix` (`last-block`), or all of them (`full`). The parameters that train
+//! are registered in the model's `VarStore` under `<visual|audio>.script.<name with _ for .>`,
+//! so the optimiser, the momentum encoder and checkpoints see them and nothing else of the
+//! module: a checkpoint never holds a frozen backbone. The module always runs in evaluation
+//! mode (its batch-norm statistics and dropout as exported).
+
+use std::path::{Path, PathBuf};
+
+use tch::{nn, CModule, Kind, Tensor};
+
+use crate::config::{EncoderInput, EncoderTraining};
+
+/// A TorchScript encoder that cannot serve, said at start.
+#[derive(Debug, thiserror::Error)]
+pub enum EncoderError {
+    #[error("{key}: {path}: no such file")]
+    Missing { key: &'static str, path: PathBuf },
+    #[error("{key}: {path}: not a TorchScript module libtorch can load: {reason}")]
+    NotTorchScript { key: &'static str, path: PathBuf, reason: String },
+    #[error("{key}: {path}: the module failed on a probe input of shape {shape:?} (the size it reads is {key}'s input `size`): {reason}")]
+    Refused { key: &'static str, path: PathBuf, shape: Vec<i64>, reason: String },
+    #[error("{key}: {path}: for a probe input of shape {shape:?} the module returned shape {found:?}; z must be [N, D] with N = {n}")]
+    OutputShape { key: &'static str, path: PathBuf, shape: Vec<i64>, found: Vec<i64>, n: i64 },
+    #[error("{key}: {path}: the module's output for a probe input holds NaN or infinite values")]
+    NotFinite { key: &'static str, path: PathBuf },
+    #[error("{key}: {path}: encoder_training = \"{mode}\", but the module exposes no parameters to train (a traced module holds its weights as constants: use \"frozen\")")]
+    NoParameters { key: &'static str, path: PathBuf, mode: &'static str },
+    #[error(
+        "model.fine_tune_prefix: no parameter of {path} starts with any of {prefixes:?}; its parameters begin {names}"
+    )]
+    NoMatch { path: PathBuf, prefixes: Vec<String>, names: String },
+    #[error("train.pseudo.wta_window ({window}) and train.pseudo.rank_k ({rank_k}) must not exceed the width of z ({width}) the encoders give")]
+    FeatureWidth { window: i64, rank_k: i64, width: i64 },
+    #[error("model: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+/// Windows in the probe batch.
+const PROBE: i64 = 2;
+
+/// A loaded TorchScript encoder, checked by a probe forward pass.
+#[derive(Debug)]
+pub struct ScriptEncoder {
+    module: CModule,
+    /// `[H, W]` the module reads.
+    size: [i64; 2],
+    /// `[1, C, 1, 1]`.
+    mean: Tensor,
+    std: Tensor,
+    /// No parameter of the module trains: its forward pass needs no gradients.
+    frozen: bool,
+    /// Frames stacked per window (`[N, 3, T, H, W]`); 0: each frame on its own, averaged.
+    stack: i64,
+    dim: i64,
+}
+
+impl ScriptEncoder {
+    /// Loads the module at `path` for the encoder named by config key `key`, whose input has
+    /// `channels` channels, onto `root`'s device, registers the parameters `training` trains
+    /// under `root`, and probes it.
+    pub fn load(
+        root: &nn::Path,
+        key: &'static str,
+        path: &Path,
+        input: &EncoderInput,
+        channels: i64,
+        training: EncoderTraining,
+        prefixes: &[String],
+    ) -> Result<Self, EncoderError> {
+        let path_buf = || path.to_path_buf();
+        if !path.is_file() {
+            return Err(EncoderError::Missing { key, path: path_buf() });
+        }
+        let mut module = CModule::load_on_device(path, root.device()).map_err(|e| EncoderError::NotTorchScript {
+            key,
+            path: path_buf(),
+            reason: first_line(&e),
+        })?;
+        module.f_set_eval()?;
+        let parameters = module.named_parameters()?;
+        let trains = |name: &str| match training {
+            EncoderTraining::Frozen => false,
+            EncoderTraining::LastBlock => prefixes.iter().any(|p| name.starts_with(p.as_str())),
+            EncoderTraining::Full => true,
+        };
+        if training != EncoderTraining::Frozen {
+            if parameters.is_empty() {
+                let mode = if training == EncoderTraining::Full { "full" } else { "last-block" };
+                return Err(EncoderError::NoParameters { key, path: path_buf(), mode });
+            }
+            if !parameters.iter().any(|(name, _)| trains(name)) {
+                let names: Vec<&str> = parameters.iter().take(8).map(|(n, _)| n.as_str()).collect();
+                return Err(EncoderError::NoMatch {
+                    path: path_buf(),
+                    prefixes: prefixes.to_vec(),
+                    names: names.join(", "),
+                });
+            }
+        }
+        let mut frozen = true;
+        for (name, tensor) in parameters {
+            if trains(&name) {
+                frozen = false;
+                // The module's own tensor: the optimiser's updates are the module's weights.
+                let _ = (root / "script").add(&name.replace('.', "_"), tensor, true);
+            } else {
+                let _ = tensor.set_requires_grad(false);
+            }
+        }
+        let per_channel = |values: &[f64]| {
+            let values: Vec<f32> = (0..channels as usize).map(|c| values[c.min(values.len() - 1)] as f32).collect();
+            Tensor::from_slice(&values).view([1, channels, 1, 1]).to(root.device())
+        };
+        let mut encoder = Self {
+            module,
+            size: [input.size[0], input.size[1]],
+            mean: per_channel(&input.mean),
+            std: per_channel(&input.std),
+            frozen,
+            stack: input.stack_frames,
+            dim: 0,
+        };
+        encoder.dim = encoder.probe(key, path, channels, root.device())?;
+        Ok(encoder)
+    }
+
+    /// One forward pass on random input of the size the module reads: the width of `z`, or why
+    /// the module cannot serve.
+    fn probe(&self, key: &'static str, path: &Path, channels: i64, device: tch::Device) -> Result<i64, EncoderError> {
+        let _guard = tch::no_grad_guard();
+        let [h, w] = self.size;
+        let input = if self.stack > 0 {
+            let frames = Tensor::rand([PROBE * self.stack, channels, h, w], (Kind::Float, device));
+            self.clip(&self.normalise(&frames), PROBE)
+        } else {
+            self.normalise(&Tensor::rand([PROBE, channels, h, w], (Kind::Float, device)))
+        };
+        let shape = input.size();
+        let out = self.module.forward_ts(&[input]).map_err(|e| EncoderError::Refused {
+            key,
+            path: path.to_path_buf(),
+            shape: shape.clone(),
+            reason: first_line(&e),
+        })?;
+        let found = out.size();
+        if found.len() != 2 || found[0] != PROBE || found[1] < 1 {
+            return Err(EncoderError::OutputShape { key, path: path.to_path_buf(), shape, found, n: PROBE });
+        }
+        if out.isfinite().all().int64_value(&[]) == 0 {
+            return Err(EncoderError::NotFinite { key, path: path.to_path_buf() });
+        }
+        Ok(found[1])
+    }
+
+    fn normalise(&self, x: &Tensor) -> Tensor {
+        (x - &self.mean) / &self.std
+    }
+
+    /// `[N·T, 3, H, W]` prepared frames of `n` windows as `[N, 3, T, H, W]` clips.
+    fn clip(&self, frames: &Tensor, n: i64) -> Tensor {
+        let [h, w] = self.size;
+        frames.view([n, self.stack, 3, h, w]).permute([0, 2, 1, 3, 4])
+    }
+
+    /// `[N, C, H', W']` resized to the module's size and normalised.
+    fn prepare(&self, x: &Tensor) -> Tensor {
+        if x.size()[2..] == self.size {
+            self.normalise(x)
+        } else {
+            self.normalise(&x.upsample_bilinear2d(self.size, false, None, None))
+        }
+    }
+
+    fn run(&self, input: Tensor) -> Tensor {
+        let shape = input.size();
+        let run = || self.module.forward_ts(&[&input]);
+        // The probe checked the shapes: a failure here is libtorch's (memory), as for any layer.
+        let z = if self.frozen { tch::no_grad(run) } else { run() };
+        z.unwrap_or_else(|e| panic!("the TorchScript encoder failed on a batch of shape {shape:?}: {}", first_line(&e)))
+    }
+
+    /// Width of `z`.
+    pub fn dim(&self) -> i64 {
+        self.dim
+    }
+
+    /// Frames `[B, T, 3, H, W]` in [0, 1] (each frame, then the mean over `T`; or the clip of
+    /// `T` stacked frames) or images `[N, C, H, W]` → `[N, D]`.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        if x.dim() == 5 {
+            let (b, t) = (x.size()[0], x.size()[1]);
+            let frames = self.prepare(&x.flatten(0, 1));
+            if self.stack > 0 {
+                return self.run(self.clip(&frames, b));
+            }
+            return self.run(frames).view([b, t, self.dim]).mean_dim(1, false, Kind::Float);
+        }
+        self.run(self.prepare(x))
+    }
+
+    /// Whether the module reads clips of stacked frames.
+    pub fn stacks_frames(&self) -> bool {
+        self.stack > 0
+    }
+}
+
+/// The first line of a libtorch error (the rest is its C++ backtrace).
+fn first_line(e: &tch::TchError) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_owned()
+}
+
+/// What a checkpoint records of a module file: its length and CRC-32, so that a checkpoint
+/// trained on top of one backbone is refused on top of another.
+pub fn file_fingerprint(path: &Path) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => format!("{} bytes, crc32 {:08x}", bytes.len(), crc32fast::hash(&bytes)),
+        Err(e) => format!("unreadable: {e}"),
+    }
+}
