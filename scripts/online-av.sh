@@ -12,6 +12,9 @@
 #        MODALITY= visual | audio | both (default: config/av-digits.toml's, both)
 #        START= a checkpoint to start from (checkpoint.start; e.g. the known-only one of
 #        `eval --known-only --save-checkpoint`); empty: untrained start
+#        ENCODER= a TorchScript visual encoder (model.visual_encoder = "torchscript:…", e.g. one
+#        `novelstream export-encoder` wrote), reading the 32x32 frames as they are (mean 0, std
+#        1); ENCODER_TRAINING=frozen (or last-block with FINE_TUNE_PREFIX=…, or full)
 # Writes OUT/score.json, OUT/accuracy.svg, OUT/metrics.txt, OUT/rss.tsv and OUT/summary.txt.
 set -euo pipefail
 WORK=$(mktemp -d /tmp/novelstream-online.XXXXXX)
@@ -46,6 +49,17 @@ listen = "127.0.0.1:$MPORT"
 [checkpoint]
 start = "${START:+$(readlink -f "$START")}"
 TOML
+if [ -n "${ENCODER:-}" ]; then
+  python3 "$ROOT/scripts/toml_merge.py" "$WORK/online.toml" - >"$WORK/encoder.toml" <<TOML
+[model]
+visual_encoder = "torchscript:$(readlink -f "$ENCODER")"
+encoder_training = "${ENCODER_TRAINING:-frozen}"
+fine_tune_prefix = [${FINE_TUNE_PREFIX:+\"$FINE_TUNE_PREFIX\"}]
+[model.visual_input]
+size = [32, 32]
+TOML
+  mv "$WORK/encoder.toml" "$WORK/online.toml"
+fi
 
 clips=$(train_clips "$SET/manifest.json" "$MINUTES * 60 * $RATE")
 run_for=$(python3 -c "print(int($MINUTES * 60) + 300)")
@@ -75,7 +89,7 @@ grep -E '^novelstream_(model_version|train_steps_total|cluster_changed_fraction|
 # Stability of the published ids: the replay windows whose published decision changed at each of
 # the last 10 versions; at least 1 minus their sum kept their decision through all 10.
 grep -a "assigning with a new model version" "$OUT/daemon.log" | sed -n 's/.*changed_fraction=\([0-9.e-]*\).*/\1/p' |
-  tail -n 10 | python3 -c "import sys; f = [float(x) for x in sys.stdin]; print(f'replay windows whose published decision changed, last {len(f)} versions: ' + ' '.join(f'{x:.3f}' for x in f) + f'; at least {100 * (1 - sum(f)):.1f}% kept it through all of them')" |
+  tail -n 10 | python3 -c "import sys; f = [float(x) for x in sys.stdin]; print(f'replay windows whose published decision changed, last {len(f)} versions: ' + ' '.join(f'{x:.3f}' for x in f) + f'; at least {max(0.0, 100 * (1 - sum(f))):.1f}% kept it through all of them')" |
   tee -a "$OUT/summary.txt" || true
 kill -TERM "$daemon"
 wait "$daemon" || true
