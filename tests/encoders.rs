@@ -461,17 +461,12 @@ fn the_daemon_runs_with_a_torchscript_encoder_in_each_mode() {
         std::fs::write(&config, toml).unwrap();
         let daemon = Daemon::start(&["run", "--config", config.to_str().unwrap()]);
         let clip = clips.join("a.ts");
+        let produce = |stream: &str| {
+            let args = ["produce", "--brokers", &broker.address, "--topic", &input, "--stream-id", stream];
+            novelstream(&[&args[..], &[clip.to_str().unwrap()]].concat())
+        };
         for stream in ["cam-1", "cam-2", "cam-3"] {
-            novelstream(&[
-                "produce",
-                "--brokers",
-                &broker.address,
-                "--topic",
-                &input,
-                "--stream-id",
-                stream,
-                clip.to_str().unwrap(),
-            ]);
+            produce(stream);
         }
         // 7 windows a clip. Then one more clip at a time until one is assigned by a trained
         // version (the trainer publishes every 2 steps once 4 unlabelled windows are buffered).
@@ -488,17 +483,7 @@ fn the_daemon_runs_with_a_torchscript_encoder_in_each_mode() {
             if newest >= 1 || std::time::Instant::now() > deadline {
                 break newest;
             }
-            let stream = format!("more-{expect}");
-            novelstream(&[
-                "produce",
-                "--brokers",
-                &broker.address,
-                "--topic",
-                &input,
-                "--stream-id",
-                &stream,
-                clip.to_str().unwrap(),
-            ]);
+            produce(&format!("more-{expect}"));
             expect += 7;
         };
         assert!(daemon.terminate(Duration::from_secs(30)).success(), "{mode}");
