@@ -256,6 +256,49 @@ fn a_module_with_parameters_trains_what_encoder_training_says() {
     assert!(!after.iter().any(|(n, _)| n.contains(".script.")));
 }
 
+/// A TorchScript audio encoder reads the log-mel spectrogram `[N, 1, 64, F]` resized to
+/// `model.audio_input.size`, beside the built-in visual encoder: `z = [z_v; z_a]` is as wide as
+/// both, and the audio projection trains on the module's features.
+#[test]
+fn a_module_serves_as_the_audio_encoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audio.pt");
+    tch::manual_seed(0);
+    let mut vars = nn::VarStore::new(Device::Cpu);
+    let linear = nn::linear(vars.root() / "fc", 16, WIDTH, Default::default());
+    vars.freeze();
+    let example = Tensor::rand([2, 1, 32, 32], (Kind::Float, Device::Cpu));
+    CModule::create_by_tracing("Audio", "forward", &[example], &mut |x| {
+        vec![linear.forward(&x[0].adaptive_avg_pool2d([4, 4]).flatten(1, -1))]
+    })
+    .unwrap()
+    .save(&path)
+    .unwrap();
+    let config = ModelConfig {
+        modality: novelstream::config::Modality::Both,
+        channels: vec![8],
+        audio_encoder: EncoderSource::TorchScript(path.clone()),
+        audio_input: EncoderInput { size: vec![32, 32], mean: vec![-4.0], std: vec![2.0], stack_frames: 0 },
+        visual_encoder: EncoderSource::Builtin,
+        ..model(&path, EncoderTraining::Frozen, &[])
+    };
+    let mut learner = Learner::new(&config, &train_config(), Device::Cpu).unwrap();
+    let opts = (Kind::Float, Device::Cpu);
+    let windows = |n| Input {
+        frames: Some(Tensor::rand([n, 2, 3, 12, 12], opts)),
+        mel: Some(Tensor::randn([n, 1, 64, 98], opts)),
+    };
+    let before = learner.state().2;
+    for _ in 0..3 {
+        learner.step(&windows(4), &Tensor::from_slice(&[0i64, 1, 0, 1]), &windows(4));
+    }
+    let after = learner.state().2;
+    assert!(moved(&before, &after, "online.proj_a.out.weight") && moved(&before, &after, "online.visual.stem.weight"));
+    let novel = after.iter().find(|(n, _)| n == "online.novel.weight").unwrap();
+    assert_eq!(novel.1.size(), [2, 8 + WIDTH], "z = [z_v; z_a]");
+    assert!(!after.iter().any(|(n, _)| n.starts_with("online.audio.")), "nothing of the frozen module");
+}
+
 /// A video backbone reads a window's frames as one clip `[N, 3, T, H, W]`
 /// (`model.visual_input.stack_frames = T`): the learner trains on it, and a frame-order
 /// dependent module sees the frames in their order.
