@@ -172,7 +172,7 @@ fn model(path: &Path, training: EncoderTraining, prefixes: &[&str]) -> ModelConf
         visual_encoder: EncoderSource::TorchScript(path.to_path_buf()),
         encoder_training: training,
         fine_tune_prefix: prefixes.iter().map(|p| p.to_string()).collect(),
-        visual_input: EncoderInput { size: vec![16, 16], mean: vec![0.5], std: vec![0.25], stack_frames: 0 },
+        visual_input: EncoderInput { size: vec![16, 16], mean: vec![0.5], std: vec![0.25], ..Default::default() },
         projection_dim: 8,
         ..Default::default()
     }
@@ -278,7 +278,7 @@ fn a_module_serves_as_the_audio_encoder() {
         modality: novelstream::config::Modality::Both,
         channels: vec![8],
         audio_encoder: EncoderSource::TorchScript(path.clone()),
-        audio_input: EncoderInput { size: vec![32, 32], mean: vec![-4.0], std: vec![2.0], stack_frames: 0 },
+        audio_input: EncoderInput { size: vec![32, 32], mean: vec![-4.0], std: vec![2.0], ..Default::default() },
         visual_encoder: EncoderSource::Builtin,
         ..model(&path, EncoderTraining::Frozen, &[])
     };
@@ -297,6 +297,33 @@ fn a_module_serves_as_the_audio_encoder() {
     let novel = after.iter().find(|(n, _)| n == "online.novel.weight").unwrap();
     assert_eq!(novel.1.size(), [2, 8 + WIDTH], "z = [z_v; z_a]");
     assert!(!after.iter().any(|(n, _)| n.starts_with("online.audio.")), "nothing of the frozen module");
+}
+
+/// A module trained on grayscale images reads one channel: with `grayscale` the frames become
+/// their luminance; without it the module is refused at start.
+#[test]
+fn a_grayscale_module_reads_luminance() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gray.pt");
+    tch::manual_seed(0);
+    let mut vars = nn::VarStore::new(Device::Cpu);
+    let linear = nn::linear(vars.root() / "fc", 16, WIDTH, Default::default());
+    vars.freeze();
+    let example = Tensor::rand([2, 1, 16, 16], (Kind::Float, Device::Cpu));
+    CModule::create_by_tracing("Gray", "forward", &[example], &mut |x| {
+        // The channel count is part of the traced graph: 3 channels fail the linear layer.
+        vec![linear.forward(&x[0].adaptive_avg_pool2d([4, 4]).flatten(1, -1))]
+    })
+    .unwrap()
+    .save(&path)
+    .unwrap();
+    let rgb = model(&path, EncoderTraining::Frozen, &[]);
+    let e = Learner::new(&rgb, &train_config(), Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("failed on a probe input of shape [2, 3, 16, 16]"), "{e}");
+    let gray = ModelConfig { visual_input: EncoderInput { grayscale: true, ..rgb.visual_input.clone() }, ..rgb };
+    let mut learner = Learner::new(&gray, &train_config(), Device::Cpu).unwrap();
+    let (before, after) = train(&mut learner);
+    assert!(moved(&before, &after, "online.known.weight"));
 }
 
 /// A video backbone reads a window's frames as one clip `[N, 3, T, H, W]`
@@ -319,7 +346,13 @@ fn a_module_of_stacked_frames_reads_clips() {
     .save(&path)
     .unwrap();
     let config = ModelConfig {
-        visual_input: EncoderInput { size: vec![16, 16], mean: vec![0.5], std: vec![0.25], stack_frames: 2 },
+        visual_input: EncoderInput {
+            size: vec![16, 16],
+            mean: vec![0.5],
+            std: vec![0.25],
+            stack_frames: 2,
+            ..Default::default()
+        },
         ..model(&path, EncoderTraining::Frozen, &[])
     };
     let mut learner = Learner::new(&config, &train_config(), Device::Cpu).unwrap();

@@ -171,19 +171,34 @@ pub struct EncoderInput {
     /// Visual only: 0, each frame through the module and the features averaged; or
     /// `decode.frames`, a window's frames stacked as one clip `[N, 3, T, H, W]` (video backbones).
     pub stack_frames: i64,
+    /// Visual only: frames become one luminance channel (`C` = 1) for a module trained on
+    /// grayscale images.
+    pub grayscale: bool,
 }
 
 impl Default for EncoderInput {
     fn default() -> Self {
-        Self { size: Vec::new(), mean: vec![0.0], std: vec![1.0], stack_frames: 0 }
+        Self { size: Vec::new(), mean: vec![0.0], std: vec![1.0], stack_frames: 0, grayscale: false }
     }
 }
 
 impl EncoderInput {
-    /// `keys`: this table's `size`, `mean`, `std` and `stack_frames` keys; `channels` of the
-    /// module's input.
-    fn validate(&self, keys: [&'static str; 4], channels: usize) -> Result<(), ConfigError> {
-        let [size, mean, std, stack] = keys;
+    /// Channels of the images the module reads: 3 (RGB frames), 1 (grayscale frames, or the
+    /// log-mel spectrogram).
+    pub fn channels(&self, visual: bool) -> i64 {
+        if visual && !self.grayscale {
+            3
+        } else {
+            1
+        }
+    }
+}
+
+impl EncoderInput {
+    /// `keys`: this table's `size`, `mean`, `std`, `stack_frames` and `grayscale` keys.
+    fn validate(&self, keys: [&'static str; 5], visual: bool) -> Result<(), ConfigError> {
+        let [size, mean, std, stack, grayscale] = keys;
+        let channels = self.channels(visual) as usize;
         if self.size.len() != 2 || self.size.iter().any(|&s| s < 1) {
             return invalid(size, "must be [height, width], the size the TorchScript encoder reads");
         }
@@ -198,8 +213,11 @@ impl EncoderInput {
         if self.std.iter().any(|&s| !s.is_finite() || s <= 0.0) {
             return invalid(std, "must be above 0");
         }
-        if self.stack_frames < 0 || (channels == 1 && self.stack_frames != 0) {
+        if self.stack_frames < 0 || (!visual && self.stack_frames != 0) {
             return invalid(stack, "must be 0, or decode.frames for a visual encoder that reads clips");
+        }
+        if !visual && self.grayscale {
+            return invalid(grayscale, "applies to frames only");
         }
         Ok(())
     }
@@ -311,8 +329,9 @@ impl ModelConfig {
                     "model.visual_input.mean",
                     "model.visual_input.std",
                     "model.visual_input.stack_frames",
+                    "model.visual_input.grayscale",
                 ],
-                3,
+                true,
             )?;
         }
         if self.modality.audio() && self.audio_encoder.torchscript().is_some() {
@@ -322,8 +341,9 @@ impl ModelConfig {
                     "model.audio_input.mean",
                     "model.audio_input.std",
                     "model.audio_input.stack_frames",
+                    "model.audio_input.grayscale",
                 ],
-                1,
+                false,
             )?;
         }
         if self.encoder_training == EncoderTraining::LastBlock

@@ -137,6 +137,15 @@ fn torchscript_encoders_and_their_input() {
         ),
         ("[model]\nmodality = \"audio\"\naudio_encoder = \"torchscript:a.pt\"\n".into(), "model.audio_input.size"),
         (
+            "[model]\nmodality = \"audio\"\naudio_encoder = \"torchscript:a.pt\"\n[model.audio_input]\nsize = [4, 4]\ngrayscale = true\n"
+                .into(),
+            "model.audio_input.grayscale",
+        ),
+        (
+            format!("{scripted}[model.visual_input]\nsize = [4, 4]\ngrayscale = true\nmean = [0.1, 0.2, 0.3]\n"),
+            "model.visual_input.mean",
+        ),
+        (
             format!("[decode]\nframes = 4\n{scripted}[model.visual_input]\nsize = [4, 4]\nstack_frames = 3\n"),
             "model.visual_input.stack_frames",
         ),

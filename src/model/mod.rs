@@ -104,11 +104,12 @@ enum Encoder {
 impl Encoder {
     /// The encoder `source` names for a modality, under `path` (`visual` or `audio`).
     fn new(path: nn::Path, source: &EncoderSource, config: &ModelConfig, visual: bool) -> Result<Self, EncoderError> {
-        let (key, input, channels) = if visual {
-            ("model.visual_encoder", &config.visual_input, 3)
+        let (key, input) = if visual {
+            ("model.visual_encoder", &config.visual_input)
         } else {
-            ("model.audio_encoder", &config.audio_input, 1)
+            ("model.audio_encoder", &config.audio_input)
         };
+        let channels = input.channels(visual);
         Ok(match source.torchscript() {
             Some(file) => Self::Script(ScriptEncoder::load(
                 &path,

@@ -60,8 +60,10 @@ pub struct ScriptEncoder {
     std: Tensor,
     /// No parameter of the module trains: its forward pass needs no gradients.
     frozen: bool,
-    /// Frames stacked per window (`[N, 3, T, H, W]`); 0: each frame on its own, averaged.
+    /// Frames stacked per window (`[N, C, T, H, W]`); 0: each frame on its own, averaged.
     stack: i64,
+    /// Channels the module reads; RGB frames become one luminance channel when it is 1.
+    channels: i64,
     dim: i64,
 }
 
@@ -129,6 +131,7 @@ impl ScriptEncoder {
             std: per_channel(&input.std),
             frozen,
             stack: input.stack_frames,
+            channels,
             dim: 0,
         };
         encoder.dim = encoder.probe(key, path, channels, root.device())?;
@@ -167,16 +170,23 @@ impl ScriptEncoder {
         (x - &self.mean) / &self.std
     }
 
-    /// `[N·T, 3, H, W]` prepared frames of `n` windows as `[N, 3, T, H, W]` clips.
+    /// `[N·T, C, H, W]` prepared frames of `n` windows as `[N, C, T, H, W]` clips.
     fn clip(&self, frames: &Tensor, n: i64) -> Tensor {
         let [h, w] = self.size;
-        frames.view([n, self.stack, 3, h, w]).permute([0, 2, 1, 3, 4])
+        frames.view([n, self.stack, self.channels, h, w]).permute([0, 2, 1, 3, 4])
     }
 
-    /// `[N, C, H', W']` resized to the module's size and normalised.
+    /// `[N, C, H', W']` as the module reads it: RGB to luminance (ITU-R BT.601) for a one-channel
+    /// module, resized to its size, normalised.
     fn prepare(&self, x: &Tensor) -> Tensor {
+        let x = if self.channels == 1 && x.size()[1] == 3 {
+            let weights = Tensor::from_slice(&[0.299f32, 0.587, 0.114]).view([1, 3, 1, 1]).to(x.device());
+            (x * weights).sum_dim_intlist(1, true, Kind::Float)
+        } else {
+            x.shallow_clone()
+        };
         if x.size()[2..] == self.size {
-            self.normalise(x)
+            self.normalise(&x)
         } else {
             self.normalise(&x.upsample_bilinear2d(self.size, false, None, None))
         }
