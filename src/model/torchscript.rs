@@ -13,11 +13,13 @@
 //! are registered in the model's `VarStore` under `<visual|audio>.script.<name with _ for .>`,
 //! so the optimiser, the momentum encoder and checkpoints see them and nothing else of the
 //! module: a checkpoint never holds a frozen backbone. The module always runs in evaluation
-//! mode (its batch-norm statistics and dropout as exported).
+//! mode (its batch-norm statistics and dropout as exported). A frozen module is loaded once per
+//! process and shared by the trainer's online and momentum models and the assigner.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
-use tch::{nn, CModule, Kind, Tensor};
+use tch::{nn, CModule, Device, Kind, Tensor};
 
 use crate::config::{EncoderInput, EncoderTraining};
 
@@ -52,7 +54,8 @@ const PROBE: i64 = 2;
 /// A loaded TorchScript encoder, checked by a probe forward pass.
 #[derive(Debug)]
 pub struct ScriptEncoder {
-    module: CModule,
+    /// Shared by every frozen load of the same file (see [`FROZEN`]).
+    module: Arc<CModule>,
     /// `[H, W]` the module reads.
     size: [i64; 2],
     /// `[1, C, 1, 1]`.
@@ -84,12 +87,8 @@ impl ScriptEncoder {
         if !path.is_file() {
             return Err(EncoderError::Missing { key, path: path_buf() });
         }
-        let mut module = CModule::load_on_device(path, root.device()).map_err(|e| EncoderError::NotTorchScript {
-            key,
-            path: path_buf(),
-            reason: first_line(&e),
-        })?;
-        module.f_set_eval()?;
+        let module = load(path, root.device(), training == EncoderTraining::Frozen)
+            .map_err(|e| EncoderError::NotTorchScript { key, path: path_buf(), reason: first_line(&e) })?;
         let parameters = module.named_parameters()?;
         let trains = |name: &str| match training {
             EncoderTraining::Frozen => false,
@@ -140,7 +139,7 @@ impl ScriptEncoder {
 
     /// One forward pass on random input of the size the module reads: the width of `z`, or why
     /// the module cannot serve.
-    fn probe(&self, key: &'static str, path: &Path, channels: i64, device: tch::Device) -> Result<i64, EncoderError> {
+    fn probe(&self, key: &'static str, path: &Path, channels: i64, device: Device) -> Result<i64, EncoderError> {
         let _guard = tch::no_grad_guard();
         let [h, w] = self.size;
         let input = if self.stack > 0 {
@@ -225,6 +224,31 @@ impl ScriptEncoder {
     }
 }
 
+/// Frozen modules loaded, by file and device: nothing of a frozen module changes, so the
+/// trainer's online and momentum models and the assigner share one copy of the backbone
+/// instead of three. A module no encoder holds any more is loaded afresh.
+static FROZEN: Mutex<Vec<(PathBuf, Device, Weak<CModule>)>> = Mutex::new(Vec::new());
+
+/// The module at `path` on `device` in evaluation mode; with `shared`, the copy a frozen
+/// encoder already holds, if any.
+fn load(path: &Path, device: Device, shared: bool) -> Result<Arc<CModule>, tch::TchError> {
+    let mut frozen = FROZEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    frozen.retain(|(_, _, module)| module.strong_count() > 0);
+    if shared {
+        let held = frozen.iter().find(|(p, d, _)| p == path && *d == device).and_then(|(_, _, m)| m.upgrade());
+        if let Some(module) = held {
+            return Ok(module);
+        }
+    }
+    let mut module = CModule::load_on_device(path, device)?;
+    module.f_set_eval()?;
+    let module = Arc::new(module);
+    if shared {
+        frozen.push((path.to_path_buf(), device, Arc::downgrade(&module)));
+    }
+    Ok(module)
+}
+
 /// The first line of a libtorch error (the rest is its C++ backtrace).
 fn first_line(e: &tch::TchError) -> String {
     e.to_string().lines().next().unwrap_or_default().to_owned()
@@ -236,5 +260,41 @@ pub fn file_fingerprint(path: &Path) -> String {
     match std::fs::read(path) {
         Ok(bytes) => format!("{} bytes, crc32 {:08x}", bytes.len(), crc32fast::hash(&bytes)),
         Err(e) => format!("unreadable: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn::Module;
+
+    /// Frozen loads of one file share a module (the backbone is in memory once for the
+    /// trainer's two models and the assigner); once none holds it, it is loaded afresh.
+    #[test]
+    fn frozen_loads_of_a_file_share_one_module() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.pt");
+        let mut vars = nn::VarStore::new(Device::Cpu);
+        let linear = nn::linear(vars.root() / "fc", 3, 4, Default::default());
+        vars.freeze();
+        let example = Tensor::rand([2, 3, 8, 8], (Kind::Float, Device::Cpu));
+        CModule::create_by_tracing("M", "forward", &[example], &mut |x| {
+            vec![linear.forward(&x[0].mean_dim([2, 3].as_slice(), false, Kind::Float))]
+        })
+        .unwrap()
+        .save(&path)
+        .unwrap();
+        let input = crate::config::EncoderInput { size: vec![8, 8], ..Default::default() };
+        let encoder = |vars: &nn::VarStore| {
+            ScriptEncoder::load(&vars.root(), "model.visual_encoder", &path, &input, 3, EncoderTraining::Frozen, &[])
+                .unwrap()
+        };
+        let (a_vars, b_vars) = (nn::VarStore::new(Device::Cpu), nn::VarStore::new(Device::Cpu));
+        let (a, b) = (encoder(&a_vars), encoder(&b_vars));
+        assert!(Arc::ptr_eq(&a.module, &b.module));
+        assert_eq!(a.dim(), 4);
+        drop((a, b));
+        let c = encoder(&a_vars);
+        assert_eq!(Arc::strong_count(&c.module), 1, "not held by a dropped encoder");
     }
 }
