@@ -23,19 +23,35 @@ use tch::{nn, nn::Module, CModule, Device, Kind, Tensor};
 /// Width of `z` the test modules give.
 const WIDTH: i64 = 12;
 
+/// A traced module: `pool` of its input (of `example`'s shape), a linear layer from `inputs` to
+/// `WIDTH` features, then `tail`.
+fn traced_module(
+    path: &Path,
+    example: &[i64],
+    inputs: i64,
+    pool: impl Fn(&Tensor) -> Tensor,
+    tail: impl Fn(Tensor) -> Tensor,
+) {
+    tch::manual_seed(0);
+    let mut vars = nn::VarStore::new(Device::Cpu);
+    let linear = nn::linear(vars.root() / "fc", inputs, WIDTH, Default::default());
+    vars.freeze();
+    let example = Tensor::rand(example, (Kind::Float, Device::Cpu));
+    CModule::create_by_tracing("Probe", "forward", &[example], &mut |x| vec![tail(linear.forward(&pool(&x[0])))])
+        .unwrap()
+        .save(path)
+        .unwrap();
+}
+
+/// 4×4 average pooling of `[N, C, H, W]`, flattened.
+fn pooled(x: &Tensor) -> Tensor {
+    x.adaptive_avg_pool2d([4, 4]).flatten(1, -1)
+}
+
 /// A traced module: `[N, 3, H, W]` → 4×4 average pooling → linear → `[N, WIDTH]`, or whatever
 /// `tail` makes of that (to build bad modules).
 fn traced(path: &Path, tail: impl Fn(Tensor) -> Tensor) {
-    tch::manual_seed(0);
-    let mut vars = nn::VarStore::new(Device::Cpu);
-    let linear = nn::linear(vars.root() / "fc", 48, WIDTH, Default::default());
-    vars.freeze();
-    let example = Tensor::rand([2, 3, 16, 16], (Kind::Float, Device::Cpu));
-    let module = CModule::create_by_tracing("Probe", "forward", &[example], &mut |x| {
-        vec![tail(linear.forward(&x[0].adaptive_avg_pool2d([4, 4]).flatten(1, -1)))]
-    })
-    .unwrap();
-    module.save(path).unwrap();
+    traced_module(path, &[2, 3, 16, 16], 48, pooled, tail);
 }
 
 /// A TorchScript archive (a zip of `data.pkl`, `code/__torch__.py`, `constants.pkl`,
@@ -263,17 +279,7 @@ fn a_module_with_parameters_trains_what_encoder_training_says() {
 fn a_module_serves_as_the_audio_encoder() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audio.pt");
-    tch::manual_seed(0);
-    let mut vars = nn::VarStore::new(Device::Cpu);
-    let linear = nn::linear(vars.root() / "fc", 16, WIDTH, Default::default());
-    vars.freeze();
-    let example = Tensor::rand([2, 1, 32, 32], (Kind::Float, Device::Cpu));
-    CModule::create_by_tracing("Audio", "forward", &[example], &mut |x| {
-        vec![linear.forward(&x[0].adaptive_avg_pool2d([4, 4]).flatten(1, -1))]
-    })
-    .unwrap()
-    .save(&path)
-    .unwrap();
+    traced_module(&path, &[2, 1, 32, 32], 16, pooled, |z| z);
     let config = ModelConfig {
         modality: novelstream::config::Modality::Both,
         channels: vec![8],
@@ -305,18 +311,8 @@ fn a_module_serves_as_the_audio_encoder() {
 fn a_grayscale_module_reads_luminance() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gray.pt");
-    tch::manual_seed(0);
-    let mut vars = nn::VarStore::new(Device::Cpu);
-    let linear = nn::linear(vars.root() / "fc", 16, WIDTH, Default::default());
-    vars.freeze();
-    let example = Tensor::rand([2, 1, 16, 16], (Kind::Float, Device::Cpu));
-    CModule::create_by_tracing("Gray", "forward", &[example], &mut |x| {
-        // The channel count is part of the traced graph: 3 channels fail the linear layer.
-        vec![linear.forward(&x[0].adaptive_avg_pool2d([4, 4]).flatten(1, -1))]
-    })
-    .unwrap()
-    .save(&path)
-    .unwrap();
+    // The channel count is part of the traced graph: 3 channels fail the linear layer.
+    traced_module(&path, &[2, 1, 16, 16], 16, pooled, |z| z);
     let rgb = model(&path, EncoderTraining::Frozen, &[]);
     let e = Learner::new(&rgb, &train_config(), Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("failed on a probe input of shape [2, 3, 16, 16]"), "{e}");
@@ -333,18 +329,8 @@ fn a_grayscale_module_reads_luminance() {
 fn a_module_of_stacked_frames_reads_clips() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("clip.pt");
-    tch::manual_seed(0);
-    let mut vars = nn::VarStore::new(Device::Cpu);
-    let linear = nn::linear(vars.root() / "fc", 96, WIDTH, Default::default());
-    vars.freeze();
-    let example = Tensor::rand([2, 3, 2, 16, 16], (Kind::Float, Device::Cpu));
     // Each of the two frames pooled on its own, side by side: order matters.
-    CModule::create_by_tracing("Clip", "forward", &[example], &mut |x| {
-        vec![linear.forward(&x[0].adaptive_avg_pool3d([2, 4, 4]).flatten(1, -1))]
-    })
-    .unwrap()
-    .save(&path)
-    .unwrap();
+    traced_module(&path, &[2, 3, 2, 16, 16], 96, |x| x.adaptive_avg_pool3d([2, 4, 4]).flatten(1, -1), |z| z);
     let config = ModelConfig {
         visual_input: EncoderInput {
             size: vec![16, 16],
@@ -396,16 +382,7 @@ fn bad_modules_are_refused_with_the_reason() {
 
     // A module that reads 8×8 only (its linear layer sees 3·8·8 values) given 16×16.
     let fixed = dir.path().join("fixed.pt");
-    {
-        let mut vars = nn::VarStore::new(Device::Cpu);
-        let linear = nn::linear(vars.root() / "fc", 192, WIDTH, Default::default());
-        vars.freeze();
-        let example = Tensor::rand([2, 3, 8, 8], (Kind::Float, Device::Cpu));
-        CModule::create_by_tracing("Fixed", "forward", &[example], &mut |x| vec![linear.forward(&x[0].flatten(1, -1))])
-            .unwrap()
-            .save(&fixed)
-            .unwrap();
-    }
+    traced_module(&fixed, &[2, 3, 8, 8], 192, |x| x.flatten(1, -1), |z| z);
     let e = error(&fixed, EncoderTraining::Frozen, &[]);
     assert!(e.contains("failed on a probe input of shape [2, 3, 16, 16]"), "{e}");
 
