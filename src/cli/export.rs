@@ -39,8 +39,9 @@ pub fn handle(args: ExportArgs) -> anyhow::Result<()> {
     let config = load_config(args.config.as_deref())?;
     let (model, decode) = (&config.model, &config.decode);
     let visual = matches!(args.encoder, Part::Visual);
+    let part = if visual { "visual" } else { "audio" };
     if !(if visual { model.modality.visual() } else { model.modality.audio() }) {
-        anyhow::bail!("model.modality = {:?} has no such encoder to export", model.modality);
+        anyhow::bail!("model.modality = {:?} has no {part} encoder to export", model.modality);
     }
     let mut learner = Learner::new(model, &config.train, Device::Cpu)?;
     let meta = checkpoint::resume(&args.checkpoint, &mut learner, &fingerprint(model, &config.train, decode))?
@@ -49,28 +50,17 @@ pub fn handle(args: ExportArgs) -> anyhow::Result<()> {
         Tensor::rand([2, 3, i64::from(decode.height), i64::from(decode.width)], (Kind::Float, Device::Cpu))
     } else {
         let mel = LogMel::new(decode.sample_rate);
-        let frames = mel.frames_for((decode.window.as_secs_f64() * f64::from(decode.sample_rate)) as usize);
+        let frames = mel.frames_for(decode.window_samples());
         Tensor::randn([2, 1, mel.bands() as i64, frames as i64], (Kind::Float, Device::Cpu))
     };
     let module = learner.trace_encoder(visual, &example).context("tracing the encoder")?;
     module.save(&args.out).with_context(|| format!("writing {}", args.out.display()))?;
-    let size = example.size();
-    let input = if visual { "visual_input" } else { "audio_input" };
+    let (size, out) = (example.size(), args.out.display());
     println!(
-        "wrote {} (the {} encoder of step {}, version {}): it reads [N, {}, {}, {}]; use it with \
-         model.{}_encoder = \"torchscript:{}\", model.{input}.size = [{}, {}], mean 0, std 1 (encoder_training \
-         \"frozen\": its weights are constants of the traced graph)",
-        args.out.display(),
-        if visual { "visual" } else { "audio" },
-        meta.step,
-        meta.version,
-        size[1],
-        size[2],
-        size[3],
-        if visual { "visual" } else { "audio" },
-        args.out.display(),
-        size[2],
-        size[3],
+        "wrote {out} (the {part} encoder of step {}, version {}): it reads [N, {}, {}, {}]; use it with \
+         model.{part}_encoder = \"torchscript:{out}\", model.{part}_input.size = [{}, {}], mean 0, std 1 \
+         (encoder_training \"frozen\": its weights are constants of the traced graph)",
+        meta.step, meta.version, size[1], size[2], size[3], size[2], size[3],
     );
     Ok(())
 }

@@ -256,9 +256,22 @@ fn first_line(e: &tch::TchError) -> String {
 
 /// What a checkpoint records of a module file: its length and CRC-32, so that a checkpoint
 /// trained on top of one backbone is refused on top of another.
+/// The file is read in pieces: a backbone can be hundreds of megabytes.
 pub fn file_fingerprint(path: &Path) -> String {
-    match std::fs::read(path) {
-        Ok(bytes) => format!("{} bytes, crc32 {:08x}", bytes.len(), crc32fast::hash(&bytes)),
+    let checksum = || -> std::io::Result<(u64, u32)> {
+        let mut file = std::fs::File::open(path)?;
+        let (mut hasher, mut length, mut buffer) = (crc32fast::Hasher::new(), 0u64, vec![0u8; 1 << 20]);
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buffer)?;
+            if n == 0 {
+                return Ok((length, hasher.finalize()));
+            }
+            hasher.update(&buffer[..n]);
+            length += n as u64;
+        }
+    };
+    match checksum() {
+        Ok((length, crc)) => format!("{length} bytes, crc32 {crc:08x}"),
         Err(e) => format!("unreadable: {e}"),
     }
 }
@@ -296,5 +309,9 @@ mod tests {
         drop((a, b));
         let c = encoder(&a_vars);
         assert_eq!(Arc::strong_count(&c.module), 1, "not held by a dropped encoder");
+        // The checkpoint's record of the file, read in pieces, is the whole file's CRC-32.
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(file_fingerprint(&path), format!("{} bytes, crc32 {:08x}", bytes.len(), crc32fast::hash(&bytes)));
+        assert!(file_fingerprint(&dir.path().join("gone.pt")).starts_with("unreadable"));
     }
 }

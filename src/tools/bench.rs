@@ -93,7 +93,7 @@ pub fn assign(
     let assigner = crate::assign::Assigner::untrained(&model, d, device)?;
     let mut rng = crate::rng::SplitMix64::new(0);
     let frame_bytes = (d.height * d.width * 3) as usize * d.frames;
-    let samples = (d.window.as_secs_f64() * f64::from(d.sample_rate)) as usize;
+    let samples = d.window_samples();
     let window = |i: usize| crate::decode::Window {
         index: i as u32,
         start_ms: 0,
@@ -156,7 +156,7 @@ pub fn train(
     let mut learner = crate::train::Learner::new(m, t, device)?;
     let b = t.batch_size as i64;
     let mel = crate::model::LogMel::new(d.sample_rate);
-    let mel_frames = mel.frames_for((d.window.as_secs_f64() * f64::from(d.sample_rate)) as usize) as i64;
+    let mel_frames = mel.frames_for(d.window_samples()) as i64;
     let input = |n: i64| crate::model::Input {
         frames: m.modality.visual().then(|| {
             Tensor::rand([n, d.frames as i64, 3, i64::from(d.height), i64::from(d.width)], (Kind::Float, device))

@@ -44,6 +44,13 @@ pub struct DecodeConfig {
     pub formats: Vec<String>,
 }
 
+impl DecodeConfig {
+    /// Audio samples in one window.
+    pub fn window_samples(&self) -> usize {
+        (self.window.as_secs_f64() * f64::from(self.sample_rate)) as usize
+    }
+}
+
 /// The containers of [`DecodeConfig::formats`] by default: the MP4/MOV family, MPEG-TS and
 /// Matroska/WebM.
 pub const DEFAULT_FORMATS: [&str; 3] = ["mp4", "mpegts", "matroska"];
