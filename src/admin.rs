@@ -12,22 +12,26 @@ use crate::{Error, Result};
 /// Creates each of `names` that does not exist yet, with the configured partitions and
 /// replication factor.
 pub async fn ensure_topics(kafka: &KafkaConfig, names: &[&str]) -> Result<()> {
-    create(kafka, names, false).await
+    create(kafka, names, kafka.topic_partitions, false).await
 }
 
 /// Like [`ensure_topics`], with `cleanup.policy=compact` (the latest record per key is kept).
 pub async fn ensure_compacted_topics(kafka: &KafkaConfig, names: &[&str]) -> Result<()> {
-    create(kafka, names, true).await
+    create(kafka, names, kafka.topic_partitions, true).await
 }
 
-async fn create(kafka: &KafkaConfig, names: &[&str], compacted: bool) -> Result<()> {
+/// The models topic: compacted, of a single partition (its readers rely on one order).
+pub async fn ensure_models_topic(kafka: &KafkaConfig) -> Result<()> {
+    create(kafka, &[&kafka.models_topic], 1, true).await
+}
+
+async fn create(kafka: &KafkaConfig, names: &[&str], partitions: i32, compacted: bool) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> =
         kafka.client_config().create().map_err(Error::kafka("creating admin client"))?;
     let topics: Vec<NewTopic> = names
         .iter()
         .map(|name| {
-            let topic =
-                NewTopic::new(name, kafka.topic_partitions, TopicReplication::Fixed(kafka.topic_replication_factor));
+            let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(kafka.topic_replication_factor));
             if compacted {
                 topic.set("cleanup.policy", "compact")
             } else {

@@ -21,6 +21,7 @@ pub mod sink;
 pub mod source;
 pub mod tools;
 pub mod train;
+pub mod versions;
 
 /// Crate-wide result for the library's top-level entry points.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -67,6 +68,9 @@ pub enum Error {
     /// Exactly-once needs the consumer's group metadata to commit offsets in a transaction.
     #[error("exactly-once: the consumer has no group metadata to commit offsets with")]
     NoGroupMetadata,
+    /// Another trainer claimed a later epoch of the trainer lease: this one must stop.
+    #[error("fenced off: this trainer held epoch {epoch}, another claimed epoch {newest}")]
+    Fenced { epoch: u64, newest: u64 },
     #[error("the {task} task failed: {source}")]
     Task {
         task: &'static str,

@@ -93,6 +93,12 @@ pub struct Metrics {
     pub loss_consistency: Gauge,
     pub wta_positive_rate: Gauge,
     pub model_version: Gauge,
+    /// Model versions read from the models topic and refused (checksum, configuration, shapes).
+    pub models_refused: AtomicU64,
+    /// Model versions this trainer published to the models topic.
+    pub models_published: AtomicU64,
+    /// 1 while this process is the active trainer (`--role train`), 0 while it stands by.
+    pub trainer_active: Gauge,
     /// Share of the replay set whose novel cluster changed at the last new version.
     pub cluster_changed_fraction: Measurement,
     pub consumer_lag: Gauge,
@@ -201,6 +207,27 @@ impl Metrics {
             "counter",
             "Dead outputs of the unlabelled head re-initialised to split the largest (train.clusters.head_min_share).",
             count(&self.head_splits),
+        );
+        sample(
+            out,
+            "models_refused_total",
+            "counter",
+            "Model versions read from the models topic and refused (checksum, configuration or shapes).",
+            count(&self.models_refused),
+        );
+        sample(
+            out,
+            "models_published_total",
+            "counter",
+            "Model versions this trainer published to the models topic.",
+            count(&self.models_published),
+        );
+        sample(
+            out,
+            "trainer_active",
+            "gauge",
+            "1 while this process is the active trainer.",
+            self.trainer_active.get(),
         );
         sample(
             out,

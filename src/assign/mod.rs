@@ -6,6 +6,7 @@ use crate::config::{DecodeConfig, ModelConfig};
 use crate::decode::Window;
 use crate::model::{window_input, EncoderError, JointModel, LogMel};
 use crate::sink::Kind as AssignmentKind;
+use crate::train::checkpoint::RestoreError;
 use crate::train::ClusterIds;
 
 /// The verdict on one window.
@@ -86,6 +87,24 @@ impl Assigner {
         }
         self.version = version;
         self.ids = ids;
+    }
+
+    /// [`Assigner::apply`] for weights from outside this process (the models topic): every
+    /// variable of the model must be among `weights` with its shape, else nothing is applied
+    /// and the first that does not fit is named.
+    pub fn try_apply(
+        &mut self,
+        version: u64,
+        weights: &[(String, Tensor)],
+        ids: ClusterIds,
+    ) -> Result<(), RestoreError> {
+        let found: std::collections::HashMap<&str, &Tensor> = weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        for (name, mine) in self.vars.variables() {
+            let theirs = found.get(name.as_str()).ok_or_else(|| RestoreError::Missing { name: name.clone() })?;
+            RestoreError::check_shape(&name, &mine, theirs)?;
+        }
+        self.apply(version, weights, ids);
+        Ok(())
     }
 
     /// Assigns every window of one segment. Windows of a labelled segment are `known` as that

@@ -16,6 +16,10 @@ pub struct RunArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     kafka: KafkaOverrides,
+    /// What this process does: `all` (one process does everything), `assign` (a stateless
+    /// worker), `train` (the trainer); overrides pipeline.role. See README, "Scaling out".
+    #[arg(long, env = "NOVELSTREAM_ROLE", value_enum)]
+    role: Option<novelstream::config::Role>,
     /// Stop by itself after this long (e.g. `90s`), draining as on SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration)]
     run_for: Option<Duration>,
@@ -23,7 +27,10 @@ pub struct RunArgs {
 
 /// Runs the daemon and prints what it processed once it drained.
 pub async fn handle(args: RunArgs) -> anyhow::Result<()> {
-    let config = args.kafka.load(args.config.as_deref())?;
+    let mut config = args.kafka.load(args.config.as_deref())?;
+    if let Some(role) = args.role {
+        config.pipeline.role = role;
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone(), args.run_for));
     let stats = novelstream::pipeline::run(config, shutdown).await?;

@@ -23,6 +23,12 @@ pub struct KafkaConfig {
     pub dead_letter_topic: String,
     /// Compacted topic with one record per cluster (keyed by cluster id), updated as clusters change.
     pub clusters_topic: String,
+    /// Compacted topic of one partition through which the trainer (`--role train`) hands its
+    /// model versions to the assigners (`--role assign`), and trainers agree which is active.
+    pub models_topic: String,
+    /// Largest piece of a model version on the models topic, in bytes; keep it under the
+    /// broker's `message.max.bytes` (1 MB by default).
+    pub models_chunk_bytes: usize,
     /// Consumer group of the daemon; offsets are committed under it.
     pub group_id: String,
     /// Create missing topics at start-up (needs the broker's permission to create topics).
@@ -54,6 +60,8 @@ impl Default for KafkaConfig {
             output_topic: "novelstream.assignments".into(),
             dead_letter_topic: "novelstream.dead-letters".into(),
             clusters_topic: "novelstream.clusters".into(),
+            models_topic: "novelstream.models".into(),
+            models_chunk_bytes: 512 * 1024,
             group_id: "novelstream".into(),
             create_topics: true,
             topic_partitions: 3,
@@ -149,12 +157,16 @@ impl KafkaConfig {
             ("kafka.output_topic", &self.output_topic),
             ("kafka.dead_letter_topic", &self.dead_letter_topic),
             ("kafka.clusters_topic", &self.clusters_topic),
+            ("kafka.models_topic", &self.models_topic),
             ("kafka.group_id", &self.group_id),
             ("kafka.brokers", &self.brokers),
         ] {
             if value.trim().is_empty() {
                 return invalid(key, "must not be empty");
             }
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.models_chunk_bytes) {
+            return invalid("kafka.models_chunk_bytes", "must be between 1 KiB and 64 MiB");
         }
         Ok(())
     }

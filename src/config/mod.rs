@@ -26,7 +26,7 @@ pub use kafka::{is_secret_property, Delivery, KafkaConfig, Properties};
 pub use metrics::MetricsConfig;
 pub use model::{DevicePreference, EncoderInput, EncoderSource, EncoderTraining, Modality, ModelConfig, NovelClusters};
 pub use online::OnlineConfig;
-pub use pipeline::PipelineConfig;
+pub use pipeline::{PipelineConfig, Role};
 pub use source::SourceConfig;
 pub use train::{
     ClusterPairs, ClusterStart, ClustersConfig, Contrast, LossesConfig, PseudoConfig, PseudoLabelKind, ScheduleConfig,

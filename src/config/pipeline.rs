@@ -7,10 +7,31 @@ use serde::{Deserialize, Serialize};
 
 use super::{invalid, ConfigError};
 
+/// What one process does (`novelstream run --role`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Everything in one process: assign, publish, train (`online.enabled`), write the clusters
+    /// topic.
+    #[default]
+    All,
+    /// A stateless worker of the input group: decode, assign with the newest version on the
+    /// models topic, publish assignments and dead letters.
+    Assign,
+    /// The one trainer (others stand by): trains on the input topic, publishes model versions to
+    /// the models topic and writes the clusters topic.
+    Train,
+}
+
 /// Queue sizes and worker counts between the stages.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
+    /// What this process does: `all`, `assign` or `train` (see README, "Scaling out").
+    pub role: Role,
+    /// A standby trainer takes over once the active one was not heard of for this long.
+    #[serde(with = "humantime_serde")]
+    pub trainer_lease: Duration,
     /// Decoder threads (each decodes one segment at a time).
     pub decode_workers: usize,
     /// Segments waiting for a decoder; when full, consuming waits.
@@ -36,6 +57,8 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
+            role: Role::All,
+            trainer_lease: Duration::from_secs(10),
             decode_workers: 2,
             decode_queue: 8,
             embed_queue: 8,
@@ -50,6 +73,9 @@ impl Default for PipelineConfig {
 
 impl PipelineConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.trainer_lease < Duration::from_secs(1) {
+            return invalid("pipeline.trainer_lease", "must be at least 1s");
+        }
         if self.clusters_interval.is_zero() {
             return invalid("pipeline.clusters_interval", "must be longer than zero");
         }

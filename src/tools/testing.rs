@@ -30,5 +30,6 @@ pub(crate) fn assignment(
         payload: serde_json::to_vec(&a).unwrap(),
         headers: vec![],
         timestamp_ms: time,
+        partition: 0,
     }
 }

@@ -19,6 +19,8 @@ pub struct TopicRecord {
     pub headers: Vec<(String, Vec<u8>)>,
     /// Milliseconds since the epoch, 0 if the record has none.
     pub timestamp_ms: i64,
+    /// The partition it was read from.
+    pub partition: i32,
 }
 
 impl TopicRecord {
@@ -32,6 +34,7 @@ impl TopicRecord {
             payload: m.payload().unwrap_or_default().to_vec(),
             headers,
             timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+            partition: m.partition(),
         }
     }
 }

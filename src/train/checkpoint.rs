@@ -56,6 +56,24 @@ pub enum CheckpointError {
     ConfigChanged { path: PathBuf, keys: Vec<String>, version: u64 },
 }
 
+impl CheckpointMeta {
+    /// The metadata of a state saved now.
+    pub fn new(version: u64, step: u64, wta: &WtaHash, fingerprint: &Fingerprint, cluster_ids: &ClusterIds) -> Self {
+        CheckpointMeta {
+            format: FORMAT,
+            version,
+            step,
+            wta_dim: wta.dim(),
+            wta_prefixes: wta.prefixes().to_vec(),
+            saved_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            fingerprint: fingerprint.clone(),
+            cluster_ids: cluster_ids.clone(),
+        }
+    }
+}
+
 impl CheckpointError {
     /// The model version of a checkpoint that was read but does not fit.
     pub fn mismatched_version(&self) -> Option<u64> {
@@ -105,18 +123,24 @@ pub fn previous(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Writes a checkpoint atomically; the one it replaces becomes [`previous`].
-pub fn save(path: &Path, meta: &CheckpointMeta, tensors: &[(String, Tensor)]) -> Result<(), CheckpointError> {
-    let io = |source| CheckpointError::Io { path: path.to_owned(), source };
+/// A checkpoint as bytes: the tensor archive with the metadata, then the CRC-32 trailer. Model
+/// versions on the models topic are these bytes too.
+pub fn to_bytes(meta: &CheckpointMeta, tensors: &[(String, Tensor)]) -> Result<Vec<u8>, tch::TchError> {
     let meta_bytes = serde_json::to_vec(meta).expect("checkpoint metadata serializes");
     let mut named: Vec<(&str, Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t.to(tch::Device::Cpu))).collect();
     named.push((META, Tensor::from_slice(&meta_bytes)));
     let mut bytes = Vec::new();
-    Tensor::save_multi_to_stream(&named, &mut bytes)
-        .map_err(|source| CheckpointError::Tensors { path: path.to_owned(), source })?;
+    Tensor::save_multi_to_stream(&named, &mut bytes)?;
     let crc = crc32fast::hash(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
     bytes.extend_from_slice(MAGIC);
+    Ok(bytes)
+}
+
+/// Writes a checkpoint atomically; the one it replaces becomes [`previous`].
+pub fn save(path: &Path, meta: &CheckpointMeta, tensors: &[(String, Tensor)]) -> Result<(), CheckpointError> {
+    let io = |source| CheckpointError::Io { path: path.to_owned(), source };
+    let bytes = to_bytes(meta, tensors).map_err(|source| CheckpointError::Tensors { path: path.to_owned(), source })?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
@@ -140,9 +164,13 @@ pub fn save(path: &Path, meta: &CheckpointMeta, tensors: &[(String, Tensor)]) ->
 
 /// Reads and verifies one checkpoint file.
 pub fn load(path: &Path) -> Result<(CheckpointMeta, Vec<(String, Tensor)>), CheckpointError> {
-    let io = |source| CheckpointError::Io { path: path.to_owned(), source };
-    let corrupt = |problem: &str| CheckpointError::Corrupt { path: path.to_owned(), problem: problem.to_owned() };
-    let bytes = std::fs::read(path).map_err(io)?;
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_owned(), source })?;
+    from_bytes(&bytes, path)
+}
+
+/// Verifies and reads checkpoint `bytes` (see [`to_bytes`]); `origin` names them in errors.
+pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<(CheckpointMeta, Vec<(String, Tensor)>), CheckpointError> {
+    let corrupt = |problem: &str| CheckpointError::Corrupt { path: origin.to_owned(), problem: problem.to_owned() };
     if bytes.len() < 8 || &bytes[bytes.len() - 4..] != MAGIC {
         return Err(corrupt("no trailer"));
     }
@@ -151,12 +179,8 @@ pub fn load(path: &Path) -> Result<(CheckpointMeta, Vec<(String, Tensor)>), Chec
     if crc32fast::hash(body) != stored {
         return Err(corrupt("checksum mismatch"));
     }
-    // libtorch reads archives from files: the verified body goes to a scratch file.
-    let scratch = path.with_extension("verified");
-    std::fs::write(&scratch, body).map_err(io)?;
-    let loaded = Tensor::load_multi(&scratch);
-    let _ = std::fs::remove_file(&scratch);
-    let mut tensors = loaded.map_err(|source| CheckpointError::Tensors { path: path.to_owned(), source })?;
+    let loaded = Tensor::load_multi_from_stream(std::io::Cursor::new(body));
+    let mut tensors = loaded.map_err(|source| CheckpointError::Tensors { path: origin.to_owned(), source })?;
     let at = tensors.iter().position(|(n, _)| n == META).ok_or_else(|| corrupt("no metadata"))?;
     let (_, meta) = tensors.swap_remove(at);
     let meta: CheckpointMeta =
@@ -196,18 +220,7 @@ pub fn save_learner(
     cluster_ids: &ClusterIds,
 ) -> Result<u64, CheckpointError> {
     let (step, wta, tensors) = learner.state();
-    let meta = CheckpointMeta {
-        format: FORMAT,
-        version,
-        step,
-        wta_dim: wta.dim(),
-        wta_prefixes: wta.prefixes().to_vec(),
-        saved_at_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
-        fingerprint: fingerprint.clone(),
-        cluster_ids: cluster_ids.clone(),
-    };
+    let meta = CheckpointMeta::new(version, step, wta, fingerprint, cluster_ids);
     save(path, &meta, &tensors)?;
     Ok(step)
 }
@@ -224,21 +237,33 @@ pub fn resume(
     let Some((meta, tensors)) = load_latest(path) else {
         return Ok(None);
     };
+    restore(path, learner, fingerprint, meta, &tensors).map(Some)
+}
+
+/// Restores `learner` from a state read from `origin` (a file, a models topic) after checking
+/// its configuration against `fingerprint`; nothing of it is applied when it does not fit.
+pub fn restore(
+    origin: &Path,
+    learner: &mut Learner,
+    fingerprint: &Fingerprint,
+    meta: CheckpointMeta,
+    tensors: &[(String, Tensor)],
+) -> Result<CheckpointMeta, CheckpointError> {
     if meta.fingerprint.is_empty() {
         tracing::warn!("checkpoint predates configuration fingerprints: only its tensor shapes are checked");
     } else {
         let keys = changed(&meta.fingerprint, fingerprint);
         if !keys.is_empty() {
-            return Err(CheckpointError::ConfigChanged { path: path.to_owned(), keys, version: meta.version });
+            return Err(CheckpointError::ConfigChanged { path: origin.to_owned(), keys, version: meta.version });
         }
     }
     let wta = WtaHash::from_prefixes(meta.wta_dim, meta.wta_prefixes.clone());
-    learner.restore(meta.step, wta, &tensors).map_err(|source| CheckpointError::Mismatch {
-        path: path.to_owned(),
+    learner.restore(meta.step, wta, tensors).map_err(|source| CheckpointError::Mismatch {
+        path: origin.to_owned(),
         source,
         version: meta.version,
     })?;
-    Ok(Some(meta))
+    Ok(meta)
 }
 
 #[cfg(test)]

@@ -202,6 +202,11 @@ impl Learner {
         self.step
     }
 
+    /// The WTA permutations pseudo labels are hashed with.
+    pub fn wta(&self) -> &WtaHash {
+        &self.wta
+    }
+
     /// The unlabelled head's outputs in use (the novel cluster ids it can give), ascending.
     pub fn novel_clusters_in_use(&self) -> Vec<i64> {
         self.model.active_outputs()

@@ -27,7 +27,7 @@ pub use bank::MemoryBank;
 pub use clusters::BankClusters;
 pub use identity::ClusterIds;
 pub use learner::{Encoder, Learner, LossReport, Predictions};
-pub use online::{OnlineTrainer, Snapshot};
+pub use online::{Inherited, OnlineTrainer, Snapshot, TrainerConfigs};
 pub use pseudo::{pseudo_labels, PairRule};
 pub use schedule::rampup;
 pub use wta::{rows_tensor, WtaHash};

@@ -15,7 +15,7 @@ use super::checkpoint;
 use super::fingerprint::{fingerprint, Fingerprint};
 use super::identity::{ClusterIds, IdentitySet};
 use super::ring::Ring;
-use super::{Encoder, Learner, LossReport};
+use super::{Encoder, Learner, LossReport, WtaHash};
 use crate::config::{CheckpointConfig, DecodeConfig, ModelConfig, OnlineConfig, TrainConfig};
 use crate::decode::Window;
 use crate::metrics::Metrics;
@@ -38,6 +38,38 @@ pub struct Snapshot {
     pub changed_fraction: Option<f64>,
     /// The published id of each novel output of these weights.
     pub cluster_ids: ClusterIds,
+    /// The learner's step and WTA permutations at these weights (a trainer taking over from
+    /// this version pseudo-labels with the same permutations).
+    pub step: u64,
+    pub wta: WtaHash,
+    /// The unlabelled head's outputs in use.
+    pub novel_outputs: Vec<i64>,
+}
+
+impl Snapshot {
+    /// The published names of the novel clusters in use (`novel-<id>`).
+    pub fn novel_clusters(&self) -> Vec<String> {
+        self.novel_outputs.iter().map(|&k| format!("novel-{}", self.cluster_ids.published(k))).collect()
+    }
+}
+
+/// The configuration sections a trainer reads.
+#[derive(Clone, Copy)]
+pub struct TrainerConfigs<'a> {
+    pub model: &'a ModelConfig,
+    pub train: &'a TrainConfig,
+    pub online: &'a OnlineConfig,
+    pub checkpoint: &'a CheckpointConfig,
+    pub decode: &'a DecodeConfig,
+}
+
+/// A model version another trainer published (read from the models topic): its metadata and
+/// weights (the online model's, by snapshot name).
+pub struct Inherited {
+    pub meta: checkpoint::CheckpointMeta,
+    pub weights: Vec<(String, Tensor)>,
+    /// Where it came from, for errors.
+    pub origin: std::path::PathBuf,
 }
 
 /// The assigner's end: offers windows, picks up new versions, stops the trainer.
@@ -64,6 +96,21 @@ impl OnlineTrainer {
         device: Device,
         metrics: Arc<Metrics>,
     ) -> crate::Result<Self> {
+        let configs = TrainerConfigs { model, train, online, checkpoint, decode };
+        Self::start_with(configs, None, device, metrics)
+    }
+
+    /// [`OnlineTrainer::start`], taking over from `inherited`, the newest version another
+    /// trainer published, when it is newer than this trainer's own checkpoint: its weights
+    /// become the online and momentum models' (memory banks and optimiser moments start empty),
+    /// and versions go on from its number.
+    pub fn start_with(
+        configs: TrainerConfigs<'_>,
+        inherited: Option<Inherited>,
+        device: Device,
+        metrics: Arc<Metrics>,
+    ) -> crate::Result<Self> {
+        let TrainerConfigs { model, train, online, checkpoint, decode } = configs;
         let mut learner = Learner::new(model, train, device)?;
         let mut version = 0;
         let mut ids = ClusterIds::default();
@@ -117,11 +164,28 @@ impl OnlineTrainer {
                 "started from checkpoint.start");
             hand_over = true;
         }
+        if let Some(inherited) = inherited.filter(|i| i.meta.version > version) {
+            // Both the online and the momentum model start from the published weights.
+            let tensors: Vec<(String, Tensor)> = ["online", "ema"]
+                .iter()
+                .flat_map(|prefix| {
+                    inherited.weights.iter().map(move |(n, t)| (format!("{prefix}.{n}"), t.shallow_clone()))
+                })
+                .collect();
+            let meta = checkpoint::restore(&inherited.origin, &mut learner, &fingerprint, inherited.meta, &tensors)?;
+            tracing::info!(version = meta.version, step = meta.step, "took over from the newest published version");
+            version = meta.version;
+            ids = meta.cluster_ids;
+            hand_over = true;
+        }
         let latest = Arc::new(Mutex::new(hand_over.then(|| Snapshot {
             version,
             weights: learner.snapshot(),
             changed_fraction: None,
             cluster_ids: ids.clone(),
+            step: learner.step_count(),
+            wta: learner.wta().clone(),
+            novel_outputs: learner.novel_clusters_in_use(),
         })));
         let (offers, rx) = flume::bounded(online.trainer_queue);
         let stop = Arc::new(AtomicBool::new(false));
@@ -332,6 +396,9 @@ impl Worker {
             weights: self.learner.snapshot(),
             changed_fraction,
             cluster_ids: self.ids.clone(),
+            step: self.learner.step_count(),
+            wta: self.learner.wta().clone(),
+            novel_outputs: self.learner.novel_clusters_in_use(),
         };
         *self.latest.lock().expect("snapshot lock") = Some(snapshot);
         tracing::debug!(version = self.version, steps = self.learner.step_count(), "new model version");

@@ -365,6 +365,7 @@ pub(super) mod tests {
             payload: payload.to_vec(),
             headers,
             timestamp_ms: t,
+            partition: 0,
         };
         let sent = sent_segments(&[
             record(br#"{"stream_id":"a","segment_id":"s1","seq":0,"uri":"file:///x","label":"3"}"#, vec![], 10),
