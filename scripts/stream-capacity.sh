@@ -5,12 +5,15 @@
 # `novelstream score` measures the latency from a segment's publication to its assignments'.
 #   scripts/stream-capacity.sh [OUT]   (default OUT: results/stream-capacity)
 #   env: COUNTS="8 12 16" SECONDS_EACH=120 DEVICE=auto
-# Writes OUT/capacity.tsv (streams, windows, p50/p95/p99/max latency, missing, train steps).
+#        ROLES=all (one process) or ROLES=split: one `--role train` and ASSIGNERS=2 `--role assign`
+# Writes OUT/capacity.tsv (streams, windows, p50/p95/p99/max latency, missing, the trainer's steps,
+# CPU seconds of all the daemon's processes).
 set -euo pipefail
 WORK=$(mktemp -d /tmp/novelstream-capacity.XXXXXX)
 source "$(dirname "$0")/lib.sh"
 OUT="$(mkdir -p "${1:-$ROOT/results/stream-capacity}" && cd "${1:-$ROOT/results/stream-capacity}" && pwd)"
 COUNTS="${COUNTS:-8 12 16}" SECONDS_EACH="${SECONDS_EACH:-120}" DEVICE="${DEVICE:-auto}"
+ROLES="${ROLES:-all}" ASSIGNERS="${ASSIGNERS:-2}"
 SET="$CACHE/data/av-digits-112x25-v2"
 if [ ! -f "$SET/.complete" ]; then
   echo "building the 112x112, 25 fps clips into $SET"
@@ -22,9 +25,10 @@ fi
 printf 'streams\twindows\tp50_ms\tp95_ms\tp99_ms\tmax_ms\tmissing_segments\ttrain_steps\tcpu_s\n' >"$OUT/capacity.tsv"
 for n in $COUNTS; do
   read -r PORT MPORT < <(free_ports 2)
+  read -r -a APORTS < <(free_ports "$ASSIGNERS")
   BROKERS="127.0.0.1:$PORT"
   start_tansu "$PORT"
-  {
+  config() {
     cat <<TOML
 [kafka]
 brokers = "$BROKERS"
@@ -33,13 +37,28 @@ topic_replication_factor = 1
 [source]
 file_roots = ["$(readlink -f "$SET")"]
 [metrics]
-listen = "127.0.0.1:$MPORT"
+listen = "127.0.0.1:$1"
 TOML
     bench_model "$DEVICE"
-  } >"$WORK/daemon-$n.toml"
-  start_daemon "$WORK/daemon-$n.toml" "$OUT/daemon-$n.log"
-  daemon=$DAEMON_PID
-  wait_ready "$MPORT"
+  }
+  config "$MPORT" >"$WORK/daemon-$n.toml"
+  pids=()
+  if [ "$ROLES" = split ]; then
+    # The trainer serves the metrics read below (its steps); each assigner its own port.
+    start_daemon "$WORK/daemon-$n.toml" "$OUT/trainer-$n.log" --role train
+    pids+=("$DAEMON_PID")
+    wait_ready "$MPORT"
+    for i in $(seq 0 $((ASSIGNERS - 1))); do
+      config "${APORTS[$i]}" >"$WORK/assign-$n-$i.toml"
+      start_daemon "$WORK/assign-$n-$i.toml" "$OUT/assign-$n-$i.log" --role assign
+      pids+=("$DAEMON_PID")
+    done
+    for i in $(seq 0 $((ASSIGNERS - 1))); do wait_ready "${APORTS[$i]}"; done
+  else
+    start_daemon "$WORK/daemon-$n.toml" "$OUT/daemon-$n.log"
+    pids+=("$DAEMON_PID")
+    wait_ready "$MPORT"
+  fi
   rate=$(python3 -c "print($n / 2)")
   clips=$(train_clips "$SET/manifest.json" "$n / 2 * $SECONDS_EACH")
   echo "== $n streams: $clips clips of 2 s at $rate/s (real time), digits 0-4 labelled"
@@ -49,7 +68,7 @@ TOML
     --expect "$((clips * 2))" --timeout 5m --out "$OUT/score-$n.json" --svg "$WORK/accuracy-$n.svg" | tee "$OUT/score-$n.txt"
   metrics=$(curl -sf "http://127.0.0.1:$MPORT/metrics" || true)
   steps=$(awk '/^novelstream_train_steps_total / {print $2}' <<<"$metrics")
-  cpu=$(awk '{print ($14 + $15) / 100}' "/proc/$daemon/stat")
+  cpu=$(for pid in "${pids[@]}"; do cat "/proc/$pid/stat"; done | awk '{s += ($14 + $15) / 100} END {print s}')
   python3 - "$OUT/score-$n.json" "$n" "${steps:-0}" "$cpu" >>"$OUT/capacity.tsv" <<'PY'
 import json, sys
 r, n, steps, cpu = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4]
@@ -57,7 +76,9 @@ l = r.get("latency") or {}
 print("\t".join(str(x) for x in [n, r["windows"], l.get("p50_ms"), l.get("p95_ms"), l.get("p99_ms"), l.get("max_ms"),
                                  r["missing_segments"], steps, cpu]))
 PY
-  kill -TERM "$daemon" "$TANSU_PID"
-  wait "$daemon" "$TANSU_PID" 2>/dev/null || true
+  kill -TERM "${pids[@]}"
+  wait "${pids[@]}" 2>/dev/null || true
+  kill -TERM "$TANSU_PID"
+  wait "$TANSU_PID" 2>/dev/null || true
 done
 column -t "$OUT/capacity.tsv"

@@ -73,12 +73,18 @@ fn compose_file_agrees_with_the_cli_and_the_config() {
             assert!(text.contains(arg.as_str()), "{name}: `{arg}` is not a flag of its command");
         }
         match name {
-            "novelstream" | "novelstream-gpu" => {
-                assert_eq!(command[..2], ["run".to_owned(), "--config".to_owned()]);
+            "novelstream-train" | "novelstream-train-gpu" | "novelstream-assign" => {
+                assert_eq!(command[0], "run");
+                let role = if name.starts_with("novelstream-train") { "train" } else { "assign" };
+                assert_eq!(flag(&command, "--role"), role, "{name}");
                 assert_eq!(flag(&command, "--config"), "/etc/novelstream/novelstream.toml");
                 let port = config.metrics.listen.rsplit(':').next().unwrap();
                 let ports = strings(&service["ports"]);
                 assert!(ports.iter().all(|p| p.ends_with(&format!(":{port}"))), "{name}: {ports:?} vs {port}");
+                // Assigners scale: a fixed host port would collide between replicas.
+                assert_eq!(ports.is_empty(), role == "assign", "{name}: {ports:?}");
+                let health = strings(&service["healthcheck"]["test"]).join(" ");
+                assert!(health.contains(&format!(":{port}/readyz")), "{name}: {health}");
             }
             "producer" => {
                 assert_eq!(flag(&command, "--brokers"), config.kafka.brokers);
@@ -93,14 +99,18 @@ fn compose_file_agrees_with_the_cli_and_the_config() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 4);
+    assert_eq!(checked, 5);
 
-    // The GPU profile reserves one NVIDIA device and builds with the CUDA libraries.
-    let gpu = &compose["services"]["novelstream-gpu"];
+    // The GPU profile's trainer reserves one NVIDIA device and builds with the CUDA libraries.
+    let gpu = &compose["services"]["novelstream-train-gpu"];
     assert_eq!(strings(&gpu["profiles"]), ["gpu"]);
     assert_eq!(gpu["build"]["args"]["TORCH"].as_str(), Some("cuda"));
     let device = &gpu["deploy"]["resources"]["reservations"]["devices"][0];
     assert_eq!(device["driver"].as_str(), Some("nvidia"));
     assert_eq!(strings(&device["capabilities"]), ["gpu"]);
-    assert!(compose["services"]["novelstream"]["profiles"].is_null(), "the CPU daemon runs with plain `up`");
+    for name in ["novelstream-train", "novelstream-assign"] {
+        assert!(compose["services"][name]["profiles"].is_null(), "{name} runs with plain `up`");
+    }
+    // The models topic has one partition; the input topic as many as assigners may share it.
+    assert!(config.kafka.topic_partitions >= 3, "`--scale novelstream-assign=3` needs 3 input partitions");
 }

@@ -269,3 +269,78 @@ fn one_trainer_many_assigners() {
         assert!(daemon.terminate(Duration::from_secs(30)).success());
     }
 }
+
+/// An assigner takes versions only whole, of its own configuration, from the newest epoch's
+/// winner: a corrupt version, one of another configuration and one of a fenced-off trainer are
+/// each refused or ignored, and the previous version stays in use.
+#[test]
+fn assigners_refuse_what_does_not_fit() {
+    use novelstream::train::checkpoint::{to_bytes, CheckpointMeta};
+    use novelstream::train::fingerprint::fingerprint;
+    use novelstream::train::{ClusterIds, Learner};
+    use novelstream::versions::{chunk_records, Control};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = broker.with_topics(3, &[INPUT, OUTPUT, DEAD]);
+    let path = dir.path().join("novelstream.toml");
+    std::fs::write(&path, config(&broker, dir.path(), None)).unwrap();
+    let config = novelstream::config::Config::load(&path).unwrap();
+    let mut assigner = Daemon::start(&["run", "--role", "assign", "--config", path.to_str().unwrap()]);
+    let port = assigner.metrics_port();
+    wait_for_metrics(port, "the assigner ready", Duration::from_secs(60), |b| {
+        metric(b, "novelstream_ready") == Some(1.0)
+    });
+
+    let learner = Learner::new(&config.model, &config.train, tch::Device::Cpu).unwrap();
+    let mine = fingerprint(&config.model, &config.train, &config.decode);
+    let blob = |version: u64, fingerprint: &novelstream::train::fingerprint::Fingerprint| {
+        let meta = CheckpointMeta::new(version, 0, learner.wta(), fingerprint, &ClusterIds::default());
+        to_bytes(&meta, &learner.snapshot()).unwrap()
+    };
+    let producer: ThreadedProducer<DefaultProducerContext> = kafka.client_config().create().unwrap();
+    let send = |records: Vec<novelstream::sink::OutRecord>| {
+        for r in records {
+            producer.send(BaseRecord::to(MODELS).key(&r.key).payload(&r.payload)).unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+    };
+    let claim = |epoch: u64, owner: &str| Control::Claim { epoch, owner: owner.into(), at_ms: 0 }.record(MODELS);
+    let version =
+        |epoch: u64, owner: &str, version: u64, blob: &[u8]| chunk_records(MODELS, (epoch, owner), version, blob, 4096);
+    let state = || (gauge(port, "novelstream_model_version"), gauge(port, "novelstream_models_refused_total"));
+    let settle = |want: (f64, f64), what: &str| {
+        wait_for_metrics(port, what, Duration::from_secs(15), |b| {
+            (metric(b, "novelstream_model_version"), metric(b, "novelstream_models_refused_total"))
+                == (Some(want.0), Some(want.1))
+        });
+    };
+
+    send(vec![claim(1, "a")]);
+    send(version(1, "a", 1, &blob(1, &mine)));
+    settle((1.0, 0.0), "version 1 served");
+
+    // A flipped byte in one piece: the checksum of the whole fails.
+    let mut corrupt = version(1, "a", 2, &blob(2, &mine));
+    assert!(corrupt.len() > 1, "the version is cut into pieces");
+    let last = corrupt[1].payload.len() - 1;
+    corrupt[1].payload[last] ^= 0x55;
+    send(corrupt);
+    settle((1.0, 1.0), "the corrupt version 2 refused");
+
+    // Written under another configuration.
+    let mut other = mine.clone();
+    other.insert("model.channels".into(), "[99, 99]".into());
+    send(version(1, "a", 3, &blob(3, &other)));
+    settle((1.0, 2.0), "version 3 of another configuration refused");
+
+    // Trainer b wins epoch 2; a, fenced off, writes on: ignored. b's version is served.
+    send(vec![claim(2, "b"), claim(2, "a")]);
+    send(version(1, "a", 4, &blob(4, &mine)));
+    send(version(2, "a", 5, &blob(5, &mine)));
+    send(version(2, "b", 6, &blob(6, &mine)));
+    settle((6.0, 2.0), "version 6 of epoch 2's winner served");
+    assert_eq!(state(), (6.0, 2.0));
+    assert!(assigner.child.try_wait().unwrap().is_none(), "refusals do not stop the assigner");
+}
