@@ -15,12 +15,15 @@
 #        ENCODER= a TorchScript visual encoder (model.visual_encoder = "torchscript:…", e.g. one
 #        `novelstream export-encoder` wrote), reading the 32x32 frames as they are (mean 0, std
 #        1); ENCODER_TRAINING=frozen (or last-block with FINE_TUNE_PREFIX=…, or full)
+#        ROLES=all (one process) or ROLES=split: one `--role train` (its log OUT/daemon.log, its
+#        metrics in OUT/metrics.txt) and ASSIGNERS=2 `--role assign` (OUT/assign-N.log)
 # Writes OUT/score.json, OUT/accuracy.svg, OUT/metrics.txt, OUT/rss.tsv and OUT/summary.txt.
 set -euo pipefail
 WORK=$(mktemp -d /tmp/novelstream-online.XXXXXX)
 source "$(dirname "$0")/lib.sh"
 OUT="$(mkdir -p "${1:-$ROOT/results/online-av}" && cd "${1:-$ROOT/results/online-av}" && pwd)"
 MINUTES="${MINUTES:-30}" RATE="${RATE:-2}" STREAMS="${STREAMS:-8}" DEVICE="${DEVICE:-auto}"
+ROLES="${ROLES:-all}" ASSIGNERS="${ASSIGNERS:-2}"
 UNLABELLED_KNOWN="${UNLABELLED_KNOWN:-0.7}" STAGES="${STAGES-5,6:7,8:9}" NOVEL_CLUSTERS="${NOVEL_CLUSTERS:-auto}"
 stage_count=$(awk -F: '{print NF}' <<<"${STAGES:-x}")
 STAGE_TIME="${STAGE_TIME:-$(python3 -c "print(int($MINUTES * 60 / $stage_count))")s}"
@@ -63,9 +66,27 @@ fi
 
 clips=$(train_clips "$SET/manifest.json" "$MINUTES * 60 * $RATE")
 run_for=$(python3 -c "print(int($MINUTES * 60) + 300)")
-start_daemon "$WORK/online.toml" "$OUT/daemon.log" --run-for "${run_for}s"
-daemon=$DAEMON_PID
-wait_ready "$MPORT"
+pids=()
+if [ "$ROLES" = split ]; then
+  start_daemon "$WORK/online.toml" "$OUT/daemon.log" --run-for "${run_for}s" --role train
+  daemon=$DAEMON_PID
+  pids+=("$DAEMON_PID")
+  wait_ready "$MPORT"
+  read -r -a APORTS < <(free_ports "$ASSIGNERS")
+  for i in $(seq 0 $((ASSIGNERS - 1))); do
+    sed "s/127.0.0.1:$MPORT/127.0.0.1:${APORTS[$i]}/" "$WORK/online.toml" >"$WORK/assign-$i.toml"
+    start_daemon "$WORK/assign-$i.toml" "$OUT/assign-$i.log" --run-for "${run_for}s" --role assign
+    pids+=("$DAEMON_PID")
+  done
+  for i in $(seq 0 $((ASSIGNERS - 1))); do wait_ready "${APORTS[$i]}"; done
+  versions_line="published a model version"
+else
+  start_daemon "$WORK/online.toml" "$OUT/daemon.log" --run-for "${run_for}s"
+  daemon=$DAEMON_PID
+  pids+=("$DAEMON_PID")
+  wait_ready "$MPORT"
+  versions_line="assigning with a new model version"
+fi
 
 # Resident memory of the daemon every 30 s while streaming.
 printf 'seconds\trss_kib\n' >"$OUT/rss.tsv"
@@ -88,8 +109,8 @@ grep -E '^novelstream_(model_version|train_steps_total|cluster_changed_fraction|
   "$OUT/metrics.txt" | tee -a "$OUT/summary.txt" || true
 # Stability of the published ids: the replay windows whose published decision changed at each of
 # the last 10 versions; at least 1 minus their sum kept their decision through all 10.
-grep -a "assigning with a new model version" "$OUT/daemon.log" | sed -n 's/.*changed_fraction=\([0-9.e-]*\).*/\1/p' |
+grep -a "$versions_line" "$OUT/daemon.log" | sed -n 's/.*changed_fraction=\([0-9.e-]*\).*/\1/p' |
   tail -n 10 | python3 -c "import sys; f = [float(x) for x in sys.stdin]; print(f'replay windows whose published decision changed, last {len(f)} versions: ' + ' '.join(f'{x:.3f}' for x in f) + f'; at least {max(0.0, 100 * (1 - sum(f))):.1f}% kept it through all of them')" |
   tee -a "$OUT/summary.txt" || true
-kill -TERM "$daemon"
-wait "$daemon" || true
+kill -TERM "${pids[@]}"
+wait "${pids[@]}" || true

@@ -81,6 +81,9 @@ pub struct Metrics {
     pub head_splits: AtomicU64,
     /// Windows that skipped training because the trainer's queue was full.
     pub train_skipped: AtomicU64,
+    /// Segments the trainer (`--role train`) did not decode: its decoders were busy, or it had
+    /// decoded as many windows as it trains on.
+    pub train_skipped_segments: AtomicU64,
     pub buffered_labelled: Gauge,
     pub buffered_unlabelled: Gauge,
     /// Novel clusters the unlabelled head has in use: the estimate with `novel_clusters = "auto"`.
@@ -228,6 +231,13 @@ impl Metrics {
             "gauge",
             "1 while this process is the active trainer.",
             self.trainer_active.get(),
+        );
+        sample(
+            out,
+            "train_skipped_segments_total",
+            "counter",
+            "Segments the trainer (--role train) did not decode: busy decoders, or as many windows decoded as it trains on.",
+            count(&self.train_skipped_segments),
         );
         sample(
             out,

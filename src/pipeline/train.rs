@@ -118,7 +118,7 @@ pub(super) async fn run(config: Config, metrics: Arc<Metrics>, shutdown: Cancell
     ));
     let input = reader(&config.kafka, &config.kafka.input_topic, Offset::End).await?;
     metrics.trainer_active.set(1.0);
-    read_input(input, &config, &metrics, decode_tx, &shutdown).await;
+    read_input(input, &config, (&metrics, &stats), decode_tx, &shutdown).await;
 
     tracing::info!("trainer stopping");
     metrics.trainer_active.set(0.0);
@@ -289,7 +289,8 @@ async fn publish_versions(
         }
         metrics.models_published.fetch_add(1, Ordering::Relaxed);
         metrics.model_version.set(version as f64);
-        tracing::info!(version, bytes = blob.len(), chunks, novel_clusters = ?snapshot.novel_clusters(),
+        let changed_fraction = snapshot.changed_fraction;
+        tracing::info!(version, changed_fraction, bytes = blob.len(), chunks, novel_clusters = ?snapshot.novel_clusters(),
             "published a model version");
         clusters.lock().expect("cluster table lock").observe_version(
             version,
@@ -301,15 +302,18 @@ async fn publish_versions(
 }
 
 /// Reads the input topic (`consumer` reads every partition from its end: a trainer trains on the
-/// traffic from when it became active) and queues segments for the decoders while they have room; a segment
-/// that finds them busy is skipped: training samples what it can take.
+/// traffic from when it became active) and queues segments for the decoders while they have
+/// room and the trainer needs windows: it decodes its own copy of what it trains on, so it
+/// decodes no more than [`DecodeBudget`] allows. Other segments are skipped: training samples
+/// the stream.
 async fn read_input(
     consumer: StreamConsumer,
     config: &Config,
-    metrics: &Metrics,
+    (metrics, decoded): (&Metrics, &Mutex<RunStats>),
     jobs: flume::Sender<Job>,
     shutdown: &CancellationToken,
 ) {
+    let budget = DecodeBudget::new(config);
     let (known, max_bytes) = (&config.model.known_classes, config.source.max_segment_bytes);
     loop {
         let message = tokio::select! {
@@ -337,9 +341,33 @@ async fn read_input(
             offset: message.offset(),
             key: None,
         };
-        if jobs.try_send(Job { coordinates, segment }).is_err() {
-            metrics.train_skipped.fetch_add(1, Ordering::Relaxed);
+        let windows = decoded.lock().expect("stats lock").windows;
+        if !budget.allows(windows, metrics.train_steps.load(Ordering::Relaxed))
+            || jobs.try_send(Job { coordinates, segment }).is_err()
+        {
+            metrics.train_skipped_segments.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// How many windows the trainer decodes: enough to start (`online.min_unlabelled` and a batch of
+/// labelled ones), then as many per training step as the step reads (a batch of labelled and one
+/// of unlabelled windows). Decoding more would cost the CPU the assigners need, for windows the
+/// trainer's buffers would mostly drop unread.
+struct DecodeBudget {
+    start: u64,
+    per_step: u64,
+}
+
+impl DecodeBudget {
+    fn new(config: &Config) -> Self {
+        let batch = config.train.batch_size as u64;
+        Self { start: config.online.min_unlabelled as u64 + batch, per_step: 2 * batch }
+    }
+
+    /// Whether another segment may be decoded, `decoded` windows and `steps` steps in.
+    fn allows(&self, decoded: u64, steps: u64) -> bool {
+        decoded < self.start + steps * self.per_step
     }
 }
 
