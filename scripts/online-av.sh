@@ -66,24 +66,24 @@ fi
 
 clips=$(train_clips "$SET/manifest.json" "$MINUTES * 60 * $RATE")
 run_for=$(python3 -c "print(int($MINUTES * 60) + 300)")
-pids=()
+daemons=()
 if [ "$ROLES" = split ]; then
   start_daemon "$WORK/online.toml" "$OUT/daemon.log" --run-for "${run_for}s" --role train
   daemon=$DAEMON_PID
-  pids+=("$DAEMON_PID")
+  daemons+=("$DAEMON_PID")
   wait_ready "$MPORT"
   read -r -a APORTS < <(free_ports "$ASSIGNERS")
   for i in $(seq 0 $((ASSIGNERS - 1))); do
     sed "s/127.0.0.1:$MPORT/127.0.0.1:${APORTS[$i]}/" "$WORK/online.toml" >"$WORK/assign-$i.toml"
     start_daemon "$WORK/assign-$i.toml" "$OUT/assign-$i.log" --run-for "${run_for}s" --role assign
-    pids+=("$DAEMON_PID")
+    daemons+=("$DAEMON_PID")
   done
   for i in $(seq 0 $((ASSIGNERS - 1))); do wait_ready "${APORTS[$i]}"; done
   versions_line="published a model version"
 else
   start_daemon "$WORK/online.toml" "$OUT/daemon.log" --run-for "${run_for}s"
   daemon=$DAEMON_PID
-  pids+=("$DAEMON_PID")
+  daemons+=("$DAEMON_PID")
   wait_ready "$MPORT"
   versions_line="assigning with a new model version"
 fi
@@ -112,5 +112,5 @@ grep -E '^novelstream_(model_version|train_steps_total|cluster_changed_fraction|
 grep -a "$versions_line" "$OUT/daemon.log" | sed -n 's/.*changed_fraction=\([0-9.e-]*\).*/\1/p' |
   tail -n 10 | python3 -c "import sys; f = [float(x) for x in sys.stdin]; print(f'replay windows whose published decision changed, last {len(f)} versions: ' + ' '.join(f'{x:.3f}' for x in f) + f'; at least {max(0.0, 100 * (1 - sum(f))):.1f}% kept it through all of them')" |
   tee -a "$OUT/summary.txt" || true
-kill -TERM "${pids[@]}"
-wait "${pids[@]}" || true
+kill -TERM "${daemons[@]}"
+wait "${daemons[@]}" || true

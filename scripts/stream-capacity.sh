@@ -42,21 +42,21 @@ TOML
     bench_model "$DEVICE"
   }
   config "$MPORT" >"$WORK/daemon-$n.toml"
-  pids=()
+  daemons=()
   if [ "$ROLES" = split ]; then
     # The trainer serves the metrics read below (its steps); each assigner its own port.
     start_daemon "$WORK/daemon-$n.toml" "$OUT/trainer-$n.log" --role train
-    pids+=("$DAEMON_PID")
+    daemons+=("$DAEMON_PID")
     wait_ready "$MPORT"
     for i in $(seq 0 $((ASSIGNERS - 1))); do
       config "${APORTS[$i]}" >"$WORK/assign-$n-$i.toml"
       start_daemon "$WORK/assign-$n-$i.toml" "$OUT/assign-$n-$i.log" --role assign
-      pids+=("$DAEMON_PID")
+      daemons+=("$DAEMON_PID")
     done
     for i in $(seq 0 $((ASSIGNERS - 1))); do wait_ready "${APORTS[$i]}"; done
   else
     start_daemon "$WORK/daemon-$n.toml" "$OUT/daemon-$n.log"
-    pids+=("$DAEMON_PID")
+    daemons+=("$DAEMON_PID")
     wait_ready "$MPORT"
   fi
   rate=$(python3 -c "print($n / 2)")
@@ -68,7 +68,7 @@ TOML
     --expect "$((clips * 2))" --timeout 5m --out "$OUT/score-$n.json" --svg "$WORK/accuracy-$n.svg" | tee "$OUT/score-$n.txt"
   metrics=$(curl -sf "http://127.0.0.1:$MPORT/metrics" || true)
   steps=$(awk '/^novelstream_train_steps_total / {print $2}' <<<"$metrics")
-  cpu=$(for pid in "${pids[@]}"; do cat "/proc/$pid/stat"; done | awk '{s += ($14 + $15) / 100} END {print s}')
+  cpu=$(for pid in "${daemons[@]}"; do cat "/proc/$pid/stat"; done | awk '{s += ($14 + $15) / 100} END {print s}')
   python3 - "$OUT/score-$n.json" "$n" "${steps:-0}" "$cpu" >>"$OUT/capacity.tsv" <<'PY'
 import json, sys
 r, n, steps, cpu = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4]
@@ -76,8 +76,8 @@ l = r.get("latency") or {}
 print("\t".join(str(x) for x in [n, r["windows"], l.get("p50_ms"), l.get("p95_ms"), l.get("p99_ms"), l.get("max_ms"),
                                  r["missing_segments"], steps, cpu]))
 PY
-  kill -TERM "${pids[@]}"
-  wait "${pids[@]}" 2>/dev/null || true
+  kill -TERM "${daemons[@]}"
+  wait "${daemons[@]}" 2>/dev/null || true
   kill -TERM "$TANSU_PID"
   wait "$TANSU_PID" 2>/dev/null || true
 done
