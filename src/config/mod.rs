@@ -136,6 +136,9 @@ impl Config {
         self.metrics.validate()?;
         self.checkpoint.validate()?;
         self.train.validate()?;
+        if self.pipeline.role == Role::Train && !self.online.enabled {
+            return invalid("pipeline.role", "`train` is the trainer: it needs online.enabled = true");
+        }
         self.validate_train_against_model()
     }
 

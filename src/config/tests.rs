@@ -75,6 +75,13 @@ fn invalid_values_name_their_key() {
         assert!(err.contains("decode.formats"), "{formats}: {err}");
     }
     assert_eq!(Config::parse("[decode]\nformats = [\"webm\"]\n").unwrap().decode.formats, ["webm"]);
+    let scaled = "[online]\nenabled = false\n[pipeline]\nrole = \"train\"\n";
+    assert!(Config::parse(scaled).unwrap_err().to_string().contains("pipeline.role"));
+    let err = Config::parse("[pipeline]\ntrainer_lease = \"100ms\"\n").unwrap_err().to_string();
+    assert!(err.contains("pipeline.trainer_lease"), "{err}");
+    let err = Config::parse("[kafka]\nmodels_chunk_bytes = 10\n").unwrap_err().to_string();
+    assert!(err.contains("kafka.models_chunk_bytes"), "{err}");
+    assert_eq!(Config::parse("[pipeline]\nrole = \"assign\"\n").unwrap().pipeline.role, Role::Assign);
     for (table, line, key) in [
         ("losses", "swap_epsilon = 0.0", "train.losses.swap_epsilon"),
         ("clusters", "every = 0", "train.clusters.every"),
