@@ -85,6 +85,17 @@ pub enum Delivery {
     ExactlyOnce,
 }
 
+/// This machine's host name (`localhost` when it has none), naming the instance in transactional
+/// ids and trainer claims.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// Whether a librdkafka property holds a secret: its value is never printed.
 pub fn is_secret_property(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
@@ -118,13 +129,7 @@ impl KafkaConfig {
         if !self.transactional_id.is_empty() {
             return self.transactional_id.clone();
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "localhost".into());
-        format!("{}-{host}", self.group_id)
+        format!("{}-{}", self.group_id, host_name())
     }
 
     /// The librdkafka client settings shared by every consumer, producer and admin client.

@@ -22,7 +22,7 @@ mod train;
 pub use augment::AugmentConfig;
 pub use checkpoint::CheckpointConfig;
 pub use decode::DecodeConfig;
-pub use kafka::{is_secret_property, Delivery, KafkaConfig, Properties};
+pub use kafka::{host_name, is_secret_property, Delivery, KafkaConfig, Properties};
 pub use metrics::MetricsConfig;
 pub use model::{DevicePreference, EncoderInput, EncoderSource, EncoderTraining, Modality, ModelConfig, NovelClusters};
 pub use online::OnlineConfig;

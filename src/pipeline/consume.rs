@@ -61,10 +61,7 @@ impl Intake {
                 offset: message.offset(),
                 key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
             };
-            let headers: Vec<(&str, &[u8])> = message
-                .headers()
-                .map(|h| h.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect())
-                .unwrap_or_default();
+            let headers = headers(&message);
             match offsets.arrive(&coordinates.topic, coordinates.partition, coordinates.offset) {
                 Arrival::Skip => continue,
                 Arrival::Seek(at) => {
@@ -99,6 +96,11 @@ impl Intake {
             }
         }
     }
+}
+
+/// A message's headers as (name, value) pairs, for `parse_segment`.
+pub(super) fn headers<'a>(message: &'a rdkafka::message::BorrowedMessage<'_>) -> Vec<(&'a str, &'a [u8])> {
+    message.headers().map(|h| h.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect()).unwrap_or_default()
 }
 
 /// Queue depths and consumer lag in the metrics, every few seconds.

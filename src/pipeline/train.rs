@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -142,8 +142,7 @@ pub(super) async fn run(config: Config, metrics: Arc<Metrics>, shutdown: Cancell
 /// This process among trainers: host, process id and a random part (a restarted process is
 /// another trainer).
 fn owner_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_owned();
-    let host = if host.is_empty() { "localhost".to_owned() } else { host };
+    let host = crate::config::host_name();
     let salt = crate::rng::SplitMix64::new(now_ms() as u64 ^ u64::from(std::process::id())).next_u64() & 0xffff_ffff;
     format!("{host}-{}-{salt:08x}", std::process::id())
 }
@@ -328,10 +327,7 @@ async fn read_input(
                 continue;
             }
         };
-        let headers: Vec<(&str, &[u8])> = message
-            .headers()
-            .map(|h| h.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect())
-            .unwrap_or_default();
+        let headers = super::consume::headers(&message);
         metrics.segments_in.fetch_add(1, Ordering::Relaxed);
         // Unusable input is the assigners' to report; the trainer only skips it.
         let Ok(segment) = parse_segment(message.payload(), &headers, known, max_bytes) else { continue };
