@@ -57,7 +57,7 @@ pub fn handle(args: ReportArgs) -> anyhow::Result<()> {
     let published = read_published(&config, args.expect, args.timeout)?;
     let manifest = args.truth.as_deref().map(read_manifest).transpose()?;
     let split = args.split.as_deref();
-    let score = manifest.as_ref().map(|m| score(&published.records, m, split, args.slices, None, &[]));
+    let score = manifest.as_ref().map(|m| score(&published.records, m, split, args.slices, Some(&published.sent), &[]));
     let truth = manifest.as_ref().map(|m| truth_labels(m, split));
     let input = ReportInput {
         records: &published.records,

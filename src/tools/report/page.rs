@@ -91,7 +91,7 @@ pub fn render(input: &ReportInput, options: &ReportOptions, media: MediaSource) 
     );
     overview(&mut html, &assignments, &clusters, span);
     if let Some(score) = input.score {
-        accuracy(&mut html, score);
+        accuracy(&mut html, score, input.model);
     }
     if let Some(model) = input.model.filter(|m| !m.stability.is_empty()) {
         let _ = write!(
@@ -161,11 +161,38 @@ fn overview(html: &mut String, assignments: &[(Assignment, i64)], clusters: &[Cl
     );
 }
 
-/// The score against the truth, with the accuracy-over-time curve.
-fn accuracy(html: &mut String, score: &ScoreReport) {
+/// The score against the truth: the open world's All / Old / New over the unlabelled windows
+/// (when the input topic said which were unlabelled) with the number of new categories the
+/// model estimated, then the task-aware numbers and the accuracy-over-time curve.
+fn accuracy(html: &mut String, score: &ScoreReport, model: Option<&ModelRecord>) {
+    html.push_str("<h2>Accuracy against the truth</h2>");
+    if let Some(world) = score.open_world.as_ref().filter(|w| w.windows > 0) {
+        let (a, t) = (&world.accuracy, &world.last_third);
+        let _ = write!(
+            html,
+            "<p class=\"open-world\">Over the {} unlabelled windows: <b>All {:.1}%, Old {:.1}%, New {:.1}%</b> (known classes and discovered clusters matched to the truth together); over the last third All {:.1}%, Old {:.1}%, New {:.1}%.",
+            world.windows,
+            100.0 * a.all,
+            100.0 * a.old,
+            100.0 * a.new,
+            100.0 * t.all,
+            100.0 * t.old,
+            100.0 * t.new,
+        );
+        if let Some(model) = model {
+            let _ = write!(
+                html,
+                " New categories estimated by the model (version {}): <b>{}</b>; present among the last third's unlabelled windows: {}.",
+                model.model_version,
+                model.novel_clusters.len(),
+                world.novel_classes_last_third
+            );
+        }
+        html.push_str("</p>");
+    }
     let _ = write!(
         html,
-        "<h2>Accuracy against the truth</h2><p>Novel-class accuracy {:.1}% over the run, {:.1}% over its second half (NMI {:.3}, ARI {:.3}, {} novel windows); known-class accuracy {:.1}% over {} windows.</p><figure>{}</figure>",
+        "<p>Task-aware: novel-class accuracy {:.1}% over the run, {:.1}% over its second half (NMI {:.3}, ARI {:.3}, {} novel windows); known-class accuracy {:.1}% over {} windows.</p><figure>{}</figure>",
         100.0 * score.novel_accuracy,
         100.0 * score.last_half_novel_accuracy,
         score.novel_nmi,
@@ -267,5 +294,42 @@ mod tests {
         assert!(
             html.contains("media unavailable: segment c&lt;x&gt; is no longer on topic in") && !html.contains("c<x>")
         );
+    }
+
+    /// The open world's All / Old / New over the unlabelled windows, and the model's estimate
+    /// of the number of new categories, head the accuracy section; a mixed cluster lowers New.
+    #[test]
+    fn open_world_accuracy_and_the_estimate() {
+        use crate::tools::score::tests::{manifest, record};
+        use crate::tools::score::{score, Sent};
+        // A labelled segment of class 0 makes 0 a known class; the scored windows are unlabelled.
+        let sent: HashMap<String, Sent> = ["labelled", "k0", "n5a", "n5b", "n6a", "n6b"]
+            .map(|s| (s.to_owned(), Sent { time_ms: 0, label: (s == "labelled").then(|| "0".to_owned()) }))
+            .into();
+        let model = ModelRecord {
+            schema: String::new(),
+            model_version: 7,
+            novel_clusters: vec!["novel-0".into(), "novel-1".into()],
+            stability: vec![],
+        };
+        let page = |n6a: &str| {
+            let records = vec![
+                record("k0", Kind::Known, "0", 7, 1),
+                record("n5a", Kind::Novel, "novel-1", 7, 2),
+                record("n5b", Kind::Novel, "novel-1", 7, 3),
+                record("n6a", Kind::Novel, n6a, 7, 4),
+                record("n6b", Kind::Novel, "novel-0", 7, 5),
+            ];
+            let report = score(&records, &manifest(), Some("test"), 2, Some(&sent), &[]);
+            let decode = DecodeConfig::default();
+            let input =
+                ReportInput { records: &records, model: Some(&model), score: Some(&report), truth: None, decode: &decode };
+            render(&input, &ReportOptions::default(), &|_| Ok(Vec::new())).0
+        };
+        let separated = page("novel-0");
+        assert!(separated.contains("Over the 5 unlabelled windows: <b>All 100.0%, Old 100.0%, New 100.0%</b>"), "{separated}");
+        assert!(separated.contains("estimated by the model (version 7): <b>2</b>"));
+        let mixed = page("novel-1");
+        assert!(mixed.contains("<b>All 80.0%, Old 100.0%, New 75.0%</b>"), "{mixed}");
     }
 }

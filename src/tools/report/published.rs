@@ -8,6 +8,7 @@ use super::exemplars::MediaError;
 use crate::config::Config;
 use crate::sink::{ModelRecord, MODEL_KEY};
 use crate::source::{parse_segment, Media, UriPolicy};
+use crate::tools::score::{sent_segments, Sent};
 use crate::tools::{read_topic, ToolError, TopicRecord};
 
 /// What the daemon published, read back for a report.
@@ -18,6 +19,9 @@ pub struct Published {
     pub model: Option<ModelRecord>,
     /// The media of the segments on the input topic.
     pub media: SegmentMedia,
+    /// What the input topic said of each segment (its label, if any, and its stream), for the
+    /// open world's All / Old / New over the unlabelled windows.
+    pub sent: HashMap<String, Sent>,
 }
 
 /// Reads the topics of `config.kafka`: the assignments (waiting for `expect` of them, at most
@@ -33,7 +37,8 @@ pub fn read_published(config: &Config, expect: usize, timeout: Duration) -> Resu
         .rev()
         .filter(|r| r.key == MODEL_KEY)
         .find_map(|r| serde_json::from_slice(&r.payload).ok());
-    Ok(Published { records, model, media: SegmentMedia::read(config)? })
+    let segments = read_topic(k, &k.input_topic, 0, Duration::from_secs(10))?;
+    Ok(Published { records, model, sent: sent_segments(&segments), media: SegmentMedia::read(config, &segments)? })
 }
 
 /// Each segment's media, as the daemon fetched it: inline bytes, or a URI the source policy
@@ -47,11 +52,12 @@ pub struct SegmentMedia {
 }
 
 impl SegmentMedia {
-    /// Reads the input topic; unusable segments are skipped, as the daemon did.
-    pub fn read(config: &Config) -> Result<Self, ToolError> {
+    /// The media of the input topic's `records`; unusable segments are skipped, as the daemon
+    /// did.
+    pub fn read(config: &Config, records: &[TopicRecord]) -> Result<Self, ToolError> {
         let k = &config.kafka;
         let mut segments = HashMap::new();
-        for r in read_topic(k, &k.input_topic, 0, Duration::from_secs(10))? {
+        for r in records {
             let headers: Vec<(&str, &[u8])> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
             let (known, max_bytes) = (&config.model.known_classes, config.source.max_segment_bytes);
             if let Ok(segment) = parse_segment(Some(&r.payload), &headers, known, max_bytes) {

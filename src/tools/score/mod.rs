@@ -275,11 +275,11 @@ pub fn sent_segments(records: &[TopicRecord]) -> HashMap<String, Sent> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::eval::av_digits::AvClip;
 
-    pub(super) fn manifest() -> AvManifest {
+    pub(crate) fn manifest() -> AvManifest {
         let clip = |path: &str, label: &str| AvClip {
             path: path.into(),
             split: "test".into(),
@@ -310,7 +310,7 @@ pub(super) mod tests {
         }
     }
 
-    pub(super) fn record(segment: &str, kind: Kind, cluster: &str, version: u64, time: i64) -> TopicRecord {
+    pub(crate) fn record(segment: &str, kind: Kind, cluster: &str, version: u64, time: i64) -> TopicRecord {
         crate::tools::testing::assignment(segment, kind, cluster, 0.9, version, time)
     }
 
