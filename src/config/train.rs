@@ -217,6 +217,11 @@ pub struct ClustersConfig {
     /// clusters the bank's keys hold (the first at this step); the head uses that many outputs
     /// once two estimates in a row agree.
     pub estimate_every: u64,
+    /// The estimate takes the smallest count whose silhouette is within this of the best
+    /// count's (0: the best). On features that split a class into its styles the silhouette
+    /// rises a little with every split; a tolerance of about the noise between neighbouring
+    /// counts keeps those splits from counting as categories.
+    pub estimate_tolerance: f64,
 }
 
 impl Default for ClustersConfig {
@@ -229,6 +234,7 @@ impl Default for ClustersConfig {
             min_share: 0.25,
             head_min_share: 0.25,
             estimate_every: 250,
+            estimate_tolerance: 0.0,
         }
     }
 }
@@ -240,6 +246,9 @@ impl ClustersConfig {
         }
         if self.estimate_every == 0 {
             return invalid("train.clusters.estimate_every", "must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.estimate_tolerance) {
+            return invalid("train.clusters.estimate_tolerance", "must be in [0, 1): a difference of silhouettes");
         }
         for (key, share) in
             [("train.clusters.min_share", self.min_share), ("train.clusters.head_min_share", self.head_min_share)]

@@ -3,7 +3,7 @@
 //! many of the head's outputs in use.
 
 use super::Learner;
-use crate::train::estimate::estimate_novel_clusters;
+use crate::train::estimate::estimate_with_tolerance;
 
 impl Learner {
     /// Every `train.clusters.estimate_every` steps with `model.novel_clusters = "auto"`:
@@ -28,12 +28,14 @@ impl Learner {
             (0, keys.index_select(0, &unlabelled), labels.index_select(0, &unlabelled))
         };
         let started = std::time::Instant::now();
-        let Some(estimate) = estimate_novel_clusters(&keys, &labels, known, max) else {
+        let tolerance = self.config.clusters.estimate_tolerance;
+        let Some(estimate) = estimate_with_tolerance(&keys, &labels, known, max, tolerance) else {
             return;
         };
         tracing::info!(
             step = self.step,
             novel = estimate.novel,
+            scores = %estimate.scores.iter().map(|(k, s)| format!("{k}:{s:.3}")).collect::<Vec<_>>().join(" "),
             ms = started.elapsed().as_millis() as u64,
             "estimated the number of novel clusters"
         );
