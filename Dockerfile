@@ -14,12 +14,14 @@ RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends python3
 WORKDIR /src
 COPY . .
 # Installs the FFmpeg/clang toolchain, libtorch, MNIST and the spoken digits, then builds the
-# binary and the audio-visual digit set (scripts/setup.sh; the broker is not needed here).
+# binary and the audio-visual digit set (scripts/setup.sh; the broker is not needed here), and
+# trains the demo's model of the known digits alone (scripts/demo-model.sh, as `make setup` does).
 RUN rm -f data && scripts/setup.sh \
     && LIBTORCH="$(readlink -f /opt/novelstream/libtorch)" cargo build --release --locked \
          --bin novelstream --example consume_assignments \
     && mkdir -p /opt/novelstream/bin \
     && cp target/release/novelstream target/release/examples/consume_assignments /opt/novelstream/bin/ \
+    && scripts/demo-model.sh && cp "$(scripts/demo-model.sh --path)" /opt/novelstream/demo/known-only.ckpt \
     && rm -rf /opt/novelstream/data/mnist /opt/novelstream/data/spoken-digits
 
 FROM debian:bookworm-slim AS runtime

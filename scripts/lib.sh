@@ -59,6 +59,12 @@ daemon_config() {
   python3 "$ROOT/scripts/toml_merge.py" "$ROOT/config/av-digits.toml" - >"$1"
 }
 
+# demo_config OUT: the same with config/demo.toml merged over config/av-digits.toml first (the
+# demo's daemon, and the model scripts/demo-model.sh trains for it).
+demo_config() {
+  python3 "$ROOT/scripts/toml_merge.py" "$ROOT/config/av-digits.toml" "$ROOT/config/demo.toml" - >"$1"
+}
+
 # start_tansu PORT [ADVERTISED_PORT]: the broker on 127.0.0.1:PORT with in-memory storage,
 # telling clients to connect to ADVERTISED_PORT (default PORT; a proxy's port for outage
 # experiments), waited for; its pid is in $TANSU_PID.

@@ -31,6 +31,26 @@ fn flag<'a>(command: &'a [String], name: &str) -> &'a str {
     &command[i + 1]
 }
 
+/// The config of TOML files merged in order, a later file's keys replacing an earlier one's (as
+/// scripts/toml_merge.py does for the scripts).
+fn merged(files: &[&str]) -> Config {
+    fn merge(into: &mut toml::Table, new: toml::Table) {
+        for (key, value) in new {
+            match (into.get_mut(&key), value) {
+                (Some(toml::Value::Table(old)), toml::Value::Table(new)) => merge(old, new),
+                (_, value) => {
+                    into.insert(key, value);
+                }
+            }
+        }
+    }
+    let mut table = toml::Table::new();
+    for file in files {
+        merge(&mut table, std::fs::read_to_string(root().join(file)).unwrap().parse().unwrap());
+    }
+    Config::parse(&toml::to_string(&table).unwrap()).unwrap()
+}
+
 #[test]
 fn compose_file_agrees_with_the_cli_and_the_config() {
     let compose: Value =
@@ -86,10 +106,23 @@ fn compose_file_agrees_with_the_cli_and_the_config() {
                 let health = strings(&service["healthcheck"]["test"]).join(" ");
                 assert!(health.contains(&format!(":{port}/readyz")), "{name}: {health}");
             }
-            "producer" => {
+            "producer" | "producer-test" => {
                 assert_eq!(flag(&command, "--brokers"), config.kafka.brokers);
                 assert_eq!(flag(&command, "--topic"), config.kafka.input_topic);
                 assert_eq!(flag(&command, "--manifest"), format!("{cache}/data/av-digits/manifest.json"));
+                // `make demo`'s open world: most known-class clips unlabelled; the training
+                // clips' new classes in stages, then the test clips once they are all sent.
+                let demo = std::fs::read_to_string(root().join("scripts/demo.sh")).unwrap();
+                assert!(demo.contains("UNLABELLED_KNOWN:-0.7") && demo.contains("--novel-stages 5,6:7,8:9"));
+                assert_eq!(flag(&command, "--unlabelled-known-fraction"), "0.7", "{name}");
+                if name == "producer" {
+                    assert_eq!(flag(&command, "--split"), "train");
+                    assert_eq!(flag(&command, "--novel-stages"), "5,6:7,8:9");
+                } else {
+                    assert_eq!(flag(&command, "--split"), "test");
+                    let after = service["depends_on"]["producer"]["condition"].as_str();
+                    assert_eq!(after, Some("service_completed_successfully"));
+                }
             }
             "consumer" => {
                 assert_eq!(flag(&command, "--brokers"), config.kafka.brokers);
@@ -99,7 +132,20 @@ fn compose_file_agrees_with_the_cli_and_the_config() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 5);
+    assert_eq!(checked, 6);
+
+    // The daemons run `make demo`'s model configuration (config/av-digits.toml with
+    // config/demo.toml over it), so that they accept the starting model the Dockerfile trains
+    // with scripts/demo-model.sh.
+    let demo = merged(&["config/av-digits.toml", "config/demo.toml"]);
+    let fingerprint = |c: &Config| novelstream::train::fingerprint::fingerprint(&c.model, &c.train, &c.decode);
+    assert_eq!(fingerprint(&config), fingerprint(&demo));
+    let (ours, theirs) = (&config.train.clusters, &demo.train.clusters);
+    assert_eq!((ours.estimate_every, ours.estimate_tolerance), (theirs.estimate_every, theirs.estimate_tolerance));
+    let start = config.checkpoint.start.to_string_lossy().into_owned();
+    assert!(start.starts_with(cache) && start.ends_with(".ckpt"), "{start}");
+    let trained = dockerfile.lines().find(|l| l.contains("scripts/demo-model.sh --path")).unwrap();
+    assert!(trained.contains(&start), "the Dockerfile copies the demo's model to {start}: {trained}");
 
     // The GPU profile's trainer reserves one NVIDIA device and builds with the CUDA libraries.
     let gpu = &compose["services"]["novelstream-train-gpu"];
