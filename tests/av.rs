@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use base64::Engine;
 use std::path::Path;
 
-use common::{novelstream, Broker, Daemon};
+use common::{merge_toml, novelstream, Broker, Daemon};
 use novelstream::config::{DecodeConfig, KafkaConfig};
 use novelstream::decode::decode_segment;
 use novelstream::sink::Assignment;
@@ -50,19 +50,9 @@ fn strings(value: &serde_json::Value) -> BTreeSet<String> {
 /// The daemon config of the scripts (config/av-digits.toml) with `overrides` merged in, table by
 /// table, as scripts/toml_merge.py merges them.
 fn av_digits_config(overrides: &str) -> String {
-    fn merge(into: &mut toml::Table, new: toml::Table) {
-        for (key, value) in new {
-            match (into.get_mut(&key), value) {
-                (Some(toml::Value::Table(old)), toml::Value::Table(new)) => merge(old, new),
-                (_, value) => {
-                    into.insert(key, value);
-                }
-            }
-        }
-    }
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/av-digits.toml");
     let mut config: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
-    merge(&mut config, overrides.parse().unwrap());
+    merge_toml(&mut config, overrides.parse().unwrap());
     toml::to_string(&config).unwrap()
 }
 

@@ -2,9 +2,12 @@
 //! the file parses, every service's command exists in the binaries' CLIs with those flags, and
 //! brokers, topics and ports agree with the daemon's config.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
+use common::merge_toml;
 use novelstream::config::Config;
 use serde_yaml::Value;
 
@@ -34,19 +37,9 @@ fn flag<'a>(command: &'a [String], name: &str) -> &'a str {
 /// The config of TOML files merged in order, a later file's keys replacing an earlier one's (as
 /// scripts/toml_merge.py does for the scripts).
 fn merged(files: &[&str]) -> Config {
-    fn merge(into: &mut toml::Table, new: toml::Table) {
-        for (key, value) in new {
-            match (into.get_mut(&key), value) {
-                (Some(toml::Value::Table(old)), toml::Value::Table(new)) => merge(old, new),
-                (_, value) => {
-                    into.insert(key, value);
-                }
-            }
-        }
-    }
     let mut table = toml::Table::new();
     for file in files {
-        merge(&mut table, std::fs::read_to_string(root().join(file)).unwrap().parse().unwrap());
+        merge_toml(&mut table, std::fs::read_to_string(root().join(file)).unwrap().parse().unwrap());
     }
     Config::parse(&toml::to_string(&table).unwrap()).unwrap()
 }

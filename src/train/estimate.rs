@@ -38,7 +38,13 @@ pub fn estimate_novel_clusters(keys: &Tensor, labels: &Tensor, known: i64, max: 
 /// `tolerance` of the best (`train.clusters.estimate_tolerance`; 0: the best, the smaller count
 /// on a tie). Splitting a class into its styles can raise the silhouette by less than the noise
 /// between neighbouring counts; a tolerance keeps such splits from counting as categories.
-pub fn estimate_with_tolerance(keys: &Tensor, labels: &Tensor, known: i64, max: i64, tolerance: f64) -> Option<Estimate> {
+pub fn estimate_with_tolerance(
+    keys: &Tensor,
+    labels: &Tensor,
+    known: i64,
+    max: i64,
+    tolerance: f64,
+) -> Option<Estimate> {
     let _guard = tch::no_grad_guard();
     let x = l2_normalize(&keys.detach().to_kind(Kind::Float));
     let labels = labels.to_kind(Kind::Int64);

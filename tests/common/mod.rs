@@ -254,3 +254,16 @@ pub fn wait_for_metrics(port: u16, what: &str, within: Duration, done: impl Fn(&
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Merges the TOML `new` into `into`, table by table, a key of `new` replacing the same key of
+/// `into` (as scripts/toml_merge.py merges the scripts' configs).
+pub fn merge_toml(into: &mut toml::Table, new: toml::Table) {
+    for (key, value) in new {
+        match (into.get_mut(&key), value) {
+            (Some(toml::Value::Table(old)), toml::Value::Table(new)) => merge_toml(old, new),
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
+    }
+}

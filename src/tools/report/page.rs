@@ -322,12 +322,20 @@ mod tests {
             ];
             let report = score(&records, &manifest(), Some("test"), 2, Some(&sent), &[]);
             let decode = DecodeConfig::default();
-            let input =
-                ReportInput { records: &records, model: Some(&model), score: Some(&report), truth: None, decode: &decode };
+            let input = ReportInput {
+                records: &records,
+                model: Some(&model),
+                score: Some(&report),
+                truth: None,
+                decode: &decode,
+            };
             render(&input, &ReportOptions::default(), &|_| Ok(Vec::new())).0
         };
         let separated = page("novel-0");
-        assert!(separated.contains("Over the 5 unlabelled windows: <b>All 100.0%, Old 100.0%, New 100.0%</b>"), "{separated}");
+        assert!(
+            separated.contains("Over the 5 unlabelled windows: <b>All 100.0%, Old 100.0%, New 100.0%</b>"),
+            "{separated}"
+        );
         assert!(separated.contains("estimated by the model (version 7): <b>2</b>"));
         let mixed = page("novel-1");
         assert!(mixed.contains("<b>All 80.0%, Old 100.0%, New 75.0%</b>"), "{mixed}");
