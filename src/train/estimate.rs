@@ -28,17 +28,13 @@ pub struct Estimate {
 }
 
 /// Estimates the number of novel clusters, from 1 (2 without known classes) to `max`, among
-/// `keys` `[N, P]` whose `labels` `[N]` are a known class in `0..known` or −1 (unlabelled);
-/// `None` with too few unlabelled keys. Draws from the global random generator.
-pub fn estimate_novel_clusters(keys: &Tensor, labels: &Tensor, known: i64, max: i64) -> Option<Estimate> {
-    estimate_with_tolerance(keys, labels, known, max, 0.0)
-}
-
-/// [`estimate_novel_clusters`], choosing the smallest count whose silhouette is within
-/// `tolerance` of the best (`train.clusters.estimate_tolerance`; 0: the best, the smaller count
-/// on a tie). Splitting a class into its styles can raise the silhouette by less than the noise
-/// between neighbouring counts; a tolerance keeps such splits from counting as categories.
-pub fn estimate_with_tolerance(
+/// `keys` `[N, P]` whose `labels` `[N]` are a known class in `0..known` or −1 (unlabelled):
+/// the smallest count whose silhouette is within `tolerance` of the best
+/// (`train.clusters.estimate_tolerance`; 0: the best, the smaller count on a tie). Splitting a
+/// class into its styles can raise the silhouette by less than the noise between neighbouring
+/// counts; a tolerance keeps such splits from counting as categories. `None` with too few
+/// unlabelled keys. Draws from the global random generator.
+pub fn estimate_novel_clusters(
     keys: &Tensor,
     labels: &Tensor,
     known: i64,
@@ -275,7 +271,7 @@ mod tests {
         // Known classes 0-2: even rows labelled. Groups 3-6 novel: never labelled.
         let labelled = group.lt(3).logical_and(&index.remainder(2).eq(0));
         let labels = group.where_self(&labelled, &group.full_like(-1));
-        let estimate = estimate_novel_clusters(&keys, &labels, 3, 10).unwrap();
+        let estimate = estimate_novel_clusters(&keys, &labels, 3, 10, 0.0).unwrap();
         assert_eq!(estimate.novel, 4, "{:?}", estimate.scores);
         assert_eq!(estimate.scores.len(), 10);
         let score = |k: i64| estimate.scores.iter().find(|s| s.0 == k).unwrap().1;
@@ -288,10 +284,12 @@ mod tests {
         let _rng = crate::rng_lock();
         tch::manual_seed(2);
         let (keys, group) = groups(5, 60);
-        let estimate = estimate_novel_clusters(&keys, &group.full_like(-1), 0, 8).unwrap();
+        let estimate = estimate_novel_clusters(&keys, &group.full_like(-1), 0, 8, 0.0).unwrap();
         assert_eq!(estimate.novel, 5, "{:?}", estimate.scores);
         assert_eq!(estimate.scores[0].0, 2);
-        assert!(estimate_novel_clusters(&keys.narrow(0, 0, 50), &group.narrow(0, 0, 50).full_like(-1), 0, 8).is_none());
+        assert!(
+            estimate_novel_clusters(&keys.narrow(0, 0, 50), &group.narrow(0, 0, 50).full_like(-1), 0, 8, 0.0).is_none()
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! many of the head's outputs in use.
 
 use super::Learner;
-use crate::train::estimate::estimate_with_tolerance;
+use crate::train::estimate::estimate_novel_clusters;
 
 impl Learner {
     /// Every `train.clusters.estimate_every` steps with `model.novel_clusters = "auto"`:
@@ -29,7 +29,7 @@ impl Learner {
         };
         let started = std::time::Instant::now();
         let tolerance = self.config.clusters.estimate_tolerance;
-        let Some(estimate) = estimate_with_tolerance(&keys, &labels, known, max, tolerance) else {
+        let Some(estimate) = estimate_novel_clusters(&keys, &labels, known, max, tolerance) else {
             return;
         };
         tracing::info!(
