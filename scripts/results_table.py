@@ -7,7 +7,9 @@
     python3 scripts/results_table.py gcd ROOT NAME...        the open world: a row per NAME with
         All / Old / New recomputed from each seed's predictions-S.csv (one Hungarian matching
         over all rows), the estimated number of novel classes per seed, and the task-aware
-        novel and known accuracy from results.json; then each seed's All / Old / New"""
+        novel and known accuracy from results.json; then each seed's All / Old / New.
+        NAME:VIEW reads a view of the same runs instead (eval's views: audio-withheld,
+        picture-withheld, an --also-test data set): predictions-S.VIEW.csv"""
 import csv
 import glob
 import json
@@ -104,22 +106,33 @@ def all_old_new(path, known):
     return share(rows), share(old), share(new)
 
 
+def view_of(run, view):
+    """The task-aware numbers of one view of a run (the test split itself for None)."""
+    if view is None:
+        return run["method"]
+    return next(v for v in run["method"]["views"] if v["name"] == view)
+
+
 def gcd_rows(root, names):
-    for name in names:
+    for label in names:
+        name, _, view = label.partition(":")
+        view = view or None
         paths = sorted(glob.glob(f"{root}/{name}/seed-*.json"))
         if not paths:
             continue
         runs, scores = [], []
+        suffix = f".{view}" if view else ""
         for path in paths:
             run = json.load(open(path))
             seed = path.rsplit("seed-", 1)[1][:-len(".json")]
-            scores.append(all_old_new(f"{root}/{name}/predictions-{seed}.csv", set(run["known_classes"])))
+            scores.append(all_old_new(f"{root}/{name}/predictions-{seed}{suffix}.csv", set(run["known_classes"])))
             runs.append(run)
         estimated = "/".join(str(r["method"]["open_world"]["novel_clusters_estimated"]) for r in runs)
-        row([name, str(len(runs)), *(cell([s[i] for s in scores]) for i in range(3)), estimated,
-             column(runs, lambda r: r["method"]["novel"]["accuracy"]), column(runs, lambda r: r["method"]["known_accuracy"])])
+        row([label, str(len(runs)), *(cell([s[i] for s in scores]) for i in range(3)), estimated,
+             column(runs, lambda r: view_of(r, view)["novel"]["accuracy"]),
+             column(runs, lambda r: view_of(r, view)["known_accuracy"])])
         seeds = ", ".join(f"{100 * a:.1f} / {100 * o:.1f} / {100 * n:.1f}" for a, o, n in scores)
-        print(f"<!-- {name} per seed, All / Old / New: {seeds} -->")
+        print(f"<!-- {label} per seed, All / Old / New: {seeds} -->")
 
 
 if __name__ == "__main__":

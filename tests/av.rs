@@ -21,8 +21,13 @@ fn data(name: &str) -> std::path::PathBuf {
 }
 
 fn build(out: &Path, seed: &str) -> serde_json::Value {
+    build_with(out, seed, &[])
+}
+
+/// [`build`] with further `dataset av-digits` flags.
+fn build_with(out: &Path, seed: &str, extra: &[&str]) -> serde_json::Value {
     let (mnist, speech) = (data("mnist"), data("spoken-digits"));
-    novelstream(&[
+    let mut args = vec![
         "dataset",
         "av-digits",
         "--mnist",
@@ -39,8 +44,24 @@ fn build(out: &Path, seed: &str) -> serde_json::Value {
         "2",
         "--size",
         "32",
-    ]);
+    ];
+    args.extend(extra);
+    novelstream(&args);
     serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// (true class, answer) of each row of a predictions file.
+fn read_answers(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let (_, rest) = line.split_once(',')?;
+            let (class, said) = rest.split_once(',')?;
+            Some((class.to_owned(), said.to_owned()))
+        })
+        .collect()
 }
 
 fn strings(value: &serde_json::Value) -> BTreeSet<String> {
@@ -139,8 +160,15 @@ fn av_digits_are_repeatable_split_by_speaker_and_decodable() {
 #[test]
 fn eval_runs_on_av_clips_in_every_modality() {
     let dir = tempfile::tempdir().unwrap();
-    let set = dir.path().join("set");
-    build(&set, "0");
+    let (set, seen) = (dir.path().join("set"), dir.path().join("seen"));
+    let manifest = build(&set, "0");
+    // The seen-language split: the same training clips, test clips in the training languages.
+    let seen_manifest = build_with(&seen, "0", &["--seen-languages"]);
+    let train_clips = |m: &serde_json::Value| -> Vec<serde_json::Value> {
+        m["clips"].as_array().unwrap().iter().filter(|c| c["split"] == "train").cloned().collect()
+    };
+    assert_eq!(train_clips(&manifest), train_clips(&seen_manifest));
+    assert_eq!(seen_manifest["test_languages"], manifest["train_languages"]);
     let config = dir.path().join("small.toml");
     std::fs::write(
         &config,
@@ -167,7 +195,7 @@ fn eval_runs_on_av_clips_in_every_modality() {
     ];
     for (modality, contrast) in [("visual", "within"), ("audio", "within"), ("both", "within"), ("both", "cross")] {
         let mut args = base.to_vec();
-        args.extend(["--modality", modality, "--contrast", contrast]);
+        args.extend(["--modality", modality, "--contrast", contrast, "--also-test", seen.to_str().unwrap()]);
         novelstream(&args);
         let results: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
         assert_eq!(results["model"]["modality"], modality);
@@ -177,20 +205,28 @@ fn eval_runs_on_av_clips_in_every_modality() {
         // train none: what must hold is that the reported All accuracy is that of the answers
         // in predictions.csv (a known class's name or a novel cluster for every test clip).
         let accuracy = results["method"]["open_world"]["accuracy"]["all"].as_f64().unwrap();
-        let answers: Vec<(String, String)> = std::fs::read_to_string(&predictions)
-            .unwrap()
-            .lines()
-            .skip(1)
-            .filter_map(|line| {
-                let (_, rest) = line.split_once(',')?;
-                let (class, said) = rest.split_once(',')?;
-                Some((class.to_owned(), said.to_owned()))
-            })
-            .collect();
+        let answers = read_answers(&predictions);
         assert_eq!(answers.len(), 20, "{modality}/{contrast}: one answer per test clip");
         assert_eq!(accuracy, matched_accuracy(&answers), "{modality}/{contrast}: {answers:?}");
         if contrast == "cross" {
             assert!(results["method"]["final_losses"]["cross_modal"].as_f64().unwrap() > 0.0);
+        }
+        // The same model on other test data, each view with its own predictions: both
+        // modalities are also measured with the audio and with the picture withheld.
+        let views: Vec<&str> =
+            results["method"]["views"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+        let expected: &[&str] = if modality == "both" {
+            &["audio-withheld", "picture-withheld", "seen", "seen-audio-withheld"]
+        } else {
+            &["seen"]
+        };
+        assert_eq!(views, expected, "{modality}");
+        for (i, view) in views.iter().enumerate() {
+            let file = dir.path().join(format!("predictions.{view}.csv"));
+            let answers = read_answers(&file);
+            assert_eq!(answers.len(), 20, "{view}");
+            let all = results["method"]["views"][i]["open_world"]["all"].as_f64().unwrap();
+            assert_eq!(all, matched_accuracy(&answers), "{modality}/{view}: {answers:?}");
         }
     }
 

@@ -208,6 +208,38 @@ mod tests {
         assert_eq!(a.version(), 0);
     }
 
+    /// A stream without audio (a camera without a microphone: the decoder's zeros), or with
+    /// audio below `decode.audio_silence_dbfs`, is assigned from its picture alone: the same
+    /// decisions and confidences whatever the silence, and other ones where audio is heard.
+    #[test]
+    fn silent_audio_is_assigned_from_the_picture_alone() {
+        let _rng = crate::rng_lock();
+        let decode = DecodeConfig { height: 16, width: 16, frames: 2, ..Default::default() };
+        let model = ModelConfig {
+            known_classes: vec!["a".into(), "b".into()],
+            novel_clusters: NovelClusters::Fixed(3),
+            modality: crate::config::Modality::Both,
+            ..Default::default()
+        };
+        let assigner = Assigner::untrained(&model, &decode, Device::Cpu).unwrap();
+        let samples = decode.window_samples();
+        let noise = |amplitude: f32, seed: u64| -> Vec<f32> {
+            let mut rng = crate::rng::SplitMix64::new(seed);
+            (0..samples).map(|_| amplitude * rng.uniform(-1.0, 1.0) as f32).collect()
+        };
+        let with_audio = |audio: &dyn Fn(u8) -> Vec<f32>| -> Vec<Window> {
+            (0..4).map(|i| Window { audio: audio(i), ..window(&decode, 40 + i * 50) }).collect()
+        };
+        let silent = assigner.assign(&with_audio(&|_| vec![0.0; samples]), None);
+        let hiss = assigner.assign(&with_audio(&|i| noise(1e-4, u64::from(i))), None);
+        let heard = assigner.assign(&with_audio(&|i| noise(0.3, u64::from(i))), None);
+        assert_eq!(hiss, silent, "-85 dBFS of hiss is silence");
+        assert!(
+            heard.iter().zip(&silent).any(|(h, s)| (h.confidence - s.confidence).abs() > 1e-6),
+            "{heard:?} {silent:?}"
+        );
+    }
+
     /// In the open world an unlabelled window goes wherever the joint head puts it: a known
     /// class by name, or a novel output in use, never one that is not.
     #[test]

@@ -39,6 +39,10 @@ pub struct AvDigitsArgs {
     /// Languages (one speaker each) held out for the test split.
     #[arg(long, default_value_t = 6)]
     test_languages: usize,
+    /// Test clips in the training languages instead (new images and draws, the same training
+    /// clips): the seen-language test split, for `eval --also-test`.
+    #[arg(long)]
+    seen_languages: bool,
     /// Side of the square frames, in pixels (even).
     #[arg(long, default_value_t = 64)]
     size: u32,
@@ -62,6 +66,7 @@ pub fn handle(command: DatasetCommand) -> anyhow::Result<()> {
         train_per_class: args.train_per_class,
         test_per_class: args.test_per_class,
         test_languages: args.test_languages,
+        seen_languages: args.seen_languages,
         size: args.size,
         fps: args.fps,
         clip_ms: args.clip.as_millis() as u64,

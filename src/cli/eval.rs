@@ -106,6 +106,11 @@ pub struct EvalArgs {
     /// Frames per window of an audio-visual clip.
     #[arg(long, default_value_t = 2)]
     frames: usize,
+    /// Also measure the trained model on this data set's test split (same classes; repeatable),
+    /// e.g. `data/av-digits-seen` (`dataset av-digits --seen-languages`). Its predictions go to
+    /// `<predictions>.<folder name>.csv`, its numbers to results.json's `views`.
+    #[arg(long)]
+    also_test: Vec<PathBuf>,
     /// Where the model runs: auto, cpu or cuda.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -159,9 +164,10 @@ pub fn handle(args: EvalArgs) -> anyhow::Result<()> {
         device: novelstream::model::select_device(preference)?,
         progress: super::progress(),
         curve_every: args.curve_every,
+        also_test: args.also_test,
     };
-    let (results, rows) = evaluate(&options)?;
-    write_outputs(&results, &rows, &args.out, &args.predictions)?;
+    let (results, found) = evaluate(&options)?;
+    write_outputs(&results, &found, &args.out, &args.predictions)?;
     print_results(&results, &args.out, &args.predictions);
     if let Some(path) = &args.save_checkpoint {
         println!("wrote the trained learner to {} (the daemon's checkpoint.start)", path.display());
@@ -233,4 +239,16 @@ fn print_results(results: &EvalResults, out: &std::path::Path, predictions: &std
         out.display(),
         predictions.display()
     );
+    for view in &m.views {
+        let w = &view.open_world;
+        println!(
+            "{}: all {:.2}%  old {:.2}%  new {:.2}%  (task-aware novel {:.2}%, known {:.2}%)",
+            view.name,
+            100.0 * w.all,
+            100.0 * w.old,
+            100.0 * w.new,
+            100.0 * view.novel.accuracy,
+            100.0 * view.known_accuracy
+        );
+    }
 }

@@ -22,6 +22,9 @@ pub(super) fn validate(d: &DecodeConfig) -> Result<(), ConfigError> {
     if !(1000..=192_000).contains(&d.sample_rate) {
         return invalid("decode.sample_rate", "must be between 1000 and 192000 Hz");
     }
+    if !(d.audio_silence_dbfs <= 0.0) {
+        return invalid("decode.audio_silence_dbfs", "must be a level at or below full scale (0 dBFS or less)");
+    }
     if d.formats.is_empty() {
         return invalid("decode.formats", "must name at least one container format");
     }

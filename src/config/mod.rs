@@ -150,6 +150,12 @@ impl Config {
                 "`cross` compares visual with audio keys: it needs model.modality = \"both\"",
             );
         }
+        if self.train.modality_dropout > 0.0 && self.model.modality != Modality::Both {
+            return invalid(
+                "train.modality_dropout",
+                "withholds one modality of two from the heads: it needs model.modality = \"both\"",
+            );
+        }
         let stack = self.model.visual_input.stack_frames;
         if self.model.visual_encoder.torchscript().is_some() && stack != 0 && stack != self.decode.frames as i64 {
             return invalid(

@@ -101,6 +101,16 @@ fn invalid_values_name_their_key() {
         let err = Config::parse(&format!("[train.augment]\nerase = {value}\n")).unwrap_err().to_string();
         assert!(err.contains("train.augment.erase"), "{value}: {err}");
     }
+    for (text, key) in [
+        ("[model]\nmodality = \"both\"\n[train]\nmodality_dropout = 1.0\n", "train.modality_dropout"),
+        ("[train]\nmodality_dropout = 0.5\n", "train.modality_dropout"),
+        ("[decode]\naudio_silence_dbfs = 3.0\n", "decode.audio_silence_dbfs"),
+    ] {
+        let err = Config::parse(text).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+    let both = Config::parse("[model]\nmodality = \"both\"\n[train]\nmodality_dropout = 0.5\n").unwrap();
+    assert_eq!(both.train.modality_dropout, 0.5);
     let err = Config::parse("[train.clusters]\npairs = \"sometimes\"\n").unwrap_err().to_string();
     assert!(err.contains("pairs"), "{err}");
 }

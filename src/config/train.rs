@@ -25,6 +25,11 @@ pub struct TrainConfig {
     pub momentum: f64,
     /// Within-modal, cross-modal or both kinds of contrast (single-modal models: within).
     pub contrast: Contrast,
+    /// Share of training windows whose heads see one modality only (a model of both): each
+    /// loses its audio or its picture, half and half, in each view. The heads learn to decide
+    /// from either modality alone as well as from both, which a window without audio (or
+    /// picture) needs. The contrastive terms and the pseudo labels still see both.
+    pub modality_dropout: f64,
     /// How pairwise pseudo labels are made on unlabelled windows.
     pub pseudo: PseudoConfig,
     /// The memory bank's clusters that check the pseudo labels, and splits of dead clusters.
@@ -47,6 +52,7 @@ impl Default for TrainConfig {
             bank_size: 4096,
             momentum: 0.99,
             contrast: Contrast::Both,
+            modality_dropout: 0.0,
             pseudo: PseudoConfig::default(),
             clusters: ClustersConfig::default(),
             losses: LossesConfig::default(),
@@ -71,6 +77,9 @@ impl TrainConfig {
         }
         if self.bank_size < 1 {
             return invalid("train.bank_size", "must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.modality_dropout) {
+            return invalid("train.modality_dropout", "must be in [0, 1)");
         }
         self.pseudo.validate()?;
         self.clusters.validate()?;

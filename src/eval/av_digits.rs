@@ -30,6 +30,10 @@ pub struct AvDigitsOptions {
     /// Languages (speakers) held out for the test split; only languages with all ten digits
     /// are held out, so every test class has speakers.
     pub test_languages: usize,
+    /// The test clips speak in the training split's languages instead (still MNIST test images,
+    /// and each clip's gain, offset and noise drawn anew): a seen-language test split. The
+    /// training clips are the same as without it, so one trained model meets both test splits.
+    pub seen_languages: bool,
     /// Side of the square frames.
     pub size: u32,
     pub fps: u32,
@@ -50,6 +54,7 @@ impl Default for AvDigitsOptions {
             train_per_class: 300,
             test_per_class: 100,
             test_languages: 6,
+            seen_languages: false,
             size: 64,
             fps: 10,
             clip_ms: 1000,
@@ -132,7 +137,8 @@ pub fn build_av_digits(options: &AvDigitsOptions) -> Result<AvManifest, EvalErro
     let test_images = read_mnist(&options.mnist, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
     let utterances = load_speech(&options.speech, options.sample_rate, options.workers)?;
     let mut rng = SplitMix64::new(options.seed ^ 0x4156_4449_4749_5453);
-    let (train_languages, test_languages) = split_languages(&utterances, options.test_languages, &mut rng)?;
+    let (train_languages, held_out) = split_languages(&utterances, options.test_languages, &mut rng)?;
+    let test_languages = if options.seen_languages { train_languages.clone() } else { held_out };
     let clip_samples = (options.clip_ms * options.sample_rate as u64 / 1000) as usize;
     let mut plans = Vec::new();
     for (split, per_class, (_, labels, _), languages) in [

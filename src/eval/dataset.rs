@@ -13,7 +13,7 @@ use super::idx::read_idx;
 use super::EvalError;
 use crate::config::{DecodeConfig, Modality};
 use crate::decode::decode_segment;
-use crate::model::{mel_tensor, Input, LogMel};
+use crate::model::{mel_tensor, Input, LogMel, LOG_FLOOR};
 
 /// Samples of one split: frames `[N, T, C, H, W]` bytes (C = 1 for grey, 3 for RGB), log-mel
 /// spectrograms `[N, 1, M, F]` where the data has audio, and class indices.
@@ -60,6 +60,27 @@ impl Split {
         } else {
             // Pixels standardised too when both are present.
             Tensor::cat(&parts.into_iter().map(standardise).collect::<Vec<_>>(), 1)
+        }
+    }
+
+    /// The same samples with one modality withheld: `Visual` blanks the frames, `Audio` makes
+    /// the spectrograms those of silence (what a stream without that track decodes to).
+    pub fn withholding(&self, modality: Modality) -> Split {
+        let mut split = self.shallow_clone();
+        match modality {
+            Modality::Visual => split.frames = self.frames.as_ref().map(Tensor::zeros_like),
+            Modality::Audio => split.mel = self.mel.as_ref().map(|m| m.full_like(f64::from(LOG_FLOOR.ln()))),
+            Modality::Both => panic!("withholding both modalities leaves nothing"),
+        }
+        split
+    }
+
+    /// The same samples, sharing their tensors.
+    pub fn shallow_clone(&self) -> Split {
+        Split {
+            frames: self.frames.as_ref().map(Tensor::shallow_clone),
+            mel: self.mel.as_ref().map(Tensor::shallow_clone),
+            labels: self.labels.clone(),
         }
     }
 
@@ -291,7 +312,7 @@ fn load_manifest(path: &Path, size: u32, frames: usize, progress: bool) -> Resul
                     .permute([0, 1, 4, 2, 3])
                     .contiguous(),
             ),
-            mel: Some(mel_tensor(&refs, &mel)),
+            mel: Some(mel_tensor(&refs, &mel, decode.audio_silence_dbfs)),
             labels,
         })
     };

@@ -76,6 +76,9 @@ pub struct EvalOptions {
     pub progress: bool,
     /// Measure the test split every this many steps of the method (0: only at the end).
     pub curve_every: u64,
+    /// Further data sets of the same classes whose test splits the trained model is measured
+    /// on too (`--also-test`), e.g. a seen-language split of the audio-visual digits.
+    pub also_test: Vec<PathBuf>,
 }
 
 /// Clustering quality on one set of samples.
@@ -124,6 +127,8 @@ pub struct MethodResult {
     /// k-means on the trained encoder's features of the novel test samples: tells a weak head
     /// (this is higher than `novel`) from weak features.
     pub kmeans_on_features: Clustering,
+    /// The same model on other test data: a modality withheld, `--also-test` splits.
+    pub views: Vec<ViewResult>,
     /// Training time, without the time the learning curve took.
     pub train_seconds: f64,
     /// Mean loss terms over the last 50 steps.
@@ -133,6 +138,20 @@ pub struct MethodResult {
     pub head_splits: u64,
     /// The learning curve: the test split measured every `--curve-every` steps (empty when 0).
     pub curve: Vec<CurvePoint>,
+}
+
+/// The trained model measured on one view of test data ([`MethodResult::views`]); its
+/// predictions are in `<predictions>.<name>.csv`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ViewResult {
+    pub name: String,
+    /// All / Old / New of the joint decision.
+    pub open_world: GcdAccuracy,
+    /// Known test samples given their own class by name.
+    pub known_by_name: f64,
+    /// Task-aware: the unlabelled head on the novel samples, the labelled head on the known.
+    pub novel: Clustering,
+    pub known_accuracy: f64,
 }
 
 /// The test split measured part-way through training.
@@ -208,13 +227,35 @@ pub type PredictionRow = (usize, String, String);
 
 /// Runs the evaluation; returns the results and one row per test sample of the known and novel
 /// classes.
-pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<PredictionRow>), EvalError> {
+/// Predictions of one run: the test split's rows, then each view's by name.
+pub struct Predictions {
+    pub rows: Vec<PredictionRow>,
+    pub views: Vec<(String, Vec<PredictionRow>)>,
+}
+
+pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Predictions), EvalError> {
     let started = Instant::now();
     let data = load(&options.dataset, options.image_size, options.frames, options.progress)?;
+    let mut also = Vec::new();
+    for path in &options.also_test {
+        let other = load(path, options.image_size, options.frames, options.progress)?;
+        if other.classes != data.classes {
+            return Err(EvalError::Invalid(format!(
+                "--also-test {}: its classes {:?} are not the data set's {:?}",
+                path.display(),
+                other.classes,
+                data.classes
+            )));
+        }
+        // A manifest is named by its folder.
+        let folder = if path.is_file() { path.parent().unwrap_or(path) } else { path };
+        let name = folder.file_name().map_or_else(|| "also".into(), |n| n.to_string_lossy().into_owned());
+        also.push((name, other));
+    }
     let task = Task::new(options, &data)?;
-    let method = task.method()?;
+    let method = task.method(&also)?;
     let baselines = task.baselines()?;
-    let rows = task.rows(&method);
+    let rows = method.rows;
     let results = EvalResults {
         dataset: options.dataset.display().to_string(),
         known_classes: task.model.known_classes.clone(),
@@ -225,14 +266,14 @@ pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Vec<PredictionRow
         known_only: options.known_only,
         device: format!("{:?}", options.device),
         train_samples: (task.labelled.len(), task.unlabelled.len()),
-        test_samples: (task.test_known.len(), task.test_novel.len()),
+        test_samples: (task.test.known.len(), task.test.novel.len()),
         method: method.result,
         baselines,
         wall_seconds: started.elapsed().as_secs_f64(),
         model: task.model.clone(),
         train: options.train.clone(),
     };
-    Ok((results, rows))
+    Ok((results, Predictions { rows, views: method.views }))
 }
 
 /// A progress bar on stderr counting `unit`s, hidden when `visible` is false.
@@ -249,9 +290,11 @@ pub fn progress_bar(total: u64, name: &str, visible: bool, unit: &str) -> indica
 }
 
 /// Writes `results.json` and `predictions.csv`.
+/// Writes results.json to `out`, the test split's predictions to `predictions`, and each
+/// view's to [`view_predictions`].
 pub fn write_outputs(
     results: &EvalResults,
-    rows: &[(usize, String, String)],
+    found: &Predictions,
     out: &Path,
     predictions: &Path,
 ) -> Result<(), EvalError> {
@@ -259,15 +302,27 @@ pub fn write_outputs(
         std::fs::write(path, bytes).map_err(|source| EvalError::Write { path: path.to_owned(), source })
     };
     write(out, &serde_json::to_vec_pretty(results).expect("results serialize"))?;
-    let mut csv = Vec::new();
-    writeln!(csv, "index,true_label,prediction").expect("write to memory");
-    for (i, truth, cluster) in rows {
-        writeln!(csv, "{i},{truth},{cluster}").expect("write to memory");
+    let csv = |rows: &[PredictionRow]| {
+        let mut csv = Vec::new();
+        writeln!(csv, "index,true_label,prediction").expect("write to memory");
+        for (i, truth, cluster) in rows {
+            writeln!(csv, "{i},{truth},{cluster}").expect("write to memory");
+        }
+        csv
+    };
+    write(predictions, &csv(&found.rows))?;
+    for (name, rows) in &found.views {
+        write(&view_predictions(predictions, name), &csv(rows))?;
     }
-    write(predictions, &csv)
+    Ok(())
 }
 
-/// Parses class lists like `0-4`, `5,7,9` or `0-2,8`.
+/// Where the predictions of view `name` go: `predictions-0.csv` → `predictions-0.<name>.csv`.
+pub fn view_predictions(predictions: &Path, name: &str) -> PathBuf {
+    let stem = predictions.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    predictions.with_file_name(format!("{stem}.{name}.csv"))
+}
+
 pub fn parse_classes(text: &str) -> Result<Vec<usize>, String> {
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {

@@ -9,9 +9,9 @@ use tch::{Device, Kind, Tensor};
 use super::metrics::{cluster_accuracy, gcd_accuracy, GcdAccuracy};
 use super::{
     progress_bar, Baselines, Clustering, CurvePoint, Dataset, EvalError, EvalOptions, MethodResult, OpenWorldResult,
-    PredictionRow,
+    PredictionRow, Split, ViewResult,
 };
-use crate::config::{LossesConfig, ModelConfig, ScheduleConfig, TrainConfig};
+use crate::config::{LossesConfig, Modality, ModelConfig, ScheduleConfig, TrainConfig};
 use crate::model::Input;
 use crate::rng::SplitMix64;
 use crate::train::checkpoint;
@@ -33,21 +33,52 @@ pub(super) struct Task<'a> {
     pub labelled: Vec<i64>,
     /// The other training samples: of the novel classes, and of the known classes unlabelled.
     pub unlabelled: Vec<i64>,
+    /// The data set's test split.
+    pub test: TestSet<'a>,
+}
+
+/// A test split's samples of the chosen classes, as `eval` measures a model on them.
+pub(super) struct TestSet<'s> {
+    split: &'s Split,
     /// Test samples of the known classes.
-    pub test_known: Vec<i64>,
+    pub known: Vec<i64>,
     /// Test samples of the novel classes.
-    pub test_novel: Vec<i64>,
+    pub novel: Vec<i64>,
     /// Class of each novel test sample.
     novel_truth: Vec<usize>,
     /// Known-class index of each known test sample.
     known_truth: Vec<i64>,
 }
 
-/// What the method gave: its results, and its decision for each test sample, known ones first
-/// (a known class `c` as `c`, novel cluster `k` as `C_l + k`).
+impl<'s> TestSet<'s> {
+    fn new(split: &'s Split, options: &EvalOptions) -> Self {
+        let (known, novel) = (split.indices_of(&options.known), split.indices_of(&options.novel));
+        let known_index = |label: usize| options.known.iter().position(|&k| k == label).expect("known label") as i64;
+        Self {
+            novel_truth: novel.iter().map(|&i| split.labels[i as usize]).collect(),
+            known_truth: known.iter().map(|&i| known_index(split.labels[i as usize])).collect(),
+            split,
+            known,
+            novel,
+        }
+    }
+
+    /// All / Old / New accuracy of `decisions` (known test samples first) over every test
+    /// sample of the chosen classes.
+    fn gcd(&self, decisions: &[i64]) -> GcdAccuracy {
+        let truth: Vec<usize> = self.known.iter().chain(&self.novel).map(|&i| self.split.labels[i as usize]).collect();
+        let old: Vec<bool> = (0..truth.len()).map(|i| i < self.known.len()).collect();
+        let predicted: Vec<usize> = decisions.iter().map(|&d| d as usize).collect();
+        gcd_accuracy(&truth, &predicted, &old)
+    }
+}
+
+/// What the method gave: its results, its prediction rows for the test split, and those of each
+/// further view by name.
 pub(super) struct Method {
     pub result: MethodResult,
-    pub decisions: Vec<i64>,
+    pub rows: Vec<PredictionRow>,
+    pub views: Vec<(String, Vec<PredictionRow>)>,
 }
 
 /// What a trained model says about the test split.
@@ -87,24 +118,13 @@ impl<'a> Task<'a> {
         let mut model = options.model.clone();
         model.known_classes = options.known.iter().map(|&c| data.classes[c].clone()).collect();
         model.seed = options.seed;
-        let (test_known, test_novel) = (data.test.indices_of(&options.known), data.test.indices_of(&options.novel));
         let (labelled, mut unlabelled) =
             labelled_share(&data.train, &options.known, options.labelled_fraction, options.seed);
         if !options.known_only {
             unlabelled.extend(data.train.indices_of(&options.novel));
         }
         unlabelled.sort_unstable();
-        let mut task = Self {
-            options,
-            data,
-            model,
-            labelled,
-            unlabelled,
-            novel_truth: test_novel.iter().map(|&i| data.test.labels[i as usize]).collect(),
-            known_truth: Vec::new(),
-            test_known,
-            test_novel,
-        };
+        let task = Self { options, data, model, labelled, unlabelled, test: TestSet::new(&data.test, options) };
         if task.unlabelled.is_empty() && options.known_only {
             return Err(EvalError::Invalid(
                 "--known-only leaves no unlabelled training sample: label a share of the known classes only \
@@ -112,10 +132,9 @@ impl<'a> Task<'a> {
                     .into(),
             ));
         }
-        if task.labelled.is_empty() || task.unlabelled.is_empty() || task.test_novel.is_empty() {
+        if task.labelled.is_empty() || task.unlabelled.is_empty() || task.test.novel.is_empty() {
             return Err(EvalError::Invalid("the chosen classes leave a split empty".into()));
         }
-        task.known_truth = task.test_known.iter().map(|&i| task.known_index(data.test.labels[i as usize])).collect();
         Ok(task)
     }
 
@@ -125,8 +144,9 @@ impl<'a> Task<'a> {
     }
 
     /// Trains the method on labelled and unlabelled samples, measuring the learning curve on the
-    /// way, then measures it on the test split.
-    pub fn method(&self) -> Result<Method, EvalError> {
+    /// way, then measures it on the test split, and on the views of [`Task::views`] (`also`:
+    /// further data sets whose test splits it meets, by name).
+    pub fn method(&self, also: &[(String, Dataset)]) -> Result<Method, EvalError> {
         let options = self.options;
         let started = Instant::now();
         let mut learner = Learner::new(&self.model, &options.train, options.device)?;
@@ -150,36 +170,65 @@ impl<'a> Task<'a> {
             let fingerprint = fingerprint(&self.model, &options.train, decode);
             checkpoint::save_learner(path, 1, &learner, &fingerprint, &ClusterIds::default())?;
         }
-        let predicted = self.predict(&learner);
+        let predicted = self.predict(&learner, &self.test);
         let estimate = learner.latest_estimate();
+        let test = &self.test;
         let open_world = OpenWorldResult {
-            accuracy: self.gcd(&predicted.decisions),
-            known_by_name: accuracy(&self.known_truth, &predicted.decisions[..self.test_known.len()]),
+            accuracy: test.gcd(&predicted.decisions),
+            known_by_name: accuracy(&test.known_truth, &predicted.decisions[..test.known.len()]),
             novel_clusters_estimated: learner.novel_clusters_in_use().len(),
             novel_classes: self.options.novel.len(),
             estimate_scores: estimate.map(|e| e.scores.clone()).unwrap_or_default(),
         };
+        let mut views = Vec::new();
+        for (name, split) in self.views(also) {
+            let test = TestSet::new(&split, options);
+            let predicted = self.predict(&learner, &test);
+            let result = ViewResult {
+                name,
+                open_world: test.gcd(&predicted.decisions),
+                known_by_name: accuracy(&test.known_truth, &predicted.decisions[..test.known.len()]),
+                novel: Clustering::of(&test.novel_truth, &predicted.novel),
+                known_accuracy: accuracy(&test.known_truth, &predicted.known),
+            };
+            views.push((result, self.rows(&test, &predicted.decisions)));
+        }
         let result = MethodResult {
             open_world,
-            novel: Clustering::of(&self.novel_truth, &predicted.novel),
-            known_accuracy: accuracy(&self.known_truth, &predicted.known),
+            novel: Clustering::of(&test.novel_truth, &predicted.novel),
+            known_accuracy: accuracy(&test.known_truth, &predicted.known),
             kmeans_on_features: self.kmeans(&predicted.features),
+            views: views.iter().map(|(v, _)| v.clone()).collect(),
             train_seconds,
             final_losses,
             head_splits: learner.head_splits(),
             curve,
         };
-        Ok(Method { result, decisions: predicted.decisions })
+        let rows = self.rows(test, &predicted.decisions);
+        Ok(Method { result, rows, views: views.into_iter().map(|(v, rows)| (v.name, rows)).collect() })
     }
 
-    /// All / Old / New accuracy of `decisions` (known test samples first) over every test
-    /// sample of the chosen classes.
-    fn gcd(&self, decisions: &[i64]) -> GcdAccuracy {
-        let truth: Vec<usize> =
-            self.test_known.iter().chain(&self.test_novel).map(|&i| self.data.test.labels[i as usize]).collect();
-        let old: Vec<bool> = (0..truth.len()).map(|i| i < self.test_known.len()).collect();
-        let predicted: Vec<usize> = decisions.iter().map(|&d| d as usize).collect();
-        gcd_accuracy(&truth, &predicted, &old)
+    /// What else the trained model is measured on, by name: for a model of both modalities,
+    /// the test split with the audio withheld (silent, as from a camera without a microphone,
+    /// `audio-withheld`) and with the picture withheld (`picture-withheld`); each of the `also`
+    /// data sets' test splits (`<name>`, and `<name>-audio-withheld` for both modalities).
+    fn views(&self, also: &[(String, Dataset)]) -> Vec<(String, Split)> {
+        let withheld = |name: &str, split: &Split, with_picture: bool| {
+            let mut views = Vec::new();
+            if self.model.modality == Modality::Both {
+                views.push((format!("{name}audio-withheld"), split.withholding(Modality::Audio)));
+                if with_picture {
+                    views.push((format!("{name}picture-withheld"), split.withholding(Modality::Visual)));
+                }
+            }
+            views
+        };
+        let mut views = withheld("", &self.data.test, true);
+        for (name, data) in also {
+            views.push((name.clone(), data.test.shallow_clone()));
+            views.extend(withheld(&format!("{name}-"), &data.test, false));
+        }
+        views
     }
 
     /// k-means on the raw pixels of the novel test samples, and on the features of the same
@@ -187,7 +236,7 @@ impl<'a> Task<'a> {
     pub fn baselines(&self) -> Result<Baselines, EvalError> {
         let options = self.options;
         let kmeans_raw_pixels =
-            self.kmeans(&self.data.test.raw(&Tensor::from_slice(&self.test_novel), options.model.modality));
+            self.kmeans(&self.data.test.raw(&Tensor::from_slice(&self.test.novel), options.model.modality));
         let config = TrainConfig {
             losses: LossesConfig {
                 instance_contrast: false,
@@ -204,24 +253,24 @@ impl<'a> Task<'a> {
         let model = ModelConfig { open_world: false, ..self.model.clone() };
         let mut supervised = Learner::new(&model, &config, options.device)?;
         self.train(&mut supervised, &[], options.baseline_steps, &config, "baseline", &mut |_, _| {})?;
-        let predicted = self.predict(&supervised);
+        let predicted = self.predict(&supervised, &self.test);
         Ok(Baselines {
             kmeans_raw_pixels,
             kmeans_supervised_features: self.kmeans(&predicted.features),
-            supervised_known_accuracy: accuracy(&self.known_truth, &predicted.known),
+            supervised_known_accuracy: accuracy(&self.test.known_truth, &predicted.known),
         })
     }
 
-    /// One row per known and novel test sample, by index: its class and the method's decision,
-    /// a known class's name or `novel-<id>`.
-    pub fn rows(&self, method: &Method) -> Vec<PredictionRow> {
-        let class = |i: i64| self.data.classes[self.data.test.labels[i as usize]].clone();
+    /// One row per known and novel sample of `test`, by index: its class and the decision
+    /// (known samples first), a known class's name or `novel-<id>`.
+    fn rows(&self, test: &TestSet, decisions: &[i64]) -> Vec<PredictionRow> {
+        let class = |i: i64| self.data.classes[test.split.labels[i as usize]].clone();
         let known = self.model.known_classes.len() as i64;
-        let mut rows: Vec<PredictionRow> = self
-            .test_known
+        let mut rows: Vec<PredictionRow> = test
+            .known
             .iter()
-            .chain(&self.test_novel)
-            .zip(&method.decisions)
+            .chain(&test.novel)
+            .zip(decisions)
             .map(|(&i, &d)| {
                 let said = if d < known {
                     self.model.known_classes[d as usize].clone()
@@ -287,25 +336,26 @@ impl<'a> Task<'a> {
 
     /// The test split measured after `step` steps of the method.
     fn curve_point(&self, step: u64, learner: &Learner) -> CurvePoint {
-        let predicted = self.predict(learner);
-        let momentum = learner.predict_all(Encoder::Momentum, self.batches(&self.test_novel));
+        let test = &self.test;
+        let predicted = self.predict(learner, test);
+        let momentum = learner.predict_all(Encoder::Momentum, self.batches(test.split, &test.novel));
         CurvePoint {
             step,
-            open_world: self.gcd(&predicted.decisions),
+            open_world: test.gcd(&predicted.decisions),
             novel_clusters_in_use: learner.novel_clusters_in_use().len(),
-            novel_accuracy: cluster_accuracy(&self.novel_truth, &predicted.novel),
-            known_accuracy: accuracy(&self.known_truth, &predicted.known),
-            momentum_novel_accuracy: cluster_accuracy(&self.novel_truth, &clusters(momentum.clusters)),
+            novel_accuracy: cluster_accuracy(&test.novel_truth, &predicted.novel),
+            known_accuracy: accuracy(&test.known_truth, &predicted.known),
+            momentum_novel_accuracy: cluster_accuracy(&test.novel_truth, &clusters(momentum.clusters)),
             bank_cluster_accuracy: momentum
                 .bank_clusters
-                .map(|bank| cluster_accuracy(&self.novel_truth, &clusters(bank))),
+                .map(|bank| cluster_accuracy(&test.novel_truth, &clusters(bank))),
         }
     }
 
-    /// What `learner` says about the test samples.
-    fn predict(&self, learner: &Learner) -> Predicted {
-        let novel = learner.predict_all(Encoder::Online, self.batches(&self.test_novel));
-        let known = learner.predict_all(Encoder::Online, self.batches(&self.test_known));
+    /// What `learner` says about the samples of `test`.
+    fn predict(&self, learner: &Learner, test: &TestSet) -> Predicted {
+        let novel = learner.predict_all(Encoder::Online, self.batches(test.split, &test.novel));
+        let known = learner.predict_all(Encoder::Online, self.batches(test.split, &test.known));
         let classes = self.model.known_classes.len() as i64;
         let decisions = if learner.open_world() {
             known.joint.iter().chain(&novel.joint).copied().collect()
@@ -315,19 +365,17 @@ impl<'a> Task<'a> {
         Predicted { novel: clusters(novel.clusters), known: known.classes, features: novel.features, decisions }
     }
 
-    /// The test samples `indices` on the device, [`PREDICT_CHUNK`] at a time.
-    fn batches<'s>(&'s self, indices: &'s [i64]) -> impl Iterator<Item = Input> + 's {
+    /// The samples `indices` of `split` on the device, [`PREDICT_CHUNK`] at a time.
+    fn batches<'s>(&self, split: &'s Split, indices: &'s [i64]) -> impl Iterator<Item = Input> + 's {
         let (device, modality) = (self.options.device, self.options.model.modality);
-        indices
-            .chunks(PREDICT_CHUNK)
-            .map(move |chunk| self.data.test.batch(&Tensor::from_slice(chunk), device, modality))
+        indices.chunks(PREDICT_CHUNK).map(move |chunk| split.batch(&Tensor::from_slice(chunk), device, modality))
     }
 
     /// How well k-means (best of 3 starts, seeded with the run's seed) on the rows of `x`
     /// clusters the novel test samples.
     fn kmeans(&self, x: &Tensor) -> Clustering {
         let k = self.options.novel.len() as i64;
-        Clustering::of(&self.novel_truth, &kmeans(x, k, 3, 100, self.options.seed))
+        Clustering::of(&self.test.novel_truth, &kmeans(x, k, 3, 100, self.options.seed))
     }
 }
 

@@ -10,7 +10,7 @@ mod torchscript;
 
 pub use device::{select_device, DeviceError};
 pub use encoder::{AudioEncoder, VisualEncoder};
-pub use mel::LogMel;
+pub use mel::{LogMel, LOG_FLOOR};
 pub use torchscript::{file_fingerprint, EncoderError, ScriptEncoder};
 
 use tch::{nn, Device, Kind, Tensor};
@@ -275,6 +275,17 @@ impl JointModel {
     }
 
     pub fn forward_t(&self, input: &Input, train: bool) -> Outputs {
+        self.forward_kept(input, train, None)
+    }
+
+    /// [`JointModel::forward_t`] with some windows' visual or audio evidence withheld from the
+    /// heads: `keep` `[B, 2]` holds 1 where a window's visual (column 0) and audio (column 1)
+    /// features count, 0 where they are zeroed (`train.modality_dropout`). Whatever `keep`
+    /// says, a modality whose input carries no signal — audio of silence or of no track, a
+    /// blank picture — is zeroed too, so such a window is decided by the other modality alone.
+    /// Only a model of both modalities withholds anything; the contrastive projections always
+    /// see their modality.
+    pub fn forward_kept(&self, input: &Input, train: bool, keep: Option<&Tensor>) -> Outputs {
         fn encode<'a>(part: &'a Option<Tensor>, name: &str) -> &'a Tensor {
             part.as_ref().unwrap_or_else(|| panic!("the model reads {name}, the batch has none"))
         }
@@ -288,8 +299,23 @@ impl JointModel {
             let p = projection.forward(&z);
             (z, p)
         });
-        let parts: Vec<&Tensor> = visual.iter().chain(audio.iter()).map(|(z, _)| z).collect();
-        let z = if parts.len() == 1 { parts[0].shallow_clone() } else { Tensor::cat(&parts, 1) };
+        let z = match (&visual, &audio, &input.frames, &input.mel) {
+            (Some((z_v, _)), Some((z_a, _)), Some(frames), Some(mel)) => {
+                let mut present = Tensor::stack(&[carries_signal(frames), carries_signal(mel)], 1);
+                if let Some(keep) = keep {
+                    present = present * keep.to_kind(Kind::Float);
+                }
+                Tensor::cat(&[z_v * present.narrow(1, 0, 1), z_a * present.narrow(1, 1, 1)], 1)
+            }
+            _ => {
+                let parts: Vec<&Tensor> = visual.iter().chain(audio.iter()).map(|(z, _)| z).collect();
+                if parts.len() == 1 {
+                    parts[0].shallow_clone()
+                } else {
+                    Tensor::cat(&parts, 1)
+                }
+            }
+        };
         let novel_ids = self.active_outputs();
         let raw = z.apply(&self.novel);
         // The head's outputs not in use take no window and learn nothing.
@@ -307,6 +333,13 @@ impl JointModel {
             z,
         }
     }
+}
+
+/// 1 for each window of `[B, …]` whose values are not all the same (a picture, a sound), 0 for
+/// one that is blank: a black frame, or the log-mel floor of silence and of a missing track.
+pub fn carries_signal(x: &Tensor) -> Tensor {
+    let flat = x.flatten(1, -1);
+    (flat.amax(&[1i64][..], false) - flat.amin(&[1i64][..], false)).gt(1e-4).to_kind(Kind::Float)
 }
 
 /// Rows scaled to unit length.
@@ -327,23 +360,63 @@ pub fn frames_tensor(windows: &[&Window], decode: &DecodeConfig) -> Tensor {
 }
 
 /// Log-mel spectrograms of windows' audio, `[B, 1, M, F]`; windows of one decode config all have
-/// the same number of samples, so the same `F`.
-pub fn mel_tensor(windows: &[&Window], mel: &LogMel) -> Tensor {
+/// the same number of samples, so the same `F`. A window quieter than `silence_dbfs` (RMS) gets
+/// the spectrogram of digital silence, which the model reads as no audio ([`carries_signal`]).
+pub fn mel_tensor(windows: &[&Window], mel: &LogMel, silence_dbfs: f64) -> Tensor {
     let samples = windows.iter().map(|w| w.audio.len()).max().unwrap_or(0);
     let frames = mel.frames_for(samples) as i64;
     let mut values = Vec::with_capacity(windows.len() * mel.bands() * frames as usize);
     for window in windows {
-        let mut audio = window.audio.clone();
+        let mut audio = if rms_dbfs(&window.audio) < silence_dbfs { Vec::new() } else { window.audio.clone() };
         audio.resize(samples, 0.0);
         values.extend(mel.compute(&audio));
     }
     Tensor::from_slice(&values).view([windows.len() as i64, 1, mel.bands() as i64, frames])
 }
 
+/// Root-mean-square level of `samples` in dB below full scale (−∞ for none or all zeros).
+pub fn rms_dbfs(samples: &[f32]) -> f64 {
+    let power = samples.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>() / samples.len().max(1) as f64;
+    10.0 * power.log10()
+}
+
 /// The model's input for windows, with the modalities `modality` asks for.
 pub fn window_input(windows: &[&Window], decode: &DecodeConfig, modality: Modality, mel: &LogMel) -> Input {
     Input {
         frames: modality.visual().then(|| frames_tensor(windows, decode)),
-        mel: modality.audio().then(|| mel_tensor(windows, mel)),
+        mel: modality.audio().then(|| mel_tensor(windows, mel, decode.audio_silence_dbfs)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Audio quieter than `decode.audio_silence_dbfs`, all zeros or absent becomes the
+    /// spectrogram of silence, which carries no signal; louder audio does. A black picture
+    /// carries none either.
+    #[test]
+    fn quiet_audio_and_blank_pictures_carry_no_signal() {
+        let mel = LogMel::new(16000);
+        let tone = |amplitude: f32| -> Vec<f32> {
+            (0..16000).map(|i| amplitude * (i as f32 * 2.0 * std::f32::consts::PI * 440.0 / 16000.0).sin()).collect()
+        };
+        let window = |audio: Vec<f32>| Window { index: 0, start_ms: 0, end_ms: 1000, frames: vec![], audio };
+        let windows = [window(tone(0.1)), window(tone(1e-4)), window(vec![0.0; 16000]), window(vec![])];
+        assert!((rms_dbfs(&tone(0.1)) + 23.0).abs() < 0.1, "{}", rms_dbfs(&tone(0.1)));
+        let refs: Vec<&Window> = windows.iter().collect();
+        let signal = |silence_dbfs: f64| -> Vec<f32> {
+            Vec::try_from(carries_signal(&mel_tensor(&refs, &mel, silence_dbfs))).unwrap()
+        };
+        assert_eq!(signal(-60.0), [1.0, 0.0, 0.0, 0.0], "a tone at -83 dBFS is silence at -60");
+        assert_eq!(signal(-100.0), [1.0, 1.0, 0.0, 0.0]);
+        let pictures = Tensor::stack(
+            &[
+                Tensor::zeros([2, 3, 4, 4], (Kind::Float, Device::Cpu)),
+                Tensor::rand([2, 3, 4, 4], (Kind::Float, Device::Cpu)),
+            ],
+            0,
+        );
+        assert_eq!(Vec::<f32>::try_from(carries_signal(&pictures)).unwrap(), [0.0, 1.0]);
     }
 }

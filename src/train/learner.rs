@@ -239,6 +239,22 @@ impl Learner {
         Input { frames: x.frames.as_ref().map(|f| augment(f, a)), mel: x.mel.as_ref().map(|m| augment_mel(m, a)) }
     }
 
+    /// Which modalities the heads see for each of `n` windows, `[n, 2]` (visual, audio):
+    /// `train.modality_dropout` of them lose one, drawn from the global generator; `None` when
+    /// nothing is withheld (the setting is 0, or the model has one modality).
+    fn modality_dropout(&self, n: i64) -> Option<Tensor> {
+        let p = self.config.modality_dropout;
+        if p <= 0.0 || self.banks.iter().any(Option::is_none) {
+            return None;
+        }
+        let device = self.vars.device();
+        let dropped = Tensor::rand([n], (Kind::Float, device)).lt(p);
+        let audio = Tensor::rand([n], (Kind::Float, device)).lt(0.5);
+        let lose_audio = dropped.logical_and(&audio);
+        let lose_visual = dropped.logical_and(&audio.logical_not());
+        Some(Tensor::stack(&[lose_visual.logical_not(), lose_audio.logical_not()], 1).to_kind(Kind::Float))
+    }
+
     /// One optimisation step on `labelled` windows (with `labels` `[B_l]`) and `unlabelled`
     /// windows; either may be empty.
     pub fn step(&mut self, labelled: &Input, labels: &Tensor, unlabelled: &Input) -> LossReport {
@@ -298,8 +314,8 @@ impl Learner {
         let (nl, nu) = (labelled.len(), unlabelled.len());
         let x = labelled.cat(unlabelled);
         let (view1, view2) = (self.view(&x), self.view(&x));
-        let out1 = self.model.forward_t(&view1, true);
-        let out2 = self.model.forward_t(&view2, true);
+        let out1 = self.model.forward_kept(&view1, true, self.modality_dropout(nl + nu).as_ref());
+        let out2 = self.model.forward_kept(&view2, true, self.modality_dropout(nl + nu).as_ref());
         let momentum = {
             let _guard = tch::no_grad_guard();
             self.ema.forward_t(&view2, true)

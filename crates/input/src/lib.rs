@@ -29,6 +29,10 @@ pub struct DecodeConfig {
     pub width: u32,
     /// Audio sample rate of windows (mono, f32).
     pub sample_rate: u32,
+    /// A window whose audio is quieter than this (RMS, dB below full scale) carries no audio:
+    /// the model decides it from the picture alone, as it does a window of a stream without
+    /// an audio track.
+    pub audio_silence_dbfs: f64,
     /// Largest source frame accepted, in pixels (width × height).
     pub max_pixels: u64,
     /// Longest segment accepted.
@@ -64,6 +68,7 @@ impl Default for DecodeConfig {
             height: 64,
             width: 64,
             sample_rate: 16_000,
+            audio_silence_dbfs: -60.0,
             max_pixels: 3840 * 2160,
             max_duration: Duration::from_secs(600),
             timeout: Duration::from_secs(60),

@@ -290,6 +290,59 @@ mod tests {
         }
     }
 
+    /// A window whose audio carries no signal (silence, or a stream without an audio track)
+    /// is decided by its picture alone: the audio half of its `z` is zero and the heads say
+    /// exactly what they say with its audio withheld. `train.modality_dropout` withholds the
+    /// audio of a quarter of the windows and the picture of another quarter, never both.
+    #[test]
+    fn silent_audio_is_withheld_and_dropout_withholds_one_modality() {
+        let _rng = crate::rng_lock();
+        tch::manual_seed(3);
+        let opts = (Kind::Float, Device::Cpu);
+        let model = ModelConfig { modality: crate::config::Modality::Both, audio_channels: vec![8], ..small_model() };
+        let train = TrainConfig { batch_size: 6, bank_size: 16, modality_dropout: 0.5, ..Default::default() };
+        let mut learner = Learner::new(&model, &train, Device::Cpu).unwrap();
+        let input = |frames: &Tensor, mel: &Tensor| Input {
+            frames: Some(frames.shallow_clone()),
+            mel: Some(mel.shallow_clone()),
+        };
+        let (frames, mel) = (Tensor::rand([6, 2, 3, 12, 12], opts), Tensor::randn([6, 1, 16, 20], opts));
+        let labels = Tensor::from_slice(&[0i64, 1, 0, 1, 0, 1]);
+        for _ in 0..3 {
+            assert!(learner.step(&input(&frames, &mel), &labels, &input(&frames, &mel)).total.is_finite());
+        }
+        let silence = mel.full_like(f64::from(crate::model::LOG_FLOOR.ln()));
+        let heard = learner.predict(&input(&frames, &mel));
+        let quiet = learner.predict(&input(&frames, &silence));
+        let audio_dim = 8;
+        let visual_dim = heard.z.size()[1] - audio_dim;
+        let max_abs = |t: Tensor| t.abs().max().double_value(&[]);
+        assert_eq!(max_abs(quiet.z.narrow(1, visual_dim, audio_dim)), 0.0, "silence adds nothing to z");
+        assert!(max_abs(heard.z.narrow(1, visual_dim, audio_dim)) > 0.0);
+        assert_eq!(max_abs(quiet.z.narrow(1, 0, visual_dim) - heard.z.narrow(1, 0, visual_dim)), 0.0);
+        let keep_picture = Tensor::from_slice(&[1f32, 0.0]).view([1, 2]).expand([6, 2], false);
+        let withheld = {
+            let _guard = tch::no_grad_guard();
+            learner.model.forward_kept(&input(&frames, &mel), false, Some(&keep_picture))
+        };
+        let known = |o: &crate::model::Outputs| o.known_logits.as_ref().unwrap().shallow_clone();
+        assert_eq!(max_abs(known(&withheld) - known(&quiet)), 0.0, "silence is the audio withheld");
+        assert!(max_abs(known(&heard) - known(&quiet)) > 1e-6, "heard audio counts");
+
+        let mask = learner.modality_dropout(8000).expect("both modalities, dropout on");
+        let share = |v: f32, a: f32| {
+            let rows = mask.select(1, 0).eq(f64::from(v)).logical_and(&mask.select(1, 1).eq(f64::from(a)));
+            rows.to_kind(Kind::Float).mean(Kind::Float).double_value(&[])
+        };
+        assert!((share(1.0, 1.0) - 0.5).abs() < 0.03, "{}", share(1.0, 1.0));
+        assert!((share(1.0, 0.0) - 0.25).abs() < 0.03 && (share(0.0, 1.0) - 0.25).abs() < 0.03);
+        assert_eq!(share(0.0, 0.0), 0.0, "never both");
+        learner.config.modality_dropout = 0.0;
+        assert!(learner.modality_dropout(8).is_none());
+        let visual = Learner::new(&small_model(), &train, Device::Cpu).unwrap();
+        assert!(visual.modality_dropout(8).is_none(), "one modality: nothing to withhold");
+    }
+
     /// The open world: unlabelled windows of the two known classes (dark, bright) and of a novel
     /// one (green) in one buffer. The joint head must learn to call the unlabelled
     /// dark and bright windows by their class and the green ones novel; trained in the
