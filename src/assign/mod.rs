@@ -26,6 +26,8 @@ pub struct Assigner {
     device: Device,
     known_classes: Vec<String>,
     decode: DecodeConfig,
+    /// What the heads read ([`ModelConfig::assigned_modality`]): the encoder of a modality
+    /// left out does not run.
     modality: crate::config::Modality,
     mel: LogMel,
     max_batch: usize,
@@ -51,7 +53,7 @@ impl Assigner {
             device,
             known_classes: model.known_classes.clone(),
             decode: decode.clone(),
-            modality: model.modality,
+            modality: model.assigned_modality(),
             mel: LogMel::new(decode.sample_rate),
             max_batch: model.max_batch,
             version: 0,
@@ -238,6 +240,11 @@ mod tests {
             heard.iter().zip(&silent).any(|(h, s)| (h.confidence - s.confidence).abs() > 1e-6),
             "{heard:?} {silent:?}"
         );
+        // `assign_with = "visual"`: the same weights decide heard windows from the picture
+        // alone, as they decide silent ones.
+        let picture = ModelConfig { assign_with: crate::config::Modality::Visual, ..model };
+        let picture = Assigner::untrained(&picture, &decode, Device::Cpu).unwrap();
+        assert_eq!(picture.assign(&with_audio(&|i| noise(0.3, u64::from(i))), None), silent);
     }
 
     /// In the open world an unlabelled window goes wherever the joint head puts it: a known

@@ -240,6 +240,12 @@ pub struct ModelConfig {
     pub open_world: bool,
     /// Which encoders make `z`: frames, audio, or both (`z = [z_v; z_a]`).
     pub modality: Modality,
+    /// Which of the model's modalities the heads read when assigning (training reads all of
+    /// them): `both` (all the model has), or `visual` (`audio`) to decide from the picture
+    /// (the audio) alone, without running the other encoder. A model of both modalities that
+    /// learns from its audio where the audio at assignment is unlike the training audio (other
+    /// languages, another microphone) may assign better and cheaper from the picture alone.
+    pub assign_with: Modality,
     /// The visual encoder: `builtin` or `torchscript:PATH`.
     pub visual_encoder: EncoderSource,
     /// The audio encoder: `builtin` or `torchscript:PATH`.
@@ -274,6 +280,7 @@ impl Default for ModelConfig {
             max_novel_clusters: 20,
             open_world: true,
             modality: Modality::Visual,
+            assign_with: Modality::Both,
             visual_encoder: EncoderSource::Builtin,
             audio_encoder: EncoderSource::Builtin,
             encoder_training: EncoderTraining::Frozen,
@@ -291,6 +298,15 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
+    /// The modalities the heads read when assigning: [`ModelConfig::assign_with`] of those the
+    /// model has.
+    pub fn assigned_modality(&self) -> Modality {
+        match (self.modality, self.assign_with) {
+            (Modality::Both, chosen) => chosen,
+            (only, _) => only,
+        }
+    }
+
     /// Outputs of the unlabelled head: the given number, or the capacity with `auto`.
     pub fn novel_outputs(&self) -> i64 {
         match self.novel_clusters {
@@ -315,6 +331,9 @@ impl ModelConfig {
                 return invalid("model.max_novel_clusters", "must be at least 2 with `novel_clusters = \"auto\"`")
             }
             _ => {}
+        }
+        if self.assign_with != Modality::Both && self.modality != Modality::Both && self.assign_with != self.modality {
+            return invalid("model.assign_with", "must be one of the model's modalities (model.modality), or both");
         }
         if self.channels.is_empty() || self.channels.iter().any(|&c| c < 1) {
             return invalid("model.channels", "must list at least one positive channel count");

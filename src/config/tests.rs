@@ -105,6 +105,7 @@ fn invalid_values_name_their_key() {
         ("[model]\nmodality = \"both\"\n[train]\nmodality_dropout = 1.0\n", "train.modality_dropout"),
         ("[train]\nmodality_dropout = 0.5\n", "train.modality_dropout"),
         ("[decode]\naudio_silence_dbfs = 3.0\n", "decode.audio_silence_dbfs"),
+        ("[model]\nassign_with = \"audio\"\n", "model.assign_with"),
     ] {
         let err = Config::parse(text).unwrap_err().to_string();
         assert!(err.contains(key), "{text}: {err}");

@@ -283,38 +283,35 @@ impl JointModel {
     /// features count, 0 where they are zeroed (`train.modality_dropout`). Whatever `keep`
     /// says, a modality whose input carries no signal — audio of silence or of no track, a
     /// blank picture — is zeroed too, so such a window is decided by the other modality alone.
-    /// Only a model of both modalities withholds anything; the contrastive projections always
-    /// see their modality.
+    /// A batch without one modality's input (`frames` or `mel` of `None`) is decided by the
+    /// other alone, and that encoder does not run (`model.assign_with`). Only a model of both
+    /// modalities withholds anything; the contrastive projections always see their modality.
     pub fn forward_kept(&self, input: &Input, train: bool, keep: Option<&Tensor>) -> Outputs {
-        fn encode<'a>(part: &'a Option<Tensor>, name: &str) -> &'a Tensor {
-            part.as_ref().unwrap_or_else(|| panic!("the model reads {name}, the batch has none"))
-        }
-        let visual = self.visual.as_ref().map(|(encoder, projection)| {
-            let z = encoder.forward_t(encode(&input.frames, "frames"), train);
+        let encode = |part: &Option<(Encoder, Projection)>, x: &Option<Tensor>| {
+            let ((encoder, projection), x) = (part.as_ref()?, x.as_ref()?);
+            let z = encoder.forward_t(x, train);
             let p = projection.forward(&z);
-            (z, p)
-        });
-        let audio = self.audio.as_ref().map(|(encoder, projection)| {
-            let z = encoder.forward_t(encode(&input.mel, "audio"), train);
-            let p = projection.forward(&z);
-            (z, p)
-        });
-        let z = match (&visual, &audio, &input.frames, &input.mel) {
-            (Some((z_v, _)), Some((z_a, _)), Some(frames), Some(mel)) => {
-                let mut present = Tensor::stack(&[carries_signal(frames), carries_signal(mel)], 1);
+            Some((z, p))
+        };
+        let visual = encode(&self.visual, &input.frames);
+        let audio = encode(&self.audio, &input.mel);
+        let z = match (&self.visual, &self.audio) {
+            (Some((visual_encoder, _)), Some((audio_encoder, _))) => {
+                let n = input.len();
+                let absent = |encoder: &Encoder| Tensor::zeros([n, encoder.dim()], (Kind::Float, self.active.device()));
+                let present = |x: &Option<Tensor>| {
+                    x.as_ref().map_or_else(|| Tensor::zeros([n], (Kind::Float, self.active.device())), carries_signal)
+                };
+                let mut present = Tensor::stack(&[present(&input.frames), present(&input.mel)], 1);
                 if let Some(keep) = keep {
                     present = present * keep.to_kind(Kind::Float);
                 }
+                let z_v = visual.as_ref().map_or_else(|| absent(visual_encoder), |(z, _)| z.shallow_clone());
+                let z_a = audio.as_ref().map_or_else(|| absent(audio_encoder), |(z, _)| z.shallow_clone());
                 Tensor::cat(&[z_v * present.narrow(1, 0, 1), z_a * present.narrow(1, 1, 1)], 1)
             }
-            _ => {
-                let parts: Vec<&Tensor> = visual.iter().chain(audio.iter()).map(|(z, _)| z).collect();
-                if parts.len() == 1 {
-                    parts[0].shallow_clone()
-                } else {
-                    Tensor::cat(&parts, 1)
-                }
-            }
+            (Some(_), None) => visual.as_ref().expect("the model reads frames, the batch has none").0.shallow_clone(),
+            (None, _) => audio.as_ref().expect("the model reads audio, the batch has none").0.shallow_clone(),
         };
         let novel_ids = self.active_outputs();
         let raw = z.apply(&self.novel);

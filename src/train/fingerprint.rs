@@ -9,8 +9,8 @@ use crate::config::{DecodeConfig, ModelConfig, TrainConfig};
 pub type Fingerprint = BTreeMap<String, String>;
 
 /// Model keys a checkpoint does not depend on: where it runs, how it batches, the seed of the
-/// initial weights it replaces.
-const NOT_STATE: [&str; 3] = ["device", "max_batch", "seed"];
+/// initial weights it replaces, which modalities it assigns with.
+const NOT_STATE: [&str; 4] = ["device", "max_batch", "seed", "assign_with"];
 
 /// Model keys of TorchScript encoders: part of the state only when an encoder is one (so that
 /// checkpoints from before these keys, and of built-in encoders, keep their fingerprint).
