@@ -150,6 +150,10 @@ impl Config {
                 "`cross` compares visual with audio keys: it needs model.modality = \"both\"",
             );
         }
+        let pseudo = self.train.pseudo.modality;
+        if pseudo != Modality::Both && self.model.modality != Modality::Both && pseudo != self.model.modality {
+            return invalid("train.pseudo.modality", "must be one of the model's modalities (model.modality), or both");
+        }
         if self.train.modality_dropout > 0.0 && self.model.modality != Modality::Both {
             return invalid(
                 "train.modality_dropout",

@@ -137,12 +137,17 @@ pub struct PseudoConfig {
     pub cosine_threshold: f64,
     /// Ablation `rank-stats`: top-k dimensions compared.
     pub rank_k: i64,
+    /// Whose features the pseudo labels compare, and the bank's clusters and the estimate of
+    /// the number of novel clusters with them: both modalities' (`both`: all the model has),
+    /// or one's. The contrast and the heads still see every modality the model has.
+    pub modality: super::Modality,
 }
 
 impl Default for PseudoConfig {
     fn default() -> Self {
         Self {
             kind: PseudoLabelKind::Wta,
+            modality: super::Modality::Both,
             wta_permutations: 64,
             wta_window: 4,
             wta_threshold: 0.4,

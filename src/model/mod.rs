@@ -269,6 +269,11 @@ impl JointModel {
         })
     }
 
+    /// Widths of `z_v` and `z_a` in `z` (0 for a modality the model lacks).
+    pub fn modality_dims(&self) -> (i64, i64) {
+        (self.visual.as_ref().map_or(0, |v| v.0.dim()), self.audio.as_ref().map_or(0, |a| a.0.dim()))
+    }
+
     /// Width of `z`.
     pub fn dim(&self) -> i64 {
         self.visual.as_ref().map_or(0, |v| v.0.dim()) + self.audio.as_ref().map_or(0, |a| a.0.dim())

@@ -84,6 +84,11 @@ pub struct Learner {
     optimizer: Adam,
     /// Memory banks of visual and audio keys, where the model has that modality.
     banks: [Option<MemoryBank>; 2],
+    /// The modalities (visual, audio) whose features and keys make the pseudo labels, the
+    /// bank's clusters and the count estimate (`train.pseudo.modality`).
+    pseudo_slots: [bool; 2],
+    /// The columns of `z` the pseudo labels compare: (first, width).
+    pseudo_columns: (i64, i64),
     /// (query, key) modality pairs the contrast compares.
     pairs: Vec<(Slot, Slot)>,
     wta: WtaHash,
@@ -159,8 +164,16 @@ impl Learner {
             .collect();
         ema_pairs.sort_by(|a, b| a.0.cmp(&b.0));
         let optimizer = Adam::new(&vars, config.learning_rate, config.weight_decay);
-        let dim = model.dim() as usize;
         let present = [model_config.modality.visual(), model_config.modality.audio()];
+        let chosen = config.pseudo.modality;
+        let pseudo_slots = [present[0] && chosen.visual(), present[1] && chosen.audio()];
+        let (visual_dim, audio_dim) = model.modality_dims();
+        let pseudo_columns = match pseudo_slots {
+            [true, false] => (0, visual_dim),
+            [false, true] => (visual_dim, audio_dim),
+            _ => (0, visual_dim + audio_dim),
+        };
+        let dim = pseudo_columns.1 as usize;
         let bank =
             |slot: usize| present[slot].then(|| MemoryBank::new(config.bank_size, model_config.projection_dim, device));
         let both = present[0] && present[1];
@@ -179,6 +192,8 @@ impl Learner {
                 model_config.seed as u64 ^ 0x5754_4148,
             ),
             banks: [bank(0), bank(1)],
+            pseudo_slots,
+            pseudo_columns,
             pairs,
             config: config.clone(),
             model,
@@ -376,10 +391,11 @@ impl Learner {
         }
     }
 
-    /// The momentum projections of every modality side by side, `[B, P · modalities]`: the
-    /// space the banks' clusters live in.
+    /// The momentum projections of the modalities of `train.pseudo.modality` side by side,
+    /// `[B, P · modalities]`: the space the banks' clusters live in.
     fn joint_keys(&self, momentum_out: &Outputs) -> Tensor {
-        let parts: Vec<&Tensor> = (0..2).filter_map(|slot| projection(momentum_out, slot)).collect();
+        let parts: Vec<&Tensor> =
+            (0..2).filter(|&slot| self.pseudo_slots[slot]).filter_map(|slot| projection(momentum_out, slot)).collect();
         Tensor::cat(&parts, 1)
     }
 
@@ -388,7 +404,9 @@ impl Learner {
     fn bank_keys(&self) -> Option<(Tensor, Tensor)> {
         let mut parts = Vec::new();
         let mut labels = None;
-        for bank in self.banks.iter().flatten() {
+        let chosen =
+            self.banks.iter().zip(self.pseudo_slots).filter(|(_, on)| *on).filter_map(|(bank, _)| bank.as_ref());
+        for bank in chosen {
             if bank.is_empty() {
                 return None;
             }

@@ -116,12 +116,14 @@ impl Learner {
     }
 
     /// The features pseudo labels compare: the slowly moving momentum encoder's are steadier
-    /// than the online one's.
-    pub(super) fn pseudo_label_features<'p>(&self, pass: &'p Pass) -> &'p Tensor {
-        if self.config.pseudo.from_momentum {
-            &pass.momentum.z
+    /// than the online one's; only the columns of `train.pseudo.modality`.
+    pub(super) fn pseudo_label_features(&self, pass: &Pass) -> Tensor {
+        let z = if self.config.pseudo.from_momentum { &pass.momentum.z } else { &pass.out1.z };
+        let (first, width) = self.pseudo_columns;
+        if width == z.size()[1] {
+            z.shallow_clone()
         } else {
-            &pass.out1.z
+            z.narrow(1, first, width)
         }
     }
 
@@ -328,6 +330,17 @@ mod tests {
         let known = |o: &crate::model::Outputs| o.known_logits.as_ref().unwrap().shallow_clone();
         assert_eq!(max_abs(known(&withheld) - known(&quiet)), 0.0, "silence is the audio withheld");
         assert!(max_abs(known(&heard) - known(&quiet)) > 1e-6, "heard audio counts");
+
+        // Pseudo labels of the picture alone: the WTA hash reads z_v, the bank's clusters the
+        // visual keys.
+        let mut train_visual = train.clone();
+        train_visual.pseudo.modality = crate::config::Modality::Visual;
+        let by_picture = Learner::new(&model, &train_visual, Device::Cpu).unwrap();
+        assert_eq!(by_picture.wta().dim() as i64, visual_dim);
+        assert_eq!(learner.wta().dim() as i64, visual_dim + audio_dim);
+        let pass = by_picture.forward(&input(&frames, &mel), &labels, &input(&frames, &silence));
+        assert_eq!(by_picture.pseudo_label_features(&pass), pass.momentum.z.narrow(1, 0, visual_dim));
+        assert_eq!(by_picture.joint_keys(&pass.momentum).size()[1], model.projection_dim);
 
         let mask = learner.modality_dropout(8000).expect("both modalities, dropout on");
         let share = |v: f32, a: f32| {
