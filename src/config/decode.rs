@@ -22,7 +22,7 @@ pub(super) fn validate(d: &DecodeConfig) -> Result<(), ConfigError> {
     if !(1000..=192_000).contains(&d.sample_rate) {
         return invalid("decode.sample_rate", "must be between 1000 and 192000 Hz");
     }
-    if !(d.audio_silence_dbfs <= 0.0) {
+    if d.audio_silence_dbfs.is_nan() || d.audio_silence_dbfs > 0.0 {
         return invalid("decode.audio_silence_dbfs", "must be a level at or below full scale (0 dBFS or less)");
     }
     if d.formats.is_empty() {

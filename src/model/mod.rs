@@ -309,7 +309,7 @@ impl JointModel {
                 };
                 let mut present = Tensor::stack(&[present(&input.frames), present(&input.mel)], 1);
                 if let Some(keep) = keep {
-                    present = present * keep.to_kind(Kind::Float);
+                    present *= keep.to_kind(Kind::Float);
                 }
                 let z_v = visual.as_ref().map_or_else(|| absent(visual_encoder), |(z, _)| z.shallow_clone());
                 let z_a = audio.as_ref().map_or_else(|| absent(audio_encoder), |(z, _)| z.shallow_clone());
