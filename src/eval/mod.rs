@@ -225,17 +225,18 @@ pub struct EvalResults {
 /// name or `novel-<id>`).
 pub type PredictionRow = (usize, String, String);
 
-/// Runs the evaluation; returns the results and one row per test sample of the known and novel
-/// classes.
 /// Predictions of one run: the test split's rows, then each view's by name.
 pub struct Predictions {
     pub rows: Vec<PredictionRow>,
     pub views: Vec<(String, Vec<PredictionRow>)>,
 }
 
+/// Runs the evaluation; returns the results and one row per test sample of the known and novel
+/// classes, for the test split and for each view.
 pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Predictions), EvalError> {
     let started = Instant::now();
     let data = load(&options.dataset, options.image_size, options.frames, options.progress)?;
+    let task = Task::new(options, &data)?;
     let mut also = Vec::new();
     for path in &options.also_test {
         let other = load(path, options.image_size, options.frames, options.progress)?;
@@ -252,7 +253,6 @@ pub fn evaluate(options: &EvalOptions) -> Result<(EvalResults, Predictions), Eva
         let name = folder.file_name().map_or_else(|| "also".into(), |n| n.to_string_lossy().into_owned());
         also.push((name, other));
     }
-    let task = Task::new(options, &data)?;
     let method = task.method(&also)?;
     let baselines = task.baselines()?;
     let rows = method.rows;
@@ -289,7 +289,6 @@ pub fn progress_bar(total: u64, name: &str, visible: bool, unit: &str) -> indica
     bar
 }
 
-/// Writes `results.json` and `predictions.csv`.
 /// Writes results.json to `out`, the test split's predictions to `predictions`, and each
 /// view's to [`view_predictions`].
 pub fn write_outputs(
@@ -323,6 +322,7 @@ pub fn view_predictions(predictions: &Path, name: &str) -> PathBuf {
     predictions.with_file_name(format!("{stem}.{name}.csv"))
 }
 
+/// Parses class lists like `0-4`, `5,7,9` or `0-2,8`.
 pub fn parse_classes(text: &str) -> Result<Vec<usize>, String> {
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {

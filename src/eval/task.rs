@@ -53,10 +53,9 @@ pub(super) struct TestSet<'s> {
 impl<'s> TestSet<'s> {
     fn new(split: &'s Split, options: &EvalOptions) -> Self {
         let (known, novel) = (split.indices_of(&options.known), split.indices_of(&options.novel));
-        let known_index = |label: usize| options.known.iter().position(|&k| k == label).expect("known label") as i64;
         Self {
             novel_truth: novel.iter().map(|&i| split.labels[i as usize]).collect(),
-            known_truth: known.iter().map(|&i| known_index(split.labels[i as usize])).collect(),
+            known_truth: known.iter().map(|&i| known_index(&options.known, split.labels[i as usize])).collect(),
             split,
             known,
             novel,
@@ -136,11 +135,6 @@ impl<'a> Task<'a> {
             return Err(EvalError::Invalid("the chosen classes leave a split empty".into()));
         }
         Ok(task)
-    }
-
-    /// A known class's index among the known classes: the label the labelled head learns.
-    fn known_index(&self, label: usize) -> i64 {
-        self.options.known.iter().position(|&k| k == label).expect("known label") as i64
     }
 
     /// Trains the method on labelled and unlabelled samples, measuring the learning curve on the
@@ -301,7 +295,8 @@ impl<'a> Task<'a> {
         let modality = options.model.modality;
         let labelled_t = Tensor::from_slice(&self.labelled);
         let unlabelled_t = Tensor::from_slice(unlabelled);
-        let labels_all: Vec<i64> = self.labelled.iter().map(|&i| self.known_index(train.labels[i as usize])).collect();
+        let labels_all: Vec<i64> =
+            self.labelled.iter().map(|&i| known_index(&self.options.known, train.labels[i as usize])).collect();
         let labels_all = Tensor::from_slice(&labels_all);
         let b = config.batch_size as i64;
         let mut recent: Vec<LossReport> = Vec::new();
@@ -416,6 +411,11 @@ fn labelled_share(train: &super::Split, known: &[usize], fraction: f64, seed: i6
     labelled.sort_unstable();
     rest.sort_unstable();
     (labelled, rest)
+}
+
+/// A known class's index among the `known` classes: the label the labelled head learns.
+fn known_index(known: &[usize], label: usize) -> i64 {
+    known.iter().position(|&k| k == label).expect("known label") as i64
 }
 
 /// Cluster ids as the metrics take them.

@@ -87,8 +87,6 @@ pub struct Learner {
     /// The modalities (visual, audio) whose features and keys make the pseudo labels, the
     /// bank's clusters and the count estimate (`train.pseudo.modality`).
     pseudo_slots: [bool; 2],
-    /// The columns of `z` the pseudo labels compare: (first, width).
-    pseudo_columns: (i64, i64),
     /// (query, key) modality pairs the contrast compares.
     pairs: Vec<(Slot, Slot)>,
     wta: WtaHash,
@@ -167,13 +165,7 @@ impl Learner {
         let present = [model_config.modality.visual(), model_config.modality.audio()];
         let chosen = config.pseudo.modality;
         let pseudo_slots = [present[0] && chosen.visual(), present[1] && chosen.audio()];
-        let (visual_dim, audio_dim) = model.modality_dims();
-        let pseudo_columns = match pseudo_slots {
-            [true, false] => (0, visual_dim),
-            [false, true] => (visual_dim, audio_dim),
-            _ => (0, visual_dim + audio_dim),
-        };
-        let dim = pseudo_columns.1 as usize;
+        let dim = pseudo_columns(&model, pseudo_slots).1 as usize;
         let bank =
             |slot: usize| present[slot].then(|| MemoryBank::new(config.bank_size, model_config.projection_dim, device));
         let both = present[0] && present[1];
@@ -193,7 +185,6 @@ impl Learner {
             ),
             banks: [bank(0), bank(1)],
             pseudo_slots,
-            pseudo_columns,
             pairs,
             config: config.clone(),
             model,
@@ -391,6 +382,11 @@ impl Learner {
         }
     }
 
+    /// The columns of `z` the pseudo labels compare (`train.pseudo.modality`): (first, width).
+    fn pseudo_columns(&self) -> (i64, i64) {
+        pseudo_columns(&self.model, self.pseudo_slots)
+    }
+
     /// The momentum projections of the modalities of `train.pseudo.modality` side by side,
     /// `[B, P · modalities]`: the space the banks' clusters live in.
     fn joint_keys(&self, momentum_out: &Outputs) -> Tensor {
@@ -432,6 +428,17 @@ impl Learner {
             let _ = ema.g_mul_scalar_(m);
             let _ = ema.g_add_(&(&*online * (1.0 - m)));
         }
+    }
+}
+
+/// The columns of `model`'s `z = [z_v; z_a]` of the modalities `slots` (visual, audio) says:
+/// (first, width).
+fn pseudo_columns(model: &JointModel, slots: [bool; 2]) -> (i64, i64) {
+    let (visual, audio) = model.modality_dims();
+    match slots {
+        [true, false] => (0, visual),
+        [false, true] => (visual, audio),
+        _ => (0, visual + audio),
     }
 }
 

@@ -119,7 +119,7 @@ impl Learner {
     /// than the online one's; only the columns of `train.pseudo.modality`.
     pub(super) fn pseudo_label_features(&self, pass: &Pass) -> Tensor {
         let z = if self.config.pseudo.from_momentum { &pass.momentum.z } else { &pass.out1.z };
-        let (first, width) = self.pseudo_columns;
+        let (first, width) = self.pseudo_columns();
         if width == z.size()[1] {
             z.shallow_clone()
         } else {
