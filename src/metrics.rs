@@ -192,7 +192,11 @@ impl Metrics {
         sample(out, "publish_queue_depth", "gauge", "Outcomes waiting to be produced.", self.publish_queue.get());
         for (name, help, timer) in [
             ("decode_seconds", "Time decoding segments.", &self.decode_seconds),
-            ("assign_seconds", "Time assigning segments' windows.", &self.assign_seconds),
+            (
+                "assign_seconds",
+                "Time of each assignment pass (the windows of one or more segments).",
+                &self.assign_seconds,
+            ),
             ("train_step_seconds", "Time of training steps.", &self.train_step_seconds),
         ] {
             let _ = writeln!(out, "# HELP novelstream_{name} {help}\n# TYPE novelstream_{name} summary");

@@ -118,8 +118,10 @@ def backlog(score_json, metrics, decoders, bench_2s, *times):
               f"per decoder, so {decoders} decoders decode at most **{alone:.0f} windows/s**; "
               f"end to end / decode alone: **{e2e / alone:.2f}** (target >= 0.8)")
     if assigns and assign_s:
-        print(f"- assignment in the same run: {1e3 * assign_s / assigns:.1f} ms per segment, the assigner busy "
-              f"{assign_s / (done - first):.0%} of the time from the first window to the last")
+        # One pass assigns the decoded segments waiting together, up to model.max_batch windows.
+        per_pass = f" of {segments / assigns:.1f} segments on average" if segments else ""
+        print(f"- assignment in the same run: {assigns:.0f} passes{per_pass}, {1e3 * assign_s / assigns:.1f} ms each; "
+              f"the assigner busy {assign_s / (done - first):.0%} of the time from the first window to the last")
     text = open(bench_2s).read() if os.path.exists(bench_2s) else ""
     match = re.search(r"\| novelstream decoder \| [0-9.]+ \| ([0-9.]+) \|", text)
     if match:

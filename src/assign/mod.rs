@@ -114,46 +114,64 @@ impl Assigner {
     /// the joint head's most likely known class or novel cluster, with its probability; in the
     /// task-aware setting, to the unlabelled head's most likely novel cluster.
     pub fn assign(&self, windows: &[Window], label: Option<&str>) -> Vec<Decision> {
+        self.assign_segments(&[(windows, label)]).pop().unwrap_or_default()
+    }
+
+    /// [`Assigner::assign`] for several segments at once, each with its label: their windows go
+    /// through the model together, `model.max_batch` at a time, so that a backlog of short
+    /// segments fills the batches a GPU needs. The decisions, one list per segment, are the
+    /// ones each segment would get alone.
+    pub fn assign_segments(&self, segments: &[(&[Window], Option<&str>)]) -> Vec<Vec<Decision>> {
         let _guard = tch::no_grad_guard();
+        let windows: Vec<(&Window, Option<usize>)> = segments
+            .iter()
+            .flat_map(|&(windows, label)| {
+                let class = label.and_then(|l| self.known_classes.iter().position(|c| c == l));
+                windows.iter().map(move |w| (w, class))
+            })
+            .collect();
         let mut decisions = Vec::with_capacity(windows.len());
         for chunk in windows.chunks(self.max_batch) {
-            let refs: Vec<&Window> = chunk.iter().collect();
+            let refs: Vec<&Window> = chunk.iter().map(|&(w, _)| w).collect();
             let input = window_input(&refs, &self.decode, self.modality, &self.mel).to(self.device);
             let out = self.model.forward_t(&input, false);
-            let known_class = label.and_then(|l| self.known_classes.iter().position(|c| c == l));
-            match (known_class, &out.known_logits) {
-                (Some(class), Some(logits)) => {
-                    let p = probabilities(logits);
-                    decisions.extend(p.iter().map(|row| Decision {
+            let labelled =
+                out.known_logits.as_ref().filter(|_| chunk.iter().any(|(_, c)| c.is_some())).map(probabilities);
+            let decided = |class: Option<usize>| class.is_some() && labelled.is_some();
+            let open = chunk.iter().any(|&(_, c)| !decided(c)).then(|| {
+                let logits = if self.open_world { out.joint_logits() } else { out.novel_logits.shallow_clone() };
+                probabilities(&logits)
+            });
+            for (i, &(_, class)) in chunk.iter().enumerate() {
+                decisions.push(match (class, &labelled, &open) {
+                    (Some(class), Some(p), _) => Decision {
                         kind: AssignmentKind::Known,
                         cluster: self.known_classes[class].clone(),
-                        confidence: f64::from(row[class]),
-                    }));
-                }
-                _ => {
-                    let known = if self.open_world { self.known_classes.len() } else { 0 };
-                    let logits = if self.open_world { out.joint_logits() } else { out.novel_logits.shallow_clone() };
-                    let p = probabilities(&logits);
-                    decisions.extend(p.iter().map(|row| {
-                        let (k, confidence) = argmax(row);
-                        let confidence = f64::from(confidence);
-                        match k.checked_sub(known) {
-                            None => Decision {
-                                kind: AssignmentKind::Known,
-                                cluster: self.known_classes[k].clone(),
-                                confidence,
-                            },
-                            Some(column) => Decision {
-                                kind: AssignmentKind::Novel,
-                                cluster: format!("novel-{}", self.ids.published(out.novel_ids[column])),
-                                confidence,
-                            },
-                        }
-                    }));
-                }
+                        confidence: f64::from(p[i][class]),
+                    },
+                    (_, _, Some(p)) => self.decide(&p[i], &out.novel_ids),
+                    _ => unreachable!("a window without its labelled decision has the open one"),
+                });
             }
         }
-        decisions
+        let mut decisions = decisions.into_iter();
+        segments.iter().map(|(windows, _)| decisions.by_ref().take(windows.len()).collect()).collect()
+    }
+
+    /// The decision for an unlabelled window from its row of probabilities: in the open world
+    /// the known classes' columns come first, then the novel outputs in use (`novel_ids`).
+    fn decide(&self, row: &[f32], novel_ids: &[i64]) -> Decision {
+        let known = if self.open_world { self.known_classes.len() } else { 0 };
+        let (k, confidence) = argmax(row);
+        let confidence = f64::from(confidence);
+        match k.checked_sub(known) {
+            None => Decision { kind: AssignmentKind::Known, cluster: self.known_classes[k].clone(), confidence },
+            Some(column) => Decision {
+                kind: AssignmentKind::Novel,
+                cluster: format!("novel-{}", self.ids.published(novel_ids[column])),
+                confidence,
+            },
+        }
     }
 }
 
@@ -245,6 +263,41 @@ mod tests {
         let picture = ModelConfig { assign_with: crate::config::Modality::Visual, ..model };
         let picture = Assigner::untrained(&picture, &decode, Device::Cpu).unwrap();
         assert_eq!(picture.assign(&with_audio(&|i| noise(0.3, u64::from(i))), None), silent);
+    }
+
+    /// Segments assigned together (a backlog's batch, batches straddling segments) get the
+    /// decisions each would get alone: a label decides its own segment's windows only.
+    #[test]
+    fn segments_assigned_together_are_decided_as_alone() {
+        let _rng = crate::rng_lock();
+        let decode = DecodeConfig { height: 16, width: 16, frames: 2, ..Default::default() };
+        let model = ModelConfig {
+            known_classes: vec!["a".into(), "b".into()],
+            novel_clusters: NovelClusters::Fixed(3),
+            max_batch: 3,
+            ..Default::default()
+        };
+        let assigner = Assigner::untrained(&model, &decode, Device::Cpu).unwrap();
+        let windows: Vec<Window> = (0..10).map(|i| window(&decode, i * 25)).collect();
+        let segments: Vec<(&[Window], Option<&str>)> = vec![
+            (&windows[0..3], None),
+            (&windows[3..5], Some("b")),
+            (&windows[5..6], Some("z")),
+            (&windows[6..10], None),
+        ];
+        let together = assigner.assign_segments(&segments);
+        assert_eq!(together.iter().map(Vec::len).collect::<Vec<_>>(), [3, 2, 1, 4]);
+        for ((windows, label), together) in segments.iter().zip(&together) {
+            let alone = assigner.assign(windows, *label);
+            for (t, a) in together.iter().zip(&alone) {
+                assert_eq!((&t.kind, &t.cluster), (&a.kind, &a.cluster));
+                assert!((t.confidence - a.confidence).abs() < 1e-5, "{t:?} {a:?}");
+            }
+        }
+        assert!(together[1].iter().all(|d| d.kind == AssignmentKind::Known && d.cluster == "b"));
+        let unlabelled = together[0].iter().chain(&together[2]).chain(&together[3]);
+        assert!(unlabelled.clone().any(|d| d.cluster != "b"), "the label of one segment decides no other");
+        assert_eq!(assigner.assign_segments(&[]), Vec::<Vec<Decision>>::new());
     }
 
     /// In the open world an unlabelled window goes wherever the joint head puts it: a known

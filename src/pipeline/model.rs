@@ -1,5 +1,6 @@
-//! The model stage: one thread owns the assigner's tch state. It assigns each decoded segment in
-//! batches and switches to each new model version between segments; versions come from the
+//! The model stage: one thread owns the assigner's tch state. It assigns the decoded segments in
+//! batches of windows (a backlog's segments together) and switches to each new model version
+//! between batches; versions come from the
 //! trainer beside it (`--role all`, which is also offered every assigned window) or from the
 //! models topic (`--role assign`).
 
@@ -69,23 +70,42 @@ impl ModelStage {
 
     fn serve(mut self, mut assigner: Assigner, decoded: &flume::Receiver<Decoded>, outcomes: &flume::Sender<Outcome>) {
         loop {
-            // New versions are picked up between segments, and while idle.
+            // New versions are picked up between batches, and while idle.
             self.switch_version(&mut assigner);
-            let decoded = match decoded.recv_timeout(Duration::from_millis(200)) {
+            let first = match decoded.recv_timeout(Duration::from_millis(200)) {
                 Ok(decoded) => decoded,
                 Err(flume::RecvTimeoutError::Timeout) => continue,
                 Err(flume::RecvTimeoutError::Disconnected) => break,
             };
-            let started = Instant::now();
-            let records = assignment_records(&assigner, &decoded, &self.output_topic, self.clusters.as_deref());
-            self.metrics.assign_seconds.observe(started.elapsed().as_secs_f64());
-            self.metrics.windows_assigned.fetch_add(decoded.windows.len() as u64, Ordering::Relaxed);
-            if let Versions::Trainer(trainer) = &mut self.versions {
-                let label = decoded.segment.label.as_deref().and_then(|l| assigner.known_index(l));
-                trainer.offer(&decoded.windows, label);
+            // The segments already decoded join it, up to a batch of windows: one forward pass
+            // for a backlog of short segments, where a GPU would idle on one segment's windows.
+            let mut batch = vec![first];
+            let mut windows = batch[0].windows.len();
+            while windows < self.model.max_batch {
+                let Ok(next) = decoded.try_recv() else { break };
+                windows += next.windows.len();
+                batch.push(next);
             }
-            if outcomes.send(Outcome { coordinates: decoded.coordinates, records }).is_err() {
-                break;
+            let started = Instant::now();
+            let segments: Vec<_> = batch.iter().map(|d| (d.windows.as_slice(), d.segment.label.as_deref())).collect();
+            let decisions = assigner.assign_segments(&segments);
+            let records: Vec<_> = batch
+                .iter()
+                .zip(decisions)
+                .map(|(d, decisions)| {
+                    assignment_records(&assigner, d, decisions, &self.output_topic, self.clusters.as_deref())
+                })
+                .collect();
+            self.metrics.assign_seconds.observe(started.elapsed().as_secs_f64());
+            self.metrics.windows_assigned.fetch_add(windows as u64, Ordering::Relaxed);
+            for (decoded, records) in batch.into_iter().zip(records) {
+                if let Versions::Trainer(trainer) = &mut self.versions {
+                    let label = decoded.segment.label.as_deref().and_then(|l| assigner.known_index(l));
+                    trainer.offer(&decoded.windows, label);
+                }
+                if outcomes.send(Outcome { coordinates: decoded.coordinates, records }).is_err() {
+                    return;
+                }
             }
         }
         // Dropping the versions stops the trainer's or the reader's thread.

@@ -3,20 +3,21 @@
 use std::sync::Mutex;
 
 use super::{now_ms, Decoded};
-use crate::assign::Assigner;
+use crate::assign::{Assigner, Decision};
 use crate::sink::{Assignment, ClusterTable, DeadLetter, OutRecord, ASSIGNMENT_SCHEMA};
 use crate::source::{Coordinates, Segment};
 
-/// The assignments of a decoded segment's windows, on `topic`; each is also counted in
-/// `clusters` when this process writes the clusters topic.
+/// The assignments of a decoded segment's windows, `decisions` (the assigner's, in window
+/// order), on `topic`; each is also counted in `clusters` when this process writes the clusters
+/// topic.
 pub(super) fn assignment_records(
     assigner: &Assigner,
     decoded: &Decoded,
+    decisions: Vec<Decision>,
     topic: &str,
     clusters: Option<&Mutex<ClusterTable>>,
 ) -> Vec<OutRecord> {
     let segment = &decoded.segment;
-    let decisions = assigner.assign(&decoded.windows, segment.label.as_deref());
     let now_ms = now_ms();
     let mut clusters = clusters.map(|c| c.lock().expect("cluster table lock"));
     decoded
