@@ -137,20 +137,19 @@ impl Assigner {
             let out = self.model.forward_t(&input, false);
             let labelled =
                 out.known_logits.as_ref().filter(|_| chunk.iter().any(|(_, c)| c.is_some())).map(probabilities);
-            let decided = |class: Option<usize>| class.is_some() && labelled.is_some();
-            let open = chunk.iter().any(|&(_, c)| !decided(c)).then(|| {
+            // The joint (or novel) head's probabilities, where some window has no labelled decision.
+            let open = chunk.iter().any(|&(_, c)| c.is_none() || labelled.is_none()).then(|| {
                 let logits = if self.open_world { out.joint_logits() } else { out.novel_logits.shallow_clone() };
                 probabilities(&logits)
             });
             for (i, &(_, class)) in chunk.iter().enumerate() {
-                decisions.push(match (class, &labelled, &open) {
-                    (Some(class), Some(p), _) => Decision {
+                decisions.push(match (class, &labelled) {
+                    (Some(class), Some(p)) => Decision {
                         kind: AssignmentKind::Known,
                         cluster: self.known_classes[class].clone(),
                         confidence: f64::from(p[i][class]),
                     },
-                    (_, _, Some(p)) => self.decide(&p[i], &out.novel_ids),
-                    _ => unreachable!("a window without its labelled decision has the open one"),
+                    _ => self.decide(&open.as_ref().expect("computed for windows without a label")[i], &out.novel_ids),
                 });
             }
         }

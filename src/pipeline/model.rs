@@ -1,8 +1,7 @@
 //! The model stage: one thread owns the assigner's tch state. It assigns the decoded segments in
 //! batches of windows (a backlog's segments together) and switches to each new model version
-//! between batches; versions come from the
-//! trainer beside it (`--role all`, which is also offered every assigned window) or from the
-//! models topic (`--role assign`).
+//! between batches; versions come from the trainer beside it (`--role all`, which is also
+//! offered every assigned window) or from the models topic (`--role assign`).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
