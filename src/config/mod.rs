@@ -29,8 +29,8 @@ pub use online::OnlineConfig;
 pub use pipeline::{PipelineConfig, Role};
 pub use source::SourceConfig;
 pub use train::{
-    ClusterPairs, ClusterStart, ClustersConfig, Contrast, LossesConfig, PseudoConfig, PseudoLabelKind, ScheduleConfig,
-    TrainConfig,
+    Ambiguous, ClusterPairs, ClusterStart, ClustersConfig, Contrast, LossesConfig, PseudoConfig, PseudoLabelKind,
+    ScheduleConfig, TrainConfig,
 };
 
 /// Everything the daemon reads from its configuration file.

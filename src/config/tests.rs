@@ -24,6 +24,7 @@ fn pinned_result_configs_parse_and_differ_from_the_defaults() {
     for (name, text) in [
         ("before-head-split", include_str!("../../results/configs/before-head-split.toml")),
         ("before-erase", include_str!("../../results/configs/before-erase.toml")),
+        ("before-ambiguous-novel", include_str!("../../results/configs/before-ambiguous-novel.toml")),
     ] {
         let config = Config::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
         config.validate().unwrap_or_else(|e| panic!("{name}: {e}"));

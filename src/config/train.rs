@@ -191,6 +191,18 @@ pub enum ClusterPairs {
     Agree,
 }
 
+/// What an ambiguous unlabelled window trains (`train.clusters.ambiguous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ambiguous {
+    /// The known class the open-set rule routes it to (the default before 2026-11-30).
+    Known,
+    /// Neither a known class nor "novel": the joint head decides it from the windows around it.
+    Abstain,
+    /// The nearest novel cluster (the default).
+    Novel,
+}
+
 /// Where each refresh of the bank's clusters starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -234,8 +246,14 @@ pub struct ClustersConfig {
     /// The estimate takes the smallest count whose silhouette is within this of the best
     /// count's (0: the best). On features that split a class into its styles the silhouette
     /// rises a little with every split; a tolerance of about the noise between neighbouring
-    /// counts keeps those splits from counting as categories.
+    /// counts (0.01, the default) keeps those splits from counting as categories.
     pub estimate_tolerance: f64,
+    /// Open world: what an unlabelled window trains when it reaches a known class's floor (the
+    /// open-set rule routes it to that class) while a novel centroid is nearer. Such windows
+    /// are where a new category borders a known one: sent to the known class, they teach the
+    /// joint head to call the new category's border known (on MNIST 5–7% of the novel test
+    /// images went to a known class so; RESULTS.md).
+    pub ambiguous: Ambiguous,
 }
 
 impl Default for ClustersConfig {
@@ -248,7 +266,8 @@ impl Default for ClustersConfig {
             min_share: 0.25,
             head_min_share: 0.25,
             estimate_every: 250,
-            estimate_tolerance: 0.0,
+            estimate_tolerance: 0.01,
+            ambiguous: Ambiguous::Novel,
         }
     }
 }

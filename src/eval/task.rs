@@ -391,6 +391,7 @@ fn mean_report(reports: &[LossReport]) -> LossReport {
         swapped: sum(|r| r.swapped),
         positive_pair_rate: sum(|r| r.positive_pair_rate),
         routed_novel: sum(|r| r.routed_novel),
+        routed_abstain: sum(|r| r.routed_abstain),
         routed_known_ce: sum(|r| r.routed_known_ce),
         novel_share: sum(|r| r.novel_share),
     }

@@ -8,8 +8,12 @@ use tch::{Kind, Tensor};
 
 use super::estimate::{known_centroids, open_set_nearest, plus_plus_after, semi_supervised_lloyd};
 use super::kmeans::{plus_plus, Lloyd, Metric, Update};
-use crate::config::ClusterPairs;
+use crate::config::{Ambiguous, ClusterPairs};
 use crate::model::l2_normalize;
+
+/// The route of a window that trains neither a known class nor "novel"
+/// (`train.clusters.ambiguous = "abstain"`).
+pub const ABSTAIN: i64 = -1;
 
 /// Centroids of the unlabelled keys, refreshed every few steps.
 #[derive(Debug, Default)]
@@ -116,6 +120,54 @@ impl BankClusters {
             Some(floors) => open_set_nearest(&x, centroids, floors),
             None => Metric::Cosine.nearest(&x, centroids),
         })
+    }
+
+    /// `[B]` int64: where each row of `x` `[B, P]` trains — its cluster by the open-set rule
+    /// (below `C_l`: a known class), except that a row the rule gives a known class while a
+    /// novel centroid is more similar goes where `ambiguous` says ([`ABSTAIN`]: nowhere);
+    /// `None` before the first refresh.
+    pub fn route(&self, x: &Tensor, ambiguous: Ambiguous) -> Option<Tensor> {
+        let route = self.assign(x)?;
+        let instead = match ambiguous {
+            Ambiguous::Known => return Some(route),
+            Ambiguous::Abstain => Tensor::full_like(&route, ABSTAIN),
+            Ambiguous::Novel => match self.nearest_novel(x) {
+                Some(novel) => novel,
+                None => return Some(route),
+            },
+        };
+        Some(instead.where_self(&self.ambiguous(x)?, &route))
+    }
+
+    /// `[B]` bool: whether each row of `x` `[B, P]` is routed to a known class by the open-set
+    /// rule although a novel centroid is more similar (all false without known floors or novel
+    /// centroids); `None` before the first refresh.
+    pub fn ambiguous(&self, x: &Tensor) -> Option<Tensor> {
+        let _guard = tch::no_grad_guard();
+        let centroids = self.centroids.as_ref()?;
+        let x = l2_normalize(&x.detach());
+        let known = self.floors.as_ref().map_or(0, |f| f.size()[0]);
+        let total = centroids.size()[0];
+        if known == 0 || total == known {
+            return Some(Tensor::zeros([x.size()[0]], (Kind::Bool, x.device())));
+        }
+        let similarity = x.matmul(&centroids.tr());
+        let best_known = similarity.narrow(1, 0, known).amax(1, false);
+        let best_novel = similarity.narrow(1, known, total - known).amax(1, false);
+        let routed_known = self.assign(&x)?.lt(known);
+        Some(routed_known.logical_and(&best_novel.gt_tensor(&best_known)))
+    }
+
+    /// `[B]` int64: the most similar novel centroid to each row of `x` `[B, P]` (numbered
+    /// among all centroids, the known classes' first); `None` before the first refresh or
+    /// without novel centroids.
+    pub fn nearest_novel(&self, x: &Tensor) -> Option<Tensor> {
+        let _guard = tch::no_grad_guard();
+        let centroids = self.centroids.as_ref()?;
+        let known = self.floors.as_ref().map_or(0, |f| f.size()[0]);
+        let novel = centroids.size()[0] - known;
+        (novel > 0)
+            .then(|| l2_normalize(&x.detach()).matmul(&centroids.narrow(0, known, novel).tr()).argmax(1, false) + known)
     }
 
     /// `[B, B]` float 0/1: whether rows `i` and `j` of `x` `[B, P]` share their nearest centroid;
@@ -253,6 +305,29 @@ mod tests {
         let (batch, head) = (keys.narrow(0, 0, 30), group.narrow(0, 0, 30));
         clusters.refresh(&keys, 3, 0, 0.0, Some((&batch, &head)));
         assert_eq!(clusters.same_cluster(&keys).unwrap(), same_group(&group));
+    }
+
+    /// One known class (centroid along x, floor 0.5) and one novel cluster (along y): a row the
+    /// known class explains is ambiguous only when the novel centroid is nearer, and a row
+    /// under the floor, routed novel anyway, is not.
+    #[test]
+    fn ambiguous_rows_are_explained_by_a_known_class_and_nearer_a_novel_one() {
+        let opts = (Kind::Float, Device::Cpu);
+        let centroids = Tensor::from_slice(&[1.0f32, 0.0, 0.0, 1.0]).view([2, 2]);
+        let clusters = BankClusters { centroids: Some(centroids), floors: Some(Tensor::from_slice(&[0.5f32])) };
+        let rows = Tensor::from_slice(&[0.6f32, 0.8, 0.9, 0.436, 0.3, 0.954]).view([3, 2]).to_kind(opts.0);
+        assert_eq!(Vec::<i64>::try_from(clusters.assign(&rows).unwrap()).unwrap(), vec![0, 0, 1]);
+        assert_eq!(Vec::<bool>::try_from(clusters.ambiguous(&rows).unwrap()).unwrap(), vec![true, false, false]);
+        let known_only = BankClusters {
+            centroids: Some(Tensor::from_slice(&[1.0f32, 0.0]).view([1, 2])),
+            floors: Some(Tensor::from_slice(&[0.5f32])),
+        };
+        assert_eq!(Vec::<bool>::try_from(known_only.ambiguous(&rows).unwrap()).unwrap(), vec![false; 3]);
+        assert!(BankClusters::default().ambiguous(&rows).is_none());
+        let route = |ambiguous| Vec::<i64>::try_from(clusters.route(&rows, ambiguous).unwrap()).unwrap();
+        assert_eq!(route(Ambiguous::Known), vec![0, 0, 1]);
+        assert_eq!(route(Ambiguous::Abstain), vec![ABSTAIN, 0, 1]);
+        assert_eq!(route(Ambiguous::Novel), vec![1, 0, 1]);
     }
 
     #[test]

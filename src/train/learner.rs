@@ -63,6 +63,9 @@ pub struct LossReport {
     /// Open world: share of the unlabelled windows the bank's clusters routed to the novel
     /// clusters.
     pub routed_novel: f64,
+    /// Open world: share of the unlabelled windows that trained neither a known class nor
+    /// "novel" (`train.clusters.ambiguous = "abstain"`).
+    pub routed_abstain: f64,
     /// Open world: cross-entropy of the joint head on the unlabelled windows routed to a known
     /// class, before its weight.
     pub routed_known_ce: f64,

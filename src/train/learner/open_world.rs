@@ -24,8 +24,10 @@ impl Learner {
         }
         let route = self.route(pass)?;
         let known = self.known;
-        let (to_known, to_novel) = (route.lt(known).nonzero().squeeze_dim(1), route.ge(known).nonzero().squeeze_dim(1));
+        let routed_known = route.ge(0).logical_and(&route.lt(known));
+        let (to_known, to_novel) = (routed_known.nonzero().squeeze_dim(1), route.ge(known).nonzero().squeeze_dim(1));
         report.routed_novel = to_novel.size()[0] as f64 / pass.nu as f64;
+        report.routed_abstain = route.lt(0).sum(Kind::Int64).int64_value(&[]) as f64 / pass.nu as f64;
         let unlabelled = |logits: Tensor| logits.narrow(0, pass.nl, pass.nu);
         let (joint1, joint2) = (unlabelled(pass.out1.joint_logits()), unlabelled(pass.out2.joint_logits()));
         let mut term = Tensor::zeros([], (Kind::Float, joint1.device()));
@@ -53,9 +55,11 @@ impl Learner {
         Some(term * weight)
     }
 
-    /// The nearest of the bank's centroids to each unlabelled window's momentum keys, `[B_u]`
-    /// (below `C_l`: that known class; from `C_l` on: novel), refreshing the centroids every
-    /// `train.clusters.every` steps and whenever the number of novel clusters in use changed.
+    /// Where each unlabelled window trains, `[B_u]`: the bank's cluster of its momentum keys
+    /// (below `C_l`: that known class; from `C_l` on: novel; negative: nowhere), as
+    /// [`BankClusters::route`](crate::train::clusters::BankClusters::route) says, refreshing
+    /// the centroids every `train.clusters.every` steps and whenever the number of novel
+    /// clusters in use changed.
     fn route(&mut self, pass: &Pass) -> Option<Tensor> {
         let batch_keys = self.joint_keys(&pass.momentum).narrow(0, pass.nl, pass.nu);
         let novel = pass.out1.novel_logits.size()[1];
@@ -79,7 +83,7 @@ impl Learner {
         if self.clusters.count() != Some(self.known + novel) {
             return None;
         }
-        self.clusters.assign(&batch_keys)
+        self.clusters.route(&batch_keys, self.config.clusters.ambiguous)
     }
 
     /// Pairwise BCE of both views' unlabelled heads among the windows routed novel (`rows` of
