@@ -10,7 +10,7 @@
 #        UNLABELLED_KNOWN=0.7 STAGES=5,6:7,8:9 (empty: every novel class from the start)
 #        STAGE_TIME (default: MINUTES split evenly over the stages) NOVEL_CLUSTERS=auto
 #        MODALITY= visual | audio | both (default: config/av-digits.toml's, both)
-#        ESTIMATE_TOLERANCE= train.clusters.estimate_tolerance (default: the config's, 0)
+#        ESTIMATE_TOLERANCE= train.clusters.estimate_tolerance (default: the config's, 0.01)
 #        START= a checkpoint to start from (checkpoint.start; e.g. the known-only one of
 #        `eval --known-only --save-checkpoint`); empty: untrained start
 #        ENCODER= a TorchScript visual encoder (model.visual_encoder = "torchscript:…", e.g. one
@@ -49,7 +49,7 @@ device = "$DEVICE"
 novel_clusters = $([ "$NOVEL_CLUSTERS" = auto ] && echo '"auto"' || echo "$NOVEL_CLUSTERS")
 ${MODALITY:+modality = \"$MODALITY\"}
 [train.clusters]
-estimate_tolerance = ${ESTIMATE_TOLERANCE:-0.0}
+${ESTIMATE_TOLERANCE:+estimate_tolerance = $ESTIMATE_TOLERANCE}
 [metrics]
 listen = "127.0.0.1:$MPORT"
 [checkpoint]
@@ -98,7 +98,7 @@ printf 'seconds\trss_kib\n' >"$OUT/rss.tsv"
    sleep 30; done) &
 started $!
 
-echo "start: ${START:-untrained}; modality: ${MODALITY:-as config/av-digits.toml}; estimate tolerance: ${ESTIMATE_TOLERANCE:-0.0}"
+echo "start: ${START:-untrained}; modality: ${MODALITY:-as config/av-digits.toml}; estimate tolerance: ${ESTIMATE_TOLERANCE:-as the config}"
 echo "streaming $clips clips on $STREAMS streams at $RATE/s (known 0-4, $UNLABELLED_KNOWN of them unlabelled;" \
   "novel stages '${STAGES}' of $STAGE_TIME each)"
 "$BIN" produce --brokers "$BROKERS" --topic online.segments --manifest "$SET/manifest.json" --split train \
