@@ -15,6 +15,15 @@ use crate::model::l2_normalize;
 /// (`train.clusters.ambiguous = "abstain"`).
 pub const ABSTAIN: i64 = -1;
 
+/// What [`BankClusters::route`] decides from: `[B]` each row's open-set cluster, whether the
+/// row is ambiguous, and its most similar novel centroid (numbered among all centroids; `None`
+/// without novel centroids or known floors).
+struct Borders {
+    route: Tensor,
+    ambiguous: Tensor,
+    nearest_novel: Option<Tensor>,
+}
+
 /// Centroids of the unlabelled keys, refreshed every few steps.
 #[derive(Debug, Default)]
 pub struct BankClusters {
@@ -127,47 +136,41 @@ impl BankClusters {
     /// novel centroid is more similar goes where `ambiguous` says ([`ABSTAIN`]: nowhere);
     /// `None` before the first refresh.
     pub fn route(&self, x: &Tensor, ambiguous: Ambiguous) -> Option<Tensor> {
-        let route = self.assign(x)?;
-        let instead = match ambiguous {
-            Ambiguous::Known => return Some(route),
-            Ambiguous::Abstain => Tensor::full_like(&route, ABSTAIN),
-            Ambiguous::Novel => match self.nearest_novel(x) {
-                Some(novel) => novel,
-                None => return Some(route),
-            },
+        let borders = self.borders(x)?;
+        let instead = match (ambiguous, borders.nearest_novel) {
+            (Ambiguous::Known, _) | (Ambiguous::Novel, None) => return Some(borders.route),
+            (Ambiguous::Abstain, _) => Tensor::full_like(&borders.route, ABSTAIN),
+            (Ambiguous::Novel, Some(novel)) => novel,
         };
-        Some(instead.where_self(&self.ambiguous(x)?, &route))
+        Some(instead.where_self(&borders.ambiguous, &borders.route))
     }
 
     /// `[B]` bool: whether each row of `x` `[B, P]` is routed to a known class by the open-set
     /// rule although a novel centroid is more similar (all false without known floors or novel
     /// centroids); `None` before the first refresh.
     pub fn ambiguous(&self, x: &Tensor) -> Option<Tensor> {
+        Some(self.borders(x)?.ambiguous)
+    }
+
+    /// The open-set rule's cluster of each row of `x` `[B, P]`, which rows it gives a known
+    /// class while a novel centroid is more similar, and the most similar novel centroid (from
+    /// one normalisation and one assignment); `None` before the first refresh.
+    fn borders(&self, x: &Tensor) -> Option<Borders> {
         let _guard = tch::no_grad_guard();
         let centroids = self.centroids.as_ref()?;
         let x = l2_normalize(&x.detach());
+        let route = self.assign(&x)?;
         let known = self.floors.as_ref().map_or(0, |f| f.size()[0]);
         let total = centroids.size()[0];
         if known == 0 || total == known {
-            return Some(Tensor::zeros([x.size()[0]], (Kind::Bool, x.device())));
+            let ambiguous = Tensor::zeros([x.size()[0]], (Kind::Bool, x.device()));
+            return Some(Borders { route, ambiguous, nearest_novel: None });
         }
         let similarity = x.matmul(&centroids.tr());
         let best_known = similarity.narrow(1, 0, known).amax(1, false);
-        let best_novel = similarity.narrow(1, known, total - known).amax(1, false);
-        let routed_known = self.assign(&x)?.lt(known);
-        Some(routed_known.logical_and(&best_novel.gt_tensor(&best_known)))
-    }
-
-    /// `[B]` int64: the most similar novel centroid to each row of `x` `[B, P]` (numbered
-    /// among all centroids, the known classes' first); `None` before the first refresh or
-    /// without novel centroids.
-    pub fn nearest_novel(&self, x: &Tensor) -> Option<Tensor> {
-        let _guard = tch::no_grad_guard();
-        let centroids = self.centroids.as_ref()?;
-        let known = self.floors.as_ref().map_or(0, |f| f.size()[0]);
-        let novel = centroids.size()[0] - known;
-        (novel > 0)
-            .then(|| l2_normalize(&x.detach()).matmul(&centroids.narrow(0, known, novel).tr()).argmax(1, false) + known)
+        let (best_novel, novel) = similarity.narrow(1, known, total - known).max_dim(1, false);
+        let ambiguous = route.lt(known).logical_and(&best_novel.gt_tensor(&best_known));
+        Some(Borders { route, ambiguous, nearest_novel: Some(novel + known) })
     }
 
     /// `[B, B]` float 0/1: whether rows `i` and `j` of `x` `[B, P]` share their nearest centroid;
