@@ -11,6 +11,8 @@
 #        STAGE_TIME (default: MINUTES split evenly over the stages) NOVEL_CLUSTERS=auto
 #        MODALITY= visual | audio | both (default: config/av-digits.toml's, both)
 #        ESTIMATE_TOLERANCE= train.clusters.estimate_tolerance (default: the config's, 0.01)
+#        AMBIGUOUS= train.clusters.ambiguous (default: the config's, novel)
+#        STEPS_PER_WINDOW= online.steps_per_window (default: the config's)
 #        START= a checkpoint to start from (checkpoint.start; e.g. the known-only one of
 #        `eval --known-only --save-checkpoint`); empty: untrained start
 #        ENCODER= a TorchScript visual encoder (model.visual_encoder = "torchscript:…", e.g. one
@@ -50,6 +52,9 @@ novel_clusters = $([ "$NOVEL_CLUSTERS" = auto ] && echo '"auto"' || echo "$NOVEL
 ${MODALITY:+modality = \"$MODALITY\"}
 [train.clusters]
 ${ESTIMATE_TOLERANCE:+estimate_tolerance = $ESTIMATE_TOLERANCE}
+${AMBIGUOUS:+ambiguous = \"$AMBIGUOUS\"}
+[online]
+${STEPS_PER_WINDOW:+steps_per_window = $STEPS_PER_WINDOW}
 [metrics]
 listen = "127.0.0.1:$MPORT"
 [checkpoint]

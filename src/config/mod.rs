@@ -139,7 +139,21 @@ impl Config {
         if self.pipeline.role == Role::Train && !self.online.enabled {
             return invalid("pipeline.role", "`train` is the trainer: it needs online.enabled = true");
         }
+        self.validate_online_against_train()?;
         self.validate_train_against_model()
+    }
+
+    /// The trainer of `pipeline.role = "train"` decodes two batches of windows per step: a step
+    /// limit below one step per two batches would stop it waiting for windows it never decodes.
+    fn validate_online_against_train(&self) -> Result<(), ConfigError> {
+        let limit = self.online.steps_per_window;
+        if limit > 0.0 && limit * 2.0 * (self.train.batch_size as f64) < 1.0 {
+            return invalid(
+                "online.steps_per_window",
+                "must be 0 (no limit) or at least one step per two batches of windows (1 / (2 × train.batch_size))",
+            );
+        }
+        Ok(())
     }
 
     /// The train settings that depend on the model: its modalities and its feature width.

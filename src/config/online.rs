@@ -21,6 +21,11 @@ pub struct OnlineConfig {
     pub trainer_queue: usize,
     /// Unlabelled windows buffered before the first step.
     pub min_unlabelled: usize,
+    /// At most this many training steps per window that arrived in the buffers (0: no limit).
+    /// Beyond it the trainer waits for the stream: a machine that steps faster than the stream
+    /// brings windows would otherwise loop over the same buffered windows and memorise them,
+    /// and what the daemon learns would depend on how fast its machine is.
+    pub steps_per_window: f64,
     /// The trainer publishes a new model version for the assigner every this many steps.
     pub snapshot_every: u64,
     /// The first this many unlabelled windows form a fixed replay set: at every new version the
@@ -37,6 +42,7 @@ impl Default for OnlineConfig {
             train_fraction: 1.0,
             trainer_queue: 256,
             min_unlabelled: 64,
+            steps_per_window: 0.0,
             snapshot_every: 50,
             replay_size: 256,
         }
@@ -50,6 +56,9 @@ impl OnlineConfig {
         }
         if !(0.0..=1.0).contains(&self.train_fraction) {
             return invalid("online.train_fraction", "must be between 0 and 1");
+        }
+        if !(self.steps_per_window >= 0.0 && self.steps_per_window.is_finite()) {
+            return invalid("online.steps_per_window", "must be 0 (no limit) or a positive number");
         }
         if self.snapshot_every == 0 || self.trainer_queue == 0 {
             return invalid("online.snapshot_every/trainer_queue", "must be at least 1");

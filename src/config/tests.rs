@@ -107,10 +107,14 @@ fn invalid_values_name_their_key() {
         ("[train]\nmodality_dropout = 0.5\n", "train.modality_dropout"),
         ("[decode]\naudio_silence_dbfs = 3.0\n", "decode.audio_silence_dbfs"),
         ("[model]\nassign_with = \"audio\"\n", "model.assign_with"),
+        ("[online]\nsteps_per_window = -1.0\n", "online.steps_per_window"),
+        ("[online]\nsteps_per_window = 0.001\n[train]\nbatch_size = 64\n", "online.steps_per_window"),
     ] {
         let err = Config::parse(text).unwrap_err().to_string();
         assert!(err.contains(key), "{text}: {err}");
     }
+    let limited = Config::parse("[online]\nsteps_per_window = 0.01\n[train]\nbatch_size = 64\n").unwrap();
+    assert_eq!(limited.online.steps_per_window, 0.01);
     let both = Config::parse("[model]\nmodality = \"both\"\n[train]\nmodality_dropout = 0.5\n").unwrap();
     assert_eq!(both.train.modality_dropout, 0.5);
     let err = Config::parse("[train.clusters]\npairs = \"sometimes\"\n").unwrap_err().to_string();

@@ -196,6 +196,8 @@ impl OnlineTrainer {
             unlabelled: Ring::new(online.unlabelled_buffer),
             replay: Vec::new(),
             replay_clusters: None,
+            arrived: 0,
+            steps: 0,
             identity: IdentitySet::new(online.replay_size),
             ids,
             config: online.clone(),
@@ -265,6 +267,10 @@ struct Worker {
     /// the last published version.
     replay: Vec<Input>,
     replay_clusters: Option<Vec<i64>>,
+    /// Windows kept in the buffers, and steps taken, since this process started
+    /// (`online.steps_per_window`).
+    arrived: u64,
+    steps: u64,
     /// The windows published cluster ids are carried on from version to version, and the ids.
     identity: IdentitySet,
     ids: ClusterIds,
@@ -287,9 +293,9 @@ struct Worker {
 impl Worker {
     fn run(mut self) {
         while !self.stop.load(Ordering::Relaxed) {
-            // Take what arrived; wait briefly when there is nothing to train on yet.
-            let ready = self.unlabelled.len() >= self.config.min_unlabelled.max(2);
-            if !ready {
+            // Take what arrived; wait briefly when there is nothing to train on yet, or when the
+            // steps already taken used up what the windows so far allow.
+            if !self.may_step() {
                 match self.rx.recv_timeout(Duration::from_millis(100)) {
                     Ok(sample) => self.keep(sample),
                     Err(flume::RecvTimeoutError::Timeout) => continue,
@@ -301,7 +307,7 @@ impl Worker {
             }
             self.metrics.buffered_labelled.set(self.labelled.len() as f64);
             self.metrics.buffered_unlabelled.set(self.unlabelled.len() as f64);
-            if self.unlabelled.len() >= self.config.min_unlabelled.max(2) {
+            if self.may_step() {
                 self.step();
             }
             if self.last_checkpoint.elapsed() >= self.checkpoint.interval {
@@ -309,6 +315,14 @@ impl Worker {
             }
         }
         self.save_checkpoint();
+    }
+
+    /// Whether enough unlabelled windows are buffered, and another step stays within
+    /// `online.steps_per_window` of the windows that arrived.
+    fn may_step(&self) -> bool {
+        let limit = self.config.steps_per_window;
+        self.unlabelled.len() >= self.config.min_unlabelled.max(2)
+            && (limit == 0.0 || ((self.steps + 1) as f64) <= self.arrived as f64 * limit)
     }
 
     /// Saves the learner's state (when a path is configured and it has trained since start).
@@ -329,6 +343,7 @@ impl Worker {
 
     fn keep(&mut self, sample: Sample) {
         let input = window_input(&[&sample.window], &self.decode, self.modality, &self.mel);
+        self.arrived += 1;
         match sample.label {
             Some(label) => self.labelled.push(input, label),
             None => {
@@ -346,6 +361,7 @@ impl Worker {
         // Too few labelled windows yet: the step gets an empty labelled batch.
         let labelled = (self.labelled.len() >= 2).then(|| self.labelled.sample(self.batch, &mut self.rng));
         let report = self.learner.step_on(labelled, Some(unlabelled));
+        self.steps += 1;
         self.metrics.train_step_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.train_steps.fetch_add(1, Ordering::Relaxed);
         self.metrics.head_splits.store(self.learner.head_splits(), Ordering::Relaxed);
@@ -587,5 +603,47 @@ mod tests {
             .expect("a start checkpoint of another configuration stops the start")
             .to_string();
         assert!(error.contains("checkpoint.start") && error.contains("model.known_classes"), "{error}");
+    }
+
+    /// `online.steps_per_window`: the trainer takes no more steps than the windows that arrived
+    /// allow, waits while the stream brings none, and goes on when more arrive.
+    #[test]
+    fn steps_wait_for_windows_beyond_the_limit() {
+        let _rng = crate::rng_lock();
+        let (model, train, decode) = tiny();
+        let online = OnlineConfig {
+            labelled_buffer: 8,
+            unlabelled_buffer: 8,
+            min_unlabelled: 4,
+            steps_per_window: 0.5,
+            replay_size: 4,
+            ..Default::default()
+        };
+        let metrics = Arc::new(Metrics::default());
+        let trainer = OnlineTrainer::start(
+            &model,
+            &train,
+            &online,
+            &CheckpointConfig::default(),
+            &decode,
+            Device::Cpu,
+            metrics.clone(),
+        );
+        let mut trainer = trainer.unwrap();
+        let window = |v: u8| Window { index: 0, start_ms: 0, end_ms: 1000, frames: vec![v; 8 * 8 * 3], audio: vec![] };
+        let steps = || metrics.train_steps.load(Ordering::Relaxed);
+        let settle = |want: u64| {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while steps() < want && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Long enough for an unlimited trainer to take dozens of steps more.
+            std::thread::sleep(Duration::from_millis(1500));
+            steps()
+        };
+        trainer.offer(&(0..12).map(|i| window(i * 20)).collect::<Vec<_>>(), None);
+        assert_eq!(settle(6), 6, "12 windows allow 6 steps at 0.5 a window");
+        trainer.offer(&(0..4).map(|i| window(i * 30 + 5)).collect::<Vec<_>>(), Some(0));
+        assert_eq!(settle(8), 8, "4 more windows allow 2 more steps");
     }
 }
