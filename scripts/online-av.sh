@@ -20,7 +20,8 @@
 #        1); ENCODER_TRAINING=frozen (or last-block with FINE_TUNE_PREFIX=…, or full)
 #        ROLES=all (one process) or ROLES=split: one `--role train` (its log OUT/daemon.log, its
 #        metrics in OUT/metrics.txt) and ASSIGNERS=2 `--role assign` (OUT/assign-N.log)
-# Writes OUT/score.json, OUT/accuracy.svg, OUT/metrics.txt, OUT/rss.tsv and OUT/summary.txt.
+# Writes OUT/score.json, OUT/predictions.csv (every window's decision and truth: scripts/results_table.py
+# online OUT), OUT/accuracy.svg, OUT/metrics.txt, OUT/rss.tsv and OUT/summary.txt.
 set -euo pipefail
 WORK=$(mktemp -d /tmp/novelstream-online.XXXXXX)
 source "$(dirname "$0")/lib.sh"
@@ -110,7 +111,7 @@ echo "streaming $clips clips on $STREAMS streams at $RATE/s (known 0-4, $UNLABEL
   --known 0-4 --unlabelled-known-fraction "$UNLABELLED_KNOWN" "${staged[@]}" "${stage_time[@]}" \
   --streams "$STREAMS" --rate "$RATE" --limit "$clips" >"$WORK/sent.txt"
 "$BIN" score --brokers "$BROKERS" --topic online.assignments --input-topic online.segments --truth "$SET/manifest.json" --segments "$WORK/sent.txt" \
-  "${staged[@]}" --expect "$clips" --timeout 10m --slices 10 --out "$OUT/score.json" --svg "$OUT/accuracy.svg" |
+  "${staged[@]}" --expect "$clips" --timeout 10m --slices 10 --out "$OUT/score.json" --svg "$OUT/accuracy.svg" --predictions "$OUT/predictions.csv" |
   tee "$OUT/summary.txt"
 curl -sf "http://127.0.0.1:$MPORT/metrics" >"$OUT/metrics.txt" || true
 grep -E '^novelstream_(model_version|train_steps_total|cluster_changed_fraction|novel_clusters_estimated|train_skipped_windows_total|consumer_lag_messages) ' \

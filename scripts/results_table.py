@@ -9,7 +9,11 @@
         over all rows), the estimated number of novel classes per seed, and the task-aware
         novel and known accuracy from results.json; then each seed's All / Old / New.
         NAME:VIEW reads a view of the same runs instead (eval's views: audio-withheld,
-        picture-withheld, an --also-test data set): predictions-S.VIEW.csv"""
+        picture-withheld, an --also-test data set): predictions-S.VIEW.csv
+    python3 scripts/results_table.py online DIR...           a stream (scripts/online-av.sh):
+        All / Old / New over the unlabelled windows of DIR/predictions.csv (`score
+        --predictions`), the whole run and its last third in publish order, as `score` computes
+        them; then, for the last third, what each novel id published there holds"""
 import csv
 import glob
 import json
@@ -91,7 +95,11 @@ def hungarian_max(weights):
 
 def all_old_new(path, known):
     """All / Old / New of predictions.csv rows (index,true_label,prediction)."""
-    rows = list(csv.DictReader(open(path)))
+    return gcd_of(list(csv.DictReader(open(path))), known)
+
+
+def gcd_of(rows, known):
+    """All / Old / New of rows with true_label and prediction (one matching over all of them)."""
     said = sorted({r["prediction"] for r in rows})
     classes = sorted({r["true_label"] for r in rows})
     size = max(len(said), len(classes))
@@ -135,6 +143,22 @@ def gcd_rows(root, names):
         print(f"<!-- {label} per seed, All / Old / New: {seeds} -->")
 
 
+def online_rows(dirs):
+    for out in dirs:
+        rows = list(csv.DictReader(open(f"{out}/predictions.csv")))
+        known = {r["sent_label"] for r in rows if r["sent_label"]}
+        unlabelled = [r for r in rows if not r["sent_label"] and r["true_label"]]
+        last = unlabelled[len(unlabelled) - len(unlabelled) // 3:]
+        whole, third = gcd_of(unlabelled, known), gcd_of(last, known)
+        row([out, str(len(unlabelled)), *(f"{100 * x:.1f}" for x in whole), *(f"{100 * x:.1f}" for x in third)])
+        ids = sorted({r["prediction"] for r in last if r["prediction"].startswith("novel-")},
+                     key=lambda i: int(i.split("-")[1]))
+        for i in ids:
+            held = [r["true_label"] for r in last if r["prediction"] == i]
+            counts = sorted(((held.count(c), c) for c in set(held)), reverse=True)
+            print(f"<!-- {i}: {len(held)} windows: " + ", ".join(f"{c} {n}" for n, c in counts) + " -->")
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     if command == "seeds":
@@ -150,5 +174,7 @@ if __name__ == "__main__":
                 row([name, str(len(runs)), *method(runs), column(runs, lambda r: r["method"]["kmeans_on_features"]["accuracy"]), *baselines(runs)])
     elif command == "gcd":
         gcd_rows(args[0], args[1:])
+    elif command == "online":
+        online_rows(args)
     else:
-        sys.exit(f"results_table: unknown command {command} (seeds, names or gcd)")
+        sys.exit(f"results_table: unknown command {command} (seeds, names, gcd or online)")

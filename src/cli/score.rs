@@ -9,7 +9,7 @@ use novelstream::config::KafkaConfig;
 use novelstream::tools::charts::accuracy_svg;
 use novelstream::tools::manifest::read_manifest;
 use novelstream::tools::read_topic;
-use novelstream::tools::score::{first_publications, score, sent_segments, ScoreReport};
+use novelstream::tools::score::{first_publications, predictions_csv, score, sent_segments, ScoreReport};
 
 /// Arguments of `score`.
 #[derive(Args)]
@@ -50,6 +50,11 @@ pub struct ScoreArgs {
     /// Where the full report (JSON) goes.
     #[arg(long, default_value = "score.json")]
     out: PathBuf,
+    /// Also write every window's first publication, with its truth and the label its segment
+    /// carried, as CSV (`published_ms,segment_id,window,true_label,sent_label,prediction,
+    /// model_version`), to recompute any number of the report from.
+    #[arg(long)]
+    predictions: Option<PathBuf>,
     /// Where the accuracy-over-time curve (SVG) goes.
     #[arg(long, default_value = "accuracy.svg")]
     svg: PathBuf,
@@ -72,6 +77,10 @@ pub fn handle(args: ScoreArgs) -> anyhow::Result<()> {
         None => Vec::new(),
     };
     let report = score(&records, &truth, args.split.as_deref(), args.slices, Some(&sent), &stages);
+    if let Some(path) = &args.predictions {
+        let csv = predictions_csv(&records, &truth, args.split.as_deref(), Some(&sent));
+        std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))?;
+    }
     std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("writing {}", args.out.display()))?;
     std::fs::write(&args.svg, accuracy_svg(&report)).with_context(|| format!("writing {}", args.svg.display()))?;

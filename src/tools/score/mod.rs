@@ -251,6 +251,46 @@ fn time_slices(novel: &[NovelWindow], slices: usize) -> Vec<Slice> {
         .collect()
 }
 
+/// `score --predictions`: every window's first publication, in publish order, one CSV row each:
+/// `published_ms,segment_id,window,true_label,sent_label,prediction,model_version`. The true
+/// label is the manifest's (empty for a segment it does not hold), `sent_label` the label the
+/// segment carried on the input topic (empty: unlabelled; `sent` unread: empty too), and
+/// `prediction` what was published (a known class's name or `novel-<id>`), so that the open
+/// world's All / Old / New, per stretch of time, can be recomputed from the file alone.
+pub fn predictions_csv(
+    records: &[TopicRecord],
+    truth: &AvManifest,
+    split: Option<&str>,
+    sent: Option<&HashMap<String, Sent>>,
+) -> String {
+    let labels = truth_labels(truth, split);
+    let mut csv = String::from("published_ms,segment_id,window,true_label,sent_label,prediction,model_version\n");
+    for (a, published) in first_publications(records).0 {
+        let sent_label = sent.and_then(|s| s.get(&a.segment_id)?.label.as_deref()).unwrap_or("");
+        let row = [
+            published.to_string(),
+            csv_field(&a.segment_id),
+            a.window.to_string(),
+            csv_field(labels.get(&a.segment_id).copied().unwrap_or("")),
+            csv_field(sent_label),
+            csv_field(&a.cluster),
+            a.model_version.to_string(),
+        ];
+        csv.push_str(&row.join(","));
+        csv.push('\n');
+    }
+    csv
+}
+
+/// A CSV field: quoted (quotes doubled) when it holds a comma, a quote or a line break.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
 /// Each segment as the input topic holds it: its publish time (the first, if repeated) and its
 /// label.
 pub fn sent_segments(records: &[TopicRecord]) -> HashMap<String, Sent> {
@@ -348,6 +388,29 @@ pub(crate) mod tests {
         // Windows of sent segments: 1 - 0, 2 - 1, 5 - 2 (the duplicate at 6 does not count).
         let latency = report.latency.unwrap();
         assert_eq!((latency.windows, latency.p50_ms, latency.max_ms), (3, 1, 3));
+    }
+
+    #[test]
+    fn predictions_list_each_window_once_with_its_truth_and_the_label_it_carried() {
+        let records = vec![
+            record("n5a", Kind::Novel, "novel-1", 0, 2),
+            record("k0", Kind::Known, "0", 1, 1),
+            record("n5a", Kind::Novel, "novel-4", 2, 3),
+            record("odd,\"id\"", Kind::Novel, "novel-2", 2, 4),
+        ];
+        let sent: HashMap<String, Sent> = [("k0", Some("0")), ("n5a", None)]
+            .map(|(s, label)| (s.to_owned(), Sent { time_ms: 0, label: label.map(str::to_owned) }))
+            .into();
+        let csv = predictions_csv(&records, &manifest(), None, Some(&sent));
+        assert_eq!(
+            csv.lines().collect::<Vec<_>>(),
+            [
+                "published_ms,segment_id,window,true_label,sent_label,prediction,model_version",
+                "1,k0,0,0,0,0,1",
+                "2,n5a,0,5,,novel-1,0",
+                "4,\"odd,\"\"id\"\"\",0,,,novel-2,2",
+            ]
+        );
     }
 
     #[test]
