@@ -139,6 +139,8 @@ file_roots = ["$B/clips"]
 decode_workers = $DECODERS
 [online]
 enabled = $4
+# How fast the machine trains, not the default pacing by the stream.
+steps_per_window = 0
 [metrics]
 listen = "127.0.0.1:$3"
 TOML

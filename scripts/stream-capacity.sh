@@ -36,6 +36,9 @@ topic_partitions = 4
 topic_replication_factor = 1
 [source]
 file_roots = ["$(readlink -f "$SET")"]
+[online]
+# The worst case for the assigners: a trainer that never waits for the stream.
+steps_per_window = 0
 [metrics]
 listen = "127.0.0.1:$1"
 TOML

@@ -59,6 +59,8 @@ clusters_interval = "1s"
 [online]
 min_unlabelled = 8
 snapshot_every = 40
+# A few dozen windows have to make several versions of 40 steps: no limit by the stream.
+steps_per_window = 0
 replay_size = 8
 
 [train]

@@ -42,7 +42,7 @@ impl Default for OnlineConfig {
             train_fraction: 1.0,
             trainer_queue: 256,
             min_unlabelled: 64,
-            steps_per_window: 0.0,
+            steps_per_window: 1.0,
             snapshot_every: 50,
             replay_size: 256,
         }
