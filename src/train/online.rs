@@ -471,27 +471,35 @@ mod tests {
         (model, train, DecodeConfig { frames: 1, height: 8, width: 8, ..Default::default() })
     }
 
+    /// Buffers of 8 windows, training once 4 unlabelled ones arrived, a replay set of 4.
+    fn small_buffers() -> OnlineConfig {
+        OnlineConfig {
+            labelled_buffer: 8,
+            unlabelled_buffer: 8,
+            min_unlabelled: 4,
+            replay_size: 4,
+            ..Default::default()
+        }
+    }
+
+    /// A window of `tiny`'s size, all of one grey level.
+    fn grey(level: u8) -> Window {
+        Window { index: 0, start_ms: 0, end_ms: 1000, frames: vec![level; 8 * 8 * 3], audio: vec![] }
+    }
+
     /// The trainer learns from offered windows, publishes versions every `snapshot_every` steps,
     /// and reports the stability of its replay set.
     #[test]
     fn trains_from_offers_and_publishes_versions() {
         let _rng = crate::rng_lock();
         let (model, train, decode) = tiny();
-        let online = OnlineConfig {
-            labelled_buffer: 8,
-            unlabelled_buffer: 8,
-            min_unlabelled: 4,
-            snapshot_every: 2,
-            replay_size: 4,
-            ..Default::default()
-        };
+        let online = OnlineConfig { snapshot_every: 2, ..small_buffers() };
         let metrics = Arc::new(Metrics::default());
         let dir = tempfile::tempdir().unwrap();
         let checkpoint = CheckpointConfig { path: dir.path().join("learner.ckpt"), ..Default::default() };
         let mut trainer =
             OnlineTrainer::start(&model, &train, &online, &checkpoint, &decode, Device::Cpu, metrics.clone()).unwrap();
-        let window = |v: u8| Window { index: 0, start_ms: 0, end_ms: 1000, frames: vec![v; 8 * 8 * 3], audio: vec![] };
-        let windows: Vec<Window> = (0..12).map(|i| window(i * 20)).collect();
+        let windows: Vec<Window> = (0..12).map(|i| grey(i * 20)).collect();
         trainer.offer(&windows[..6], None);
         trainer.offer(&windows[6..], Some(0));
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -611,14 +619,7 @@ mod tests {
     fn steps_wait_for_windows_beyond_the_limit() {
         let _rng = crate::rng_lock();
         let (model, train, decode) = tiny();
-        let online = OnlineConfig {
-            labelled_buffer: 8,
-            unlabelled_buffer: 8,
-            min_unlabelled: 4,
-            steps_per_window: 0.5,
-            replay_size: 4,
-            ..Default::default()
-        };
+        let online = OnlineConfig { steps_per_window: 0.5, ..small_buffers() };
         let metrics = Arc::new(Metrics::default());
         let trainer = OnlineTrainer::start(
             &model,
@@ -630,7 +631,6 @@ mod tests {
             metrics.clone(),
         );
         let mut trainer = trainer.unwrap();
-        let window = |v: u8| Window { index: 0, start_ms: 0, end_ms: 1000, frames: vec![v; 8 * 8 * 3], audio: vec![] };
         let steps = || metrics.train_steps.load(Ordering::Relaxed);
         let settle = |want: u64| {
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -641,9 +641,9 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1500));
             steps()
         };
-        trainer.offer(&(0..12).map(|i| window(i * 20)).collect::<Vec<_>>(), None);
+        trainer.offer(&(0..12).map(|i| grey(i * 20)).collect::<Vec<_>>(), None);
         assert_eq!(settle(6), 6, "12 windows allow 6 steps at 0.5 a window");
-        trainer.offer(&(0..4).map(|i| window(i * 30 + 5)).collect::<Vec<_>>(), Some(0));
+        trainer.offer(&(0..4).map(|i| grey(i * 30 + 5)).collect::<Vec<_>>(), Some(0));
         assert_eq!(settle(8), 8, "4 more windows allow 2 more steps");
     }
 }

@@ -354,6 +354,14 @@ pub(crate) mod tests {
         crate::tools::testing::assignment(segment, kind, cluster, 0.9, version, time)
     }
 
+    /// The input topic's segments: (segment id, publish time, label).
+    fn sent(segments: &[(&str, i64, Option<&str>)]) -> HashMap<String, Sent> {
+        let sent = |&(id, time_ms, label): &(&str, i64, Option<&str>)| {
+            (id.to_owned(), Sent { time_ms, label: label.map(str::to_owned) })
+        };
+        segments.iter().map(sent).collect()
+    }
+
     #[test]
     fn scores_novel_and_known_windows_over_time() {
         let records = vec![
@@ -365,9 +373,7 @@ pub(crate) mod tests {
             record("n6b", Kind::Novel, "novel-2", 1, 6),
             record("other", Kind::Novel, "novel-2", 1, 7),
         ];
-        let sent: HashMap<String, Sent> = [("k0", 0), ("n5a", 1), ("n6b", 2)]
-            .map(|(s, t)| (s.to_owned(), Sent { time_ms: t, label: (s == "k0").then(|| "0".to_owned()) }))
-            .into();
+        let sent = sent(&[("k0", 0, Some("0")), ("n5a", 1, None), ("n6b", 2, None)]);
         let report = score(&records, &manifest(), Some("test"), 2, Some(&sent), &[]);
         assert_eq!(report.windows, 6);
         assert_eq!(report.duplicate_windows, 1);
@@ -398,9 +404,7 @@ pub(crate) mod tests {
             record("n5a", Kind::Novel, "novel-4", 2, 3),
             record("odd,\"id\"", Kind::Novel, "novel-2", 2, 4),
         ];
-        let sent: HashMap<String, Sent> = [("k0", Some("0")), ("n5a", None)]
-            .map(|(s, label)| (s.to_owned(), Sent { time_ms: 0, label: label.map(str::to_owned) }))
-            .into();
+        let sent = sent(&[("k0", 0, Some("0")), ("n5a", 0, None)]);
         let csv = predictions_csv(&records, &manifest(), None, Some(&sent));
         assert_eq!(
             csv.lines().collect::<Vec<_>>(),
