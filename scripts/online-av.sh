@@ -11,6 +11,7 @@
 #        STAGE_TIME (default: MINUTES split evenly over the stages) NOVEL_CLUSTERS=auto
 #        MODALITY= visual | audio | both (default: config/av-digits.toml's, both)
 #        ESTIMATE_TOLERANCE= train.clusters.estimate_tolerance (default: the config's, 0.01)
+#        KNOWN_RECALL= model.known_recall (default: the config's)
 #        AMBIGUOUS= train.clusters.ambiguous (default: the config's, novel)
 #        STEPS_PER_WINDOW= online.steps_per_window (default: the config's)
 #        START= a checkpoint to start from (checkpoint.start; e.g. the known-only one of
@@ -51,6 +52,7 @@ file_roots = ["$(readlink -f "$SET")"]
 device = "$DEVICE"
 novel_clusters = $([ "$NOVEL_CLUSTERS" = auto ] && echo '"auto"' || echo "$NOVEL_CLUSTERS")
 ${MODALITY:+modality = \"$MODALITY\"}
+${KNOWN_RECALL:+known_recall = $KNOWN_RECALL}
 [train.clusters]
 ${ESTIMATE_TOLERANCE:+estimate_tolerance = $ESTIMATE_TOLERANCE}
 ${AMBIGUOUS:+ambiguous = \"$AMBIGUOUS\"}

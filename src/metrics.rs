@@ -96,6 +96,8 @@ pub struct Metrics {
     pub loss_consistency: Gauge,
     pub wta_positive_rate: Gauge,
     pub model_version: Gauge,
+    /// The margin towards the known classes the assigner's decisions use (`model.known_recall`).
+    pub known_margin: Gauge,
     /// Model versions read from the models topic and refused (checksum, configuration, shapes).
     pub models_refused: AtomicU64,
     /// Model versions this trainer published to the models topic.
@@ -289,6 +291,13 @@ impl Metrics {
             self.wta_positive_rate.get(),
         );
         sample(out, "model_version", "gauge", "Model version the assigner uses.", self.model_version.get());
+        sample(
+            out,
+            "known_margin",
+            "gauge",
+            "Log-probability by which a novel cluster must lead the best known class for an unlabelled window to be called novel (model.known_recall; 0: the joint head's argmax).",
+            self.known_margin.get(),
+        );
         sample(
             out,
             "cluster_changed_fraction",
@@ -521,6 +530,7 @@ mod tests {
         assert!(text.contains("novelstream_train_step_seconds_sum 0.75\n"));
         assert!(text.contains("novelstream_train_step_seconds_count 2\n"));
         assert!(text.contains("novelstream_model_version 7\n"));
+        assert!(text.contains("novelstream_known_margin 0\n"));
         assert!(text.contains("novelstream_ready 0\n"));
         assert!(text.contains("novelstream_cluster_changed_fraction 0\n"));
         assert!(text.contains("novelstream_cluster_changed_measurements_total 0\n"), "never measured");

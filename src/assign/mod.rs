@@ -1,5 +1,7 @@
 //! Inference: window → known class or novel cluster, with the model version that decided it.
 
+use std::collections::VecDeque;
+
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{DecodeConfig, ModelConfig};
@@ -38,6 +40,54 @@ pub struct Assigner {
     /// The published id of each novel output (`novel-<id>`), carried across versions by the
     /// trainer so that an id keeps its category when the head's outputs permute.
     ids: ClusterIds,
+    /// Open world: how far towards the known classes decisions lean (`model.known_recall`).
+    calibration: KnownCalibration,
+}
+
+/// Labelled windows whose leads set the margin (`model.known_recall`): at the av-digits
+/// stream's pace (a labelled window every 4 s) about the last 8 minutes.
+pub const KNOWN_RECALL_WINDOWS: usize = 128;
+/// Labelled windows measured before a margin is set.
+const KNOWN_RECALL_MIN: usize = 20;
+
+/// The margin of `model.known_recall`: each labelled window's lead of the joint head's best
+/// novel cluster over its best known class (a difference of logits) measured as it arrives, and the margin the current version's decisions use, set when a version is applied.
+#[derive(Debug, Default)]
+struct KnownCalibration {
+    recall: f64,
+    leads: VecDeque<f32>,
+    margin: f32,
+}
+
+impl KnownCalibration {
+    fn observe(&mut self, lead: f32) {
+        if self.recall > 0.0 && !lead.is_nan() {
+            self.leads.push_back(lead);
+            if self.leads.len() > KNOWN_RECALL_WINDOWS {
+                self.leads.pop_front();
+            }
+        }
+    }
+
+    /// The smallest margin (never below 0) under which `recall` of the measured leads fall.
+    fn recalibrate(&mut self) {
+        if self.leads.len() < KNOWN_RECALL_MIN {
+            self.margin = 0.0;
+            return;
+        }
+        let mut leads: Vec<f32> = self.leads.iter().copied().collect();
+        leads.sort_by(f32::total_cmp);
+        let index = ((self.recall * leads.len() as f64).ceil() as usize).clamp(1, leads.len()) - 1;
+        self.margin = leads[index].max(0.0);
+    }
+}
+
+/// How far the best novel logit of the joint head's `row` (its columns from `known` on) leads
+/// its best known one: the difference of their log-probabilities. `None` without columns of
+/// either kind.
+fn novel_lead(row: &[f32], known: usize) -> Option<f32> {
+    let best = |cols: &[f32]| cols.iter().copied().reduce(f32::max);
+    Some(best(row.get(known..)?)? - best(row.get(..known)?)?)
 }
 
 impl Assigner {
@@ -59,6 +109,7 @@ impl Assigner {
             version: 0,
             open_world: model.open_world && !model.known_classes.is_empty(),
             ids: ClusterIds::default(),
+            calibration: KnownCalibration { recall: model.known_recall, ..Default::default() },
         })
     }
 
@@ -89,6 +140,13 @@ impl Assigner {
         }
         self.version = version;
         self.ids = ids;
+        self.calibration.recalibrate();
+    }
+
+    /// The margin by which a novel cluster must lead the best known class for an unlabelled
+    /// window to be called novel (`model.known_recall`; 0 when off or not yet measured).
+    pub fn known_margin(&self) -> f32 {
+        self.calibration.margin
     }
 
     /// [`Assigner::apply`] for weights from outside this process (the models topic): every
@@ -113,15 +171,16 @@ impl Assigner {
     /// class, with the labelled head's probability for it. In the open world, the others go to
     /// the joint head's most likely known class or novel cluster, with its probability; in the
     /// task-aware setting, to the unlabelled head's most likely novel cluster.
-    pub fn assign(&self, windows: &[Window], label: Option<&str>) -> Vec<Decision> {
+    pub fn assign(&mut self, windows: &[Window], label: Option<&str>) -> Vec<Decision> {
         self.assign_segments(&[(windows, label)]).pop().unwrap_or_default()
     }
 
     /// [`Assigner::assign`] for several segments at once, each with its label: their windows go
     /// through the model together, `model.max_batch` at a time, so that a backlog of short
     /// segments fills the batches a GPU needs. The decisions, one list per segment, are the
-    /// ones each segment would get alone.
-    pub fn assign_segments(&self, segments: &[(&[Window], Option<&str>)]) -> Vec<Vec<Decision>> {
+    /// ones each segment would get alone. In the open world with `model.known_recall`, each
+    /// labelled window's lead is measured for the next version's margin.
+    pub fn assign_segments(&mut self, segments: &[(&[Window], Option<&str>)]) -> Vec<Vec<Decision>> {
         let _guard = tch::no_grad_guard();
         let windows: Vec<(&Window, Option<usize>)> = segments
             .iter()
@@ -137,12 +196,19 @@ impl Assigner {
             let out = self.model.forward_t(&input, false);
             let labelled =
                 out.known_logits.as_ref().filter(|_| chunk.iter().any(|(_, c)| c.is_some())).map(probabilities);
-            // The joint (or novel) head's probabilities, where some window has no labelled decision.
-            let open = chunk.iter().any(|&(_, c)| c.is_none() || labelled.is_none()).then(|| {
+            let calibrating = self.open_world && self.calibration.recall > 0.0 && labelled.is_some();
+            // The joint (or novel) head's probabilities, where some window has no labelled
+            // decision or labelled windows are measured.
+            let open = (calibrating || chunk.iter().any(|&(_, c)| c.is_none() || labelled.is_none())).then(|| {
                 let logits = if self.open_world { out.joint_logits() } else { out.novel_logits.shallow_clone() };
-                probabilities(&logits)
+                host_rows(&logits)
             });
             for (i, &(_, class)) in chunk.iter().enumerate() {
+                if let (true, Some(_), Some(open)) = (calibrating, class, &open) {
+                    if let Some(lead) = novel_lead(&open[i], self.known_classes.len()) {
+                        self.calibration.observe(lead);
+                    }
+                }
                 decisions.push(match (class, &labelled) {
                     (Some(class), Some(p)) => Decision {
                         kind: AssignmentKind::Known,
@@ -157,12 +223,20 @@ impl Assigner {
         segments.iter().map(|(windows, _)| decisions.by_ref().take(windows.len()).collect()).collect()
     }
 
-    /// The decision for an unlabelled window from its row of probabilities: in the open world
-    /// the known classes' columns come first, then the novel outputs in use (`novel_ids`).
+    /// The decision for an unlabelled window from its row of logits: in the open world the
+    /// known classes' columns come first, then the novel outputs in use (`novel_ids`); a novel
+    /// cluster that leads the best known class by no more than the margin
+    /// (`model.known_recall`) gives way to that class. The confidence is the softmax
+    /// probability of the column decided.
     fn decide(&self, row: &[f32], novel_ids: &[i64]) -> Decision {
         let known = if self.open_world { self.known_classes.len() } else { 0 };
-        let (k, confidence) = argmax(row);
-        let confidence = f64::from(confidence);
+        let mut k = argmax(row).0;
+        let margin = self.calibration.margin;
+        if k >= known && known > 0 && margin > 0.0 && novel_lead(row, known).is_some_and(|lead| lead <= margin) {
+            k = argmax(&row[..known]).0;
+        }
+        let total: f64 = row.iter().map(|&l| f64::from(l - row[k]).exp()).sum();
+        let confidence = 1.0 / total;
         match k.checked_sub(known) {
             None => Decision { kind: AssignmentKind::Known, cluster: self.known_classes[k].clone(), confidence },
             Some(column) => Decision {
@@ -176,9 +250,13 @@ impl Assigner {
 
 /// Softmax rows of `[B, C]` logits, on the CPU.
 fn probabilities(logits: &Tensor) -> Vec<Vec<f32>> {
-    let p = logits.softmax(-1, Kind::Float).to(Device::Cpu);
-    let cols = p.size()[1] as usize;
-    let flat: Vec<f32> = Vec::try_from(p.flatten(0, -1)).expect("probabilities are f32");
+    host_rows(&logits.softmax(-1, Kind::Float))
+}
+
+/// The rows of a `[B, C]` float tensor, on the CPU.
+fn host_rows(x: &Tensor) -> Vec<Vec<f32>> {
+    let cols = x.size()[1] as usize;
+    let flat: Vec<f32> = Vec::try_from(x.to_kind(Kind::Float).to(Device::Cpu).flatten(0, -1)).expect("rows are f32");
     flat.chunks(cols).map(<[f32]>::to_vec).collect()
 }
 
@@ -196,6 +274,19 @@ mod tests {
         Window { index: 0, start_ms: 0, end_ms: 1000, frames: vec![fill; bytes], audio: vec![] }
     }
 
+    /// Applies the assigner's own weights with entry `row` of `name` set to `bias`, as the next
+    /// model version.
+    fn with_bias(assigner: &mut Assigner, name: &str, row: i64, bias: f64) {
+        let mut weights: Vec<(String, Tensor)> =
+            assigner.vars.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
+        for (n, t) in &mut weights {
+            if n == name {
+                let _ = t.get(row).fill_(bias);
+            }
+        }
+        assigner.apply(assigner.version() + 1, &weights, ClusterIds::default());
+    }
+
     #[test]
     fn untrained_model_assigns_every_window_deterministically() {
         let _rng = crate::rng_lock();
@@ -208,7 +299,7 @@ mod tests {
             ..Default::default()
         };
         let windows: Vec<Window> = (0..5).map(|i| window(&decode, i * 50)).collect();
-        let a = Assigner::untrained(&model, &decode, Device::Cpu).unwrap();
+        let mut a = Assigner::untrained(&model, &decode, Device::Cpu).unwrap();
         let novel = a.assign(&windows, None);
         assert_eq!(novel.len(), 5);
         for d in &novel {
@@ -240,7 +331,7 @@ mod tests {
             modality: crate::config::Modality::Both,
             ..Default::default()
         };
-        let assigner = Assigner::untrained(&model, &decode, Device::Cpu).unwrap();
+        let mut assigner = Assigner::untrained(&model, &decode, Device::Cpu).unwrap();
         let samples = decode.window_samples();
         let noise = |amplitude: f32, seed: u64| -> Vec<f32> {
             let mut rng = crate::rng::SplitMix64::new(seed);
@@ -260,7 +351,7 @@ mod tests {
         // `assign_with = "visual"`: the same weights decide heard windows from the picture
         // alone, as they decide silent ones.
         let picture = ModelConfig { assign_with: crate::config::Modality::Visual, ..model };
-        let picture = Assigner::untrained(&picture, &decode, Device::Cpu).unwrap();
+        let mut picture = Assigner::untrained(&picture, &decode, Device::Cpu).unwrap();
         assert_eq!(picture.assign(&with_audio(&|i| noise(0.3, u64::from(i))), None), silent);
     }
 
@@ -276,7 +367,7 @@ mod tests {
             max_batch: 3,
             ..Default::default()
         };
-        let assigner = Assigner::untrained(&model, &decode, Device::Cpu).unwrap();
+        let mut assigner = Assigner::untrained(&model, &decode, Device::Cpu).unwrap();
         let windows: Vec<Window> = (0..10).map(|i| window(&decode, i * 25)).collect();
         let segments: Vec<(&[Window], Option<&str>)> = vec![
             (&windows[0..3], None),
@@ -313,16 +404,6 @@ mod tests {
             ..Default::default()
         };
         let mut assigner = Assigner::untrained(&model(NovelClusters::Fixed(3)), &decode, Device::Cpu).unwrap();
-        let with_bias = |assigner: &mut Assigner, name: &str, row: i64, bias: f64| {
-            let mut weights: Vec<(String, Tensor)> =
-                assigner.vars.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
-            for (n, t) in &mut weights {
-                if n == name {
-                    let _ = t.get(row).fill_(bias);
-                }
-            }
-            assigner.apply(1, &weights, ClusterIds::default());
-        };
         with_bias(&mut assigner, "known.bias", 1, 100.0);
         let decided = assigner.assign(&windows, None);
         assert!(decided.iter().all(|d| d.kind == AssignmentKind::Known && d.cluster == "b"), "{decided:?}");
@@ -351,5 +432,52 @@ mod tests {
         assert!(decided.iter().all(|d| d.cluster != "novel-5"), "{decided:?}");
         with_bias(&mut auto, "novel.bias", 0, 100.0);
         assert!(auto.assign(&windows, None).iter().all(|d| d.cluster == "novel-0"));
+    }
+
+    /// `model.known_recall`: labelled windows measure how far the best novel cluster leads the
+    /// best known class where the truth is known; from the next version on, an unlabelled
+    /// window whose novel cluster leads by no more than that goes to its best known class, and
+    /// one that leads by far more stays novel. Off (0), or before enough labelled windows, the
+    /// joint head's argmax decides.
+    #[test]
+    fn known_recall_leans_towards_the_known_classes_by_what_labelled_windows_showed() {
+        let _rng = crate::rng_lock();
+        let decode = DecodeConfig { height: 16, width: 16, frames: 2, ..Default::default() };
+        let windows: Vec<Window> = (0..30).map(|i| window(&decode, i * 8)).collect();
+        let unlabelled = &windows[..5];
+        let model = |known_recall| ModelConfig {
+            known_classes: vec!["a".into(), "b".into()],
+            novel_clusters: NovelClusters::Fixed(3),
+            known_recall,
+            ..Default::default()
+        };
+        let kinds = |decisions: Vec<Decision>| decisions.into_iter().map(|d| d.cluster).collect::<Vec<_>>();
+        for recall in [0.0, 0.9] {
+            let mut assigner = Assigner::untrained(&model(recall), &decode, Device::Cpu).unwrap();
+            // Novel output 2 leads known class b by about 2 (a difference of logits) everywhere.
+            with_bias(&mut assigner, "known.bias", 1, 100.0);
+            with_bias(&mut assigner, "novel.bias", 2, 102.0);
+            assert_eq!(kinds(assigner.assign(unlabelled, None)), ["novel-2"; 5]);
+            assigner.assign(&windows[..KNOWN_RECALL_MIN - 1], Some("a"));
+            with_bias(&mut assigner, "novel.bias", 2, 102.0);
+            assert_eq!(assigner.known_margin(), 0.0, "too few labelled windows measured");
+            assigner.assign(&windows[KNOWN_RECALL_MIN - 1..], Some("a"));
+            // Measured, but the margin waits for the next version.
+            assert_eq!(kinds(assigner.assign(unlabelled, None)), ["novel-2"; 5]);
+            with_bias(&mut assigner, "novel.bias", 2, 102.0);
+            if recall == 0.0 {
+                assert_eq!(assigner.known_margin(), 0.0);
+                assert_eq!(kinds(assigner.assign(unlabelled, None)), ["novel-2"; 5]);
+                continue;
+            }
+            let margin = assigner.known_margin();
+            assert!((1.5..2.5).contains(&margin), "{margin}");
+            let decided = assigner.assign(unlabelled, None);
+            assert!(decided.iter().all(|d| d.kind == AssignmentKind::Known), "{decided:?}");
+            assert_eq!(kinds(decided), ["b"; 5]);
+            // A novel cluster far ahead of what labelled windows showed stays novel.
+            with_bias(&mut assigner, "novel.bias", 2, 110.0);
+            assert_eq!(kinds(assigner.assign(unlabelled, None)), ["novel-2"; 5]);
+        }
     }
 }

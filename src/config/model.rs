@@ -246,6 +246,14 @@ pub struct ModelConfig {
     /// learns from its audio where the audio at assignment is unlike the training audio (other
     /// languages, another microphone) may assign better and cheaper from the picture alone.
     pub assign_with: Modality,
+    /// Open world: the share of known-class windows the assigner should name as known (0: off,
+    /// the joint head's argmax alone). The assigner measures, on each labelled window as it
+    /// arrives (before the trainer has seen it), how far the joint head's best novel cluster is
+    /// above its best known class, and from each model version on calls an unlabelled window
+    /// novel only when its novel cluster leads by more than that share of the recent labelled
+    /// windows' leads (`KNOWN_RECALL_WINDOWS` of them) did: a margin towards the known classes,
+    /// never against them.
+    pub known_recall: f64,
     /// The visual encoder: `builtin` or `torchscript:PATH`.
     pub visual_encoder: EncoderSource,
     /// The audio encoder: `builtin` or `torchscript:PATH`.
@@ -281,6 +289,7 @@ impl Default for ModelConfig {
             open_world: true,
             modality: Modality::Visual,
             assign_with: Modality::Both,
+            known_recall: 0.0,
             visual_encoder: EncoderSource::Builtin,
             audio_encoder: EncoderSource::Builtin,
             encoder_training: EncoderTraining::Frozen,
@@ -331,6 +340,9 @@ impl ModelConfig {
                 return invalid("model.max_novel_clusters", "must be at least 2 with `novel_clusters = \"auto\"`")
             }
             _ => {}
+        }
+        if !(0.0..1.0).contains(&self.known_recall) {
+            return invalid("model.known_recall", "must be in [0, 1): a share of the known classes' windows");
         }
         if self.assign_with != Modality::Both && self.modality != Modality::Both && self.assign_with != self.modality {
             return invalid("model.assign_with", "must be one of the model's modalities (model.modality), or both");

@@ -108,6 +108,8 @@ fn invalid_values_name_their_key() {
         ("[decode]\naudio_silence_dbfs = 3.0\n", "decode.audio_silence_dbfs"),
         ("[model]\nassign_with = \"audio\"\n", "model.assign_with"),
         ("[online]\nsteps_per_window = -1.0\n", "online.steps_per_window"),
+        ("[model]\nknown_recall = 1.0\n", "model.known_recall"),
+        ("[model]\nknown_recall = -0.1\n", "model.known_recall"),
         ("[online]\nsteps_per_window = 0.001\n[train]\nbatch_size = 64\n", "online.steps_per_window"),
     ] {
         let err = Config::parse(text).unwrap_err().to_string();
@@ -115,6 +117,7 @@ fn invalid_values_name_their_key() {
     }
     let limited = Config::parse("[online]\nsteps_per_window = 0.01\n[train]\nbatch_size = 64\n").unwrap();
     assert_eq!(limited.online.steps_per_window, 0.01);
+    assert_eq!(Config::parse("[model]\nknown_recall = 0.97\n").unwrap().model.known_recall, 0.97);
     let both = Config::parse("[model]\nmodality = \"both\"\n[train]\nmodality_dropout = 0.5\n").unwrap();
     assert_eq!(both.train.modality_dropout, 0.5);
     let err = Config::parse("[train.clusters]\npairs = \"sometimes\"\n").unwrap_err().to_string();

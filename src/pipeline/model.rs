@@ -134,7 +134,9 @@ impl ModelStage {
     fn switched(&self, assigner: &Assigner, changed_fraction: Option<f64>) {
         let version = assigner.version();
         self.metrics.model_version.set(version as f64);
-        tracing::info!(version, changed_fraction, novel_clusters = ?assigner.novel_clusters(),
+        let known_margin = assigner.known_margin();
+        self.metrics.known_margin.set(f64::from(known_margin));
+        tracing::info!(version, changed_fraction, novel_clusters = ?assigner.novel_clusters(), known_margin,
             "assigning with a new model version");
         if let Some(clusters) = &self.clusters {
             clusters.lock().expect("cluster table lock").observe_version(

@@ -90,7 +90,7 @@ pub fn assign(
     let d = &config.decode;
     let model =
         crate::config::ModelConfig { max_batch: sizes.iter().copied().max().unwrap_or(1), ..config.model.clone() };
-    let assigner = crate::assign::Assigner::untrained(&model, d, device)?;
+    let mut assigner = crate::assign::Assigner::untrained(&model, d, device)?;
     let mut rng = crate::rng::SplitMix64::new(0);
     let frame_bytes = (d.height * d.width * 3) as usize * d.frames;
     let samples = d.window_samples();
