@@ -134,7 +134,9 @@ fn compose_file_agrees_with_the_cli_and_the_config() {
     let fingerprint = |c: &Config| novelstream::train::fingerprint::fingerprint(&c.model, &c.train, &c.decode);
     assert_eq!(fingerprint(&config), fingerprint(&demo));
     let (ours, theirs) = (&config.train.clusters, &demo.train.clusters);
-    assert_eq!((ours.estimate_every, ours.estimate_tolerance), (theirs.estimate_every, theirs.estimate_tolerance));
+    let estimate =
+        |c: &novelstream::config::ClustersConfig| (c.estimate_every, c.estimate_window, c.estimate_tolerance);
+    assert_eq!(estimate(ours), estimate(theirs));
     let start = config.checkpoint.start.to_string_lossy().into_owned();
     assert!(start.starts_with(cache) && start.ends_with(".ckpt"), "{start}");
     let trained = dockerfile.lines().find(|l| l.contains("scripts/demo-model.sh --path")).unwrap();

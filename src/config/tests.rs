@@ -88,6 +88,7 @@ fn invalid_values_name_their_key() {
         ("clusters", "every = 0", "train.clusters.every"),
         ("clusters", "min_share = 1.0", "train.clusters.min_share"),
         ("clusters", "head_min_share = -0.1", "train.clusters.head_min_share"),
+        ("clusters", "estimate_window = 0", "train.clusters.estimate_window"),
         ("clusters", "estimate_tolerance = -0.01", "train.clusters.estimate_tolerance"),
         ("clusters", "estimate_tolerance = 1.0", "train.clusters.estimate_tolerance"),
         ("losses", "balance_weight = -1.0", "train.losses.swap_weight/balance_weight"),

@@ -240,13 +240,18 @@ pub struct ClustersConfig {
     /// passes it almost no gradient.
     pub head_min_share: f64,
     /// With `model.novel_clusters = "auto"`: steps between estimates of how many novel
-    /// clusters the bank's keys hold (the first at this step); the head uses that many outputs
-    /// once two estimates in a row agree.
+    /// clusters the bank's keys hold (the first at this step).
     pub estimate_every: u64,
-    /// The estimate takes the smallest count whose silhouette is within this of the best
-    /// count's (0: the best). On features that split a class into its styles the silhouette
-    /// rises a little with every split; a tolerance of about the noise between neighbouring
-    /// counts (0.01, the default) keeps those splits from counting as categories.
+    /// The head uses the count chosen on the mean silhouette of the last this many estimates,
+    /// once there are that many (1: each estimate alone). One estimate clusters a sample of
+    /// the bank from two k-means starts; on the visual digits its best count moved by 1–2
+    /// between neighbouring estimates, which the mean of three smooths.
+    pub estimate_window: usize,
+    /// The estimate takes the smallest count whose (mean) silhouette is within this of the
+    /// best count's (0: the best). On features that split a class into its styles the
+    /// silhouette rises a little with every split; a tolerance of about what one such split
+    /// gains (0.02, the default) keeps those splits from counting as categories, while a whole
+    /// class gains about twice that.
     pub estimate_tolerance: f64,
     /// Open world: what an unlabelled window trains when it reaches a known class's floor (the
     /// open-set rule routes it to that class) while a novel centroid is nearer. Such windows
@@ -266,7 +271,8 @@ impl Default for ClustersConfig {
             min_share: 0.25,
             head_min_share: 0.25,
             estimate_every: 250,
-            estimate_tolerance: 0.01,
+            estimate_window: 3,
+            estimate_tolerance: 0.02,
             ambiguous: Ambiguous::Novel,
         }
     }
@@ -279,6 +285,9 @@ impl ClustersConfig {
         }
         if self.estimate_every == 0 {
             return invalid("train.clusters.estimate_every", "must be at least 1");
+        }
+        if self.estimate_window == 0 {
+            return invalid("train.clusters.estimate_window", "must be at least 1");
         }
         if !(0.0..1.0).contains(&self.estimate_tolerance) {
             return invalid("train.clusters.estimate_tolerance", "must be in [0, 1): a difference of silhouettes");

@@ -105,8 +105,11 @@ pub struct Learner {
     known: i64,
     /// With `model.novel_clusters = "auto"`, the capacity the estimates stay within.
     auto: Option<i64>,
-    /// The latest estimates of the number of novel clusters, newest last (two at most).
+    /// The latest estimates of the number of novel clusters, newest last
+    /// (`train.clusters.estimate_window` at most).
     estimates: Vec<Estimate>,
+    /// The estimate in use: the mean of the latest window of estimates.
+    estimate: Option<Estimate>,
     step: u64,
 }
 
@@ -202,6 +205,7 @@ impl Learner {
             known: model_config.known_classes.len() as i64,
             auto: (model_config.novel_clusters == NovelClusters::Auto).then_some(model_config.max_novel_clusters),
             estimates: Vec::new(),
+            estimate: None,
             step: 0,
         })
     }
@@ -221,9 +225,10 @@ impl Learner {
         self.model.active_outputs()
     }
 
-    /// The latest estimate of the number of novel clusters (`model.novel_clusters = "auto"`).
+    /// The estimate of the number of novel clusters in use (`model.novel_clusters = "auto"`):
+    /// the count and mean silhouettes of the latest `train.clusters.estimate_window` estimates.
     pub fn latest_estimate(&self) -> Option<&Estimate> {
-        self.estimates.last()
+        self.estimate.as_ref()
     }
 
     /// Whether known classes and novel clusters share one decision (the open world).

@@ -1,14 +1,15 @@
 //! How many novel clusters the unlabelled head uses (`model.novel_clusters = "auto"`): the
-//! trainer estimates the number from the bank's keys (`src/train/estimate.rs`) and puts that
-//! many of the head's outputs in use.
+//! trainer estimates the number from the bank's keys (`src/train/estimate.rs`) and puts the
+//! count of its latest estimates' mean silhouette in use.
 
 use super::Learner;
-use crate::train::estimate::estimate_novel_clusters;
+use crate::train::estimate::{estimate_novel_clusters, mean_estimate};
 
 impl Learner {
     /// Every `train.clusters.estimate_every` steps with `model.novel_clusters = "auto"`:
-    /// estimates the number of novel clusters from the banks' keys, and once two estimates in a
-    /// row agree, puts that many outputs of the unlabelled head in use.
+    /// estimates the number of novel clusters from the banks' keys, and once there are
+    /// `train.clusters.estimate_window` estimates, puts in use the count chosen on the mean
+    /// silhouette of the latest that many.
     pub(super) fn estimate_novel_clusters(&mut self) {
         let Some(max) = self.auto else {
             return;
@@ -32,23 +33,24 @@ impl Learner {
         let Some(estimate) = estimate_novel_clusters(&keys, &labels, known, max, tolerance) else {
             return;
         };
+        let window = self.config.clusters.estimate_window;
+        self.estimates.push(estimate);
+        if self.estimates.len() > window {
+            self.estimates.remove(0);
+        }
+        let mean = (self.estimates.len() == window).then(|| mean_estimate(&self.estimates, tolerance)).flatten();
+        let latest = self.estimates.last().expect("just pushed");
         tracing::info!(
             step = self.step,
-            novel = estimate.novel,
-            scores = %estimate.scores.iter().map(|(k, s)| format!("{k}:{s:.3}")).collect::<Vec<_>>().join(" "),
+            novel = latest.novel,
+            mean = mean.as_ref().map(|m| m.novel),
+            scores = %latest.scores.iter().map(|(k, s)| format!("{k}:{s:.3}")).collect::<Vec<_>>().join(" "),
             ms = started.elapsed().as_millis() as u64,
             "estimated the number of novel clusters"
         );
-        self.estimates.push(estimate);
-        if self.estimates.len() > 2 {
-            self.estimates.remove(0);
-        }
-        let agreed = match self.estimates.as_slice() {
-            [a, b] if a.novel == b.novel => Some(b.novel),
-            _ => None,
-        };
-        if let Some(n) = agreed {
-            self.use_novel_clusters(n);
+        if let Some(mean) = mean {
+            self.use_novel_clusters(mean.novel);
+            self.estimate = Some(mean);
         }
     }
 
