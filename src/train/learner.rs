@@ -553,4 +553,45 @@ mod tests {
         learner.step(&labelled, &labels, &unlabelled);
         assert_eq!(learner.head_splits(), 1);
     }
+
+    /// With `novel_clusters = "auto"` the head's count waits for `estimate_window` estimates,
+    /// then follows the count chosen on their mean silhouette, not the latest estimate's.
+    #[test]
+    fn the_count_in_use_follows_the_mean_of_a_window_of_estimates() {
+        let _rng = crate::rng_lock();
+        tch::manual_seed(4);
+        let model =
+            ModelConfig { novel_clusters: crate::config::NovelClusters::Auto, max_novel_clusters: 6, ..small_model() };
+        let train = TrainConfig {
+            batch_size: 8,
+            bank_size: 256,
+            learning_rate: 0.0,
+            clusters: ClustersConfig { estimate_every: 1000, ..Default::default() },
+            augment: crate::config::AugmentConfig::visual_off(),
+            ..Default::default()
+        };
+        let mut learner = Learner::new(&model, &train, Device::Cpu).unwrap();
+        let opts = (Kind::Float, Device::Cpu);
+        let (labelled, labels) = (frames(Tensor::rand([2, 1, 3, 12, 12], opts)), Tensor::from_slice(&[0i64, 1]));
+        // 160 unlabelled keys in the bank: enough for an estimate.
+        for _ in 0..20 {
+            learner.step(&labelled, &labels, &frames(Tensor::rand([8, 1, 3, 12, 12], opts)));
+        }
+        learner.config.clusters.estimate_every = 1;
+        let before = learner.novel_clusters_in_use();
+        assert_eq!(before.len(), 1, "one novel cluster until the first count");
+        learner.estimate_novel_clusters();
+        learner.estimate_novel_clusters();
+        assert_eq!(learner.estimates.len(), 2);
+        assert_eq!(learner.latest_estimate(), None, "two of three estimates");
+        assert_eq!(learner.novel_clusters_in_use(), before);
+        learner.estimate_novel_clusters();
+        let tolerance = learner.config.clusters.estimate_tolerance;
+        let mean = crate::train::estimate::mean_estimate(&learner.estimates, tolerance).unwrap();
+        assert_eq!(learner.latest_estimate(), Some(&mean));
+        assert_ne!(mean.scores, learner.estimates[2].scores, "the mean, not the latest estimate");
+        assert_eq!(learner.novel_clusters_in_use().len() as i64, mean.novel);
+        learner.estimate_novel_clusters();
+        assert_eq!(learner.estimates.len(), 3, "the window slides");
+    }
 }
