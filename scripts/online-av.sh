@@ -10,7 +10,7 @@
 #        UNLABELLED_KNOWN=0.7 STAGES=5,6:7,8:9 (empty: every novel class from the start)
 #        STAGE_TIME (default: MINUTES split evenly over the stages) NOVEL_CLUSTERS=auto
 #        MODALITY= visual | audio | both (default: config/av-digits.toml's, both)
-#        ESTIMATE_TOLERANCE= train.clusters.estimate_tolerance (default: the config's, 0.01)
+#        ESTIMATE_TOLERANCE= train.clusters.estimate_tolerance (default: the config's, 0.02)
 #        KNOWN_RECALL= model.known_recall (default: the config's)
 #        AMBIGUOUS= train.clusters.ambiguous (default: the config's, novel)
 #        STEPS_PER_WINDOW= online.steps_per_window (default: the config's)
