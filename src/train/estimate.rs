@@ -75,9 +75,8 @@ pub fn mean_estimate(estimates: &[Estimate], tolerance: f64) -> Option<Estimate>
         .scores
         .iter()
         .filter_map(|&(k, score)| {
-            let others: Option<Vec<f64>> =
-                rest.iter().map(|e| e.scores.iter().find(|s| s.0 == k).map(|s| s.1)).collect();
-            others.map(|others| (k, (score + others.iter().sum::<f64>()) / estimates.len() as f64))
+            let others: Option<f64> = rest.iter().map(|e| e.scores.iter().find(|s| s.0 == k).map(|s| s.1)).sum();
+            others.map(|others| (k, (score + others) / estimates.len() as f64))
         })
         .collect();
     Some(Estimate { novel: choose(&scores, tolerance)?, scores })
