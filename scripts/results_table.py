@@ -10,6 +10,13 @@
         novel and known accuracy from results.json; then each seed's All / Old / New.
         NAME:VIEW reads a view of the same runs instead (eval's views: audio-withheld,
         picture-withheld, an --also-test data set): predictions-S.VIEW.csv
+    python3 scripts/results_table.py auto ROOT NAME...       `model.assign_with = "auto"` on a
+        model of both modalities, from its views: per seed, a labelled share (AUTO_SHARE, drawn
+        with the seed) of the known-class rows is decided by both (predictions-S.csv) and by the
+        picture alone (the audio-withheld view); the picture decides unless both named more of
+        them, as the assigner chooses; All / Old / New over the other rows. A row for the
+        held-out test split, and one for the av-digits-seen split where the runs have it. A run
+        of one modality is scored on the same rows, to compare with
     python3 scripts/results_table.py online DIR...           a stream (scripts/online-av.sh):
         All / Old / New over the unlabelled windows of DIR/predictions.csv (`score
         --predictions`), the whole run and its last third in publish order, as `score` computes
@@ -17,6 +24,8 @@
 import csv
 import glob
 import json
+import os
+import random
 import statistics
 import sys
 
@@ -143,6 +152,39 @@ def gcd_rows(root, names):
         print(f"<!-- {label} per seed, All / Old / New: {seeds} -->")
 
 
+# The share of known-class rows `auto` treats as labelled windows: 150 of av-digits' 500 known
+# test clips, about the assigner's 128 measured windows (assign::MODALITY_CHOICE_WINDOWS).
+AUTO_SHARE = 0.3
+
+
+def auto_rows(root, names):
+    for name in names:
+        paths = sorted(glob.glob(f"{root}/{name}/seed-*.json"))
+        for split, both_view, picture_view in [("held out", "", ".audio-withheld"),
+                                                ("seen", ".av-digits-seen", ".av-digits-seen-audio-withheld")]:
+            scores, chosen = [], []
+            for path in paths:
+                seed = path.rsplit("seed-", 1)[1][:-len(".json")]
+                files = [f"{root}/{name}/predictions-{seed}{v}.csv" for v in (both_view, picture_view)]
+                if not os.path.exists(files[0]):
+                    continue
+                # A model of one modality has no view to choose: its own rows, scored alike.
+                alone = not os.path.exists(files[1])
+                files[1] = files[0] if alone else files[1]
+                both, picture = (list(csv.DictReader(open(f))) for f in files)
+                known = set(json.load(open(path))["known_classes"])
+                rows = [i for i, r in enumerate(both) if r["true_label"] in known]
+                labelled = set(random.Random(int(seed)).sample(rows, int(AUTO_SHARE * len(rows))))
+                named = lambda view: sum(view[i]["prediction"] == view[i]["true_label"] for i in labelled)
+                pick = both if named(both) > named(picture) else picture
+                chosen.append("its own" if alone else "both" if pick is both else "picture")
+                scores.append(gcd_of([r for i, r in enumerate(pick) if i not in labelled], known))
+            if scores:
+                row([name, split, "/".join(chosen), *(cell([s[i] for s in scores]) for i in range(3))])
+                seeds = ", ".join(f"{100 * a:.1f} / {100 * o:.1f} / {100 * n:.1f}" for a, o, n in scores)
+                print(f"<!-- {name} {split} auto per seed, All / Old / New: {seeds} -->")
+
+
 def online_rows(dirs):
     for out in dirs:
         rows = list(csv.DictReader(open(f"{out}/predictions.csv")))
@@ -176,5 +218,7 @@ if __name__ == "__main__":
         gcd_rows(args[0], args[1:])
     elif command == "online":
         online_rows(args)
+    elif command == "auto":
+        auto_rows(args[0], args[1:])
     else:
-        sys.exit(f"results_table: unknown command {command} (seeds, names, gcd or online)")
+        sys.exit(f"results_table: unknown command {command} (seeds, names, gcd, auto or online)")

@@ -98,6 +98,9 @@ pub struct Metrics {
     pub model_version: Gauge,
     /// The margin towards the known classes the assigner's decisions use (`model.known_recall`).
     pub known_margin: Gauge,
+    /// What decides unlabelled windows: 1 the picture alone, 2 the audio alone, 3 both
+    /// (`model.assign_with`; with `auto`, what labelled windows chose for this version).
+    pub assign_modalities: Gauge,
     /// Model versions read from the models topic and refused (checksum, configuration, shapes).
     pub models_refused: AtomicU64,
     /// Model versions this trainer published to the models topic.
@@ -297,6 +300,13 @@ impl Metrics {
             "gauge",
             "Log-probability by which a novel cluster must lead the best known class for an unlabelled window to be called novel (model.known_recall; 0: the joint head's argmax).",
             self.known_margin.get(),
+        );
+        sample(
+            out,
+            "assign_modalities",
+            "gauge",
+            "What decides unlabelled windows: 1 the picture alone, 2 the audio alone, 3 both (model.assign_with; with auto, chosen by labelled windows for this model version).",
+            self.assign_modalities.get(),
         );
         sample(
             out,
@@ -531,6 +541,8 @@ mod tests {
         assert!(text.contains("novelstream_train_step_seconds_count 2\n"));
         assert!(text.contains("novelstream_model_version 7\n"));
         assert!(text.contains("novelstream_known_margin 0\n"));
+        m.assign_modalities.set(1.0);
+        assert!(m.render().contains("novelstream_assign_modalities 1\n"));
         assert!(text.contains("novelstream_ready 0\n"));
         assert!(text.contains("novelstream_cluster_changed_fraction 0\n"));
         assert!(text.contains("novelstream_cluster_changed_measurements_total 0\n"), "never measured");

@@ -4,9 +4,9 @@ use std::collections::VecDeque;
 
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::config::{DecodeConfig, ModelConfig};
+use crate::config::{DecodeConfig, Modality, ModelConfig};
 use crate::decode::Window;
-use crate::model::{window_input, EncoderError, JointModel, LogMel};
+use crate::model::{window_input, EncoderError, JointModel, LogMel, Outputs};
 use crate::sink::Kind as AssignmentKind;
 use crate::train::checkpoint::RestoreError;
 use crate::train::ClusterIds;
@@ -29,8 +29,11 @@ pub struct Assigner {
     known_classes: Vec<String>,
     decode: DecodeConfig,
     /// What the heads read ([`ModelConfig::assigned_modality`]): the encoder of a modality
-    /// left out does not run.
-    modality: crate::config::Modality,
+    /// left out does not run. With `assign_with = "auto"`, the modality `choice` holds.
+    modality: Modality,
+    /// `model.assign_with = "auto"` on a model of both modalities: labelled windows choose
+    /// between both modalities and the picture alone.
+    choice: Option<ModalityChoice>,
     mel: LogMel,
     max_batch: usize,
     version: u64,
@@ -82,6 +85,68 @@ impl KnownCalibration {
     }
 }
 
+/// Labelled windows whose decisions choose what decides (`model.assign_with = "auto"`): with
+/// one measured in every [`MODALITY_CHOICE_EVERY`], at the av-digits stream's pace (a labelled
+/// window every 4 s) about the last 34 minutes.
+pub const MODALITY_CHOICE_WINDOWS: usize = 128;
+/// Labelled windows measured before the choice leaves both modalities.
+const MODALITY_CHOICE_MIN: usize = 20;
+/// One labelled window in this many is measured: each costs a second forward pass, from the
+/// other choice.
+const MODALITY_CHOICE_EVERY: u64 = 4;
+
+/// `model.assign_with = "auto"`: whether each measured labelled window's class was named by
+/// the model deciding from both modalities, and by it deciding from the picture alone, as it
+/// would have decided the window without its label; and the choice, made again as measured
+/// windows arrive (a fixed model's too). Both decide until enough windows are measured; after that the picture alone decides unless both named more of them. Where the
+/// audio is unlike the training audio (other languages, another room), it pulls known windows
+/// away from their class, and the picture alone decides; where it is like it, both do.
+#[derive(Debug)]
+struct ModalityChoice {
+    /// (both right, picture alone right) per measured window, the newest last.
+    measured: VecDeque<(bool, bool)>,
+    /// Labelled windows seen, measured or not.
+    seen: u64,
+    chosen: Modality,
+}
+
+impl Default for ModalityChoice {
+    fn default() -> Self {
+        Self { measured: VecDeque::new(), seen: 0, chosen: Modality::Both }
+    }
+}
+
+impl ModalityChoice {
+    /// Whether the next labelled window is one to measure.
+    fn measures_next(&mut self) -> bool {
+        self.seen += 1;
+        (self.seen - 1) % MODALITY_CHOICE_EVERY == 0
+    }
+
+    fn observe(&mut self, both_right: bool, picture_right: bool) {
+        self.measured.push_back((both_right, picture_right));
+        if self.measured.len() > MODALITY_CHOICE_WINDOWS {
+            self.measured.pop_front();
+        }
+    }
+
+    fn rechoose(&mut self) {
+        let both = self.measured.iter().filter(|m| m.0).count();
+        let picture = self.measured.iter().filter(|m| m.1).count();
+        self.chosen =
+            if self.measured.len() < MODALITY_CHOICE_MIN || both > picture { Modality::Both } else { Modality::Visual };
+    }
+
+    /// The other choice, whose decisions a measured window also needs.
+    fn other(&self) -> Modality {
+        if self.chosen == Modality::Both {
+            Modality::Visual
+        } else {
+            Modality::Both
+        }
+    }
+}
+
 /// How far the best novel logit of the joint head's `row` (its columns from `known` on) leads
 /// its best known one: the difference of their log-probabilities. `None` without columns of
 /// either kind.
@@ -103,7 +168,8 @@ impl Assigner {
             device,
             known_classes: model.known_classes.clone(),
             decode: decode.clone(),
-            modality: model.assigned_modality(),
+            modality: model.assigned_modality().unwrap_or(Modality::Both),
+            choice: model.assigned_modality().is_none().then(ModalityChoice::default),
             mel: LogMel::new(decode.sample_rate),
             max_batch: model.max_batch,
             version: 0,
@@ -141,6 +207,12 @@ impl Assigner {
         self.version = version;
         self.ids = ids;
         self.calibration.recalibrate();
+    }
+
+    /// What the heads read to decide unlabelled windows: both modalities, or one alone
+    /// (`model.assign_with`; with `auto`, what the labelled windows measured so far chose).
+    pub fn assigned_modality(&self) -> Modality {
+        self.modality
     }
 
     /// The margin by which a novel cluster must lead the best known class for an unlabelled
@@ -194,6 +266,7 @@ impl Assigner {
             let refs: Vec<&Window> = chunk.iter().map(|&(w, _)| w).collect();
             let input = window_input(&refs, &self.decode, self.modality, &self.mel).to(self.device);
             let out = self.model.forward_t(&input, false);
+            self.measure_choice(chunk, &out);
             let labelled =
                 out.known_logits.as_ref().filter(|_| chunk.iter().any(|(_, c)| c.is_some())).map(probabilities);
             let calibrating = self.open_world && self.calibration.recall > 0.0 && labelled.is_some();
@@ -221,6 +294,64 @@ impl Assigner {
         }
         let mut decisions = decisions.into_iter();
         segments.iter().map(|(windows, _)| decisions.by_ref().take(windows.len()).collect()).collect()
+    }
+
+    /// `model.assign_with = "auto"`: decides some of the chunk's labelled windows
+    /// ([`MODALITY_CHOICE_EVERY`]) as if they had no label, from both modalities and from the
+    /// picture alone (`out` holds the current choice's outputs; the other choice runs here), and
+    /// records which named the window's class. In the task-aware setting, where unlabelled
+    /// windows are never known, the labelled head's most likely class is what is checked.
+    fn measure_choice(&mut self, chunk: &[(&Window, Option<usize>)], out: &Outputs) {
+        let Some(choice) = &mut self.choice else { return };
+        let measured: Vec<(usize, usize)> = chunk
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &(_, class))| class.and_then(|c| choice.measures_next().then_some((i, c))))
+            .collect();
+        let other = choice.other();
+        if measured.is_empty() || out.known_logits.is_none() {
+            return;
+        }
+        let refs: Vec<&Window> = measured.iter().map(|&(i, _)| chunk[i].0).collect();
+        let theirs = self.model.forward_t(&window_input(&refs, &self.decode, other, &self.mel).to(self.device), false);
+        let (mine_rows, their_rows) = (self.deciding_rows(out), self.deciding_rows(&theirs));
+        let right = |row: &[f32], novel_ids: &[i64], class: usize| {
+            if self.open_world {
+                let decision = self.decide(row, novel_ids);
+                decision.kind == AssignmentKind::Known && decision.cluster == self.known_classes[class]
+            } else {
+                argmax(row).0 == class
+            }
+        };
+        let results: Vec<(bool, bool)> = measured
+            .iter()
+            .enumerate()
+            .map(|(j, &(i, class))| {
+                let mine = right(&mine_rows[i], &out.novel_ids, class);
+                let theirs = right(&their_rows[j], &theirs.novel_ids, class);
+                if self.modality == Modality::Both {
+                    (mine, theirs)
+                } else {
+                    (theirs, mine)
+                }
+            })
+            .collect();
+        let choice = self.choice.as_mut().expect("checked above");
+        for (both, picture) in results {
+            choice.observe(both, picture);
+        }
+        choice.rechoose();
+        self.modality = choice.chosen;
+    }
+
+    /// The logits that decide an unlabelled window, by row: the joint head's in the open world,
+    /// else the labelled head's (for [`Assigner::measure_choice`]; a model with known classes).
+    fn deciding_rows(&self, out: &Outputs) -> Vec<Vec<f32>> {
+        match (&out.known_logits, self.open_world) {
+            (Some(_), true) => host_rows(&out.joint_logits()),
+            (Some(known), false) => host_rows(known),
+            (None, _) => Vec::new(),
+        }
     }
 
     /// The decision for an unlabelled window from its row of logits: in the open world the
@@ -350,9 +481,63 @@ mod tests {
         );
         // `assign_with = "visual"`: the same weights decide heard windows from the picture
         // alone, as they decide silent ones.
-        let picture = ModelConfig { assign_with: crate::config::Modality::Visual, ..model };
+        let picture = ModelConfig { assign_with: crate::config::AssignWith::Visual, ..model };
         let mut picture = Assigner::untrained(&picture, &decode, Device::Cpu).unwrap();
         assert_eq!(picture.assign(&with_audio(&|i| noise(0.3, u64::from(i))), None), silent);
+    }
+
+    /// `assign_with = "auto"` (the default): labelled windows, decided as if unlabelled by both
+    /// modalities and by the picture alone, choose what decides unlabelled ones. Both decide
+    /// until enough are measured; then the picture alone where it named at least as many of
+    /// their classes (audio unlike the training audio), both where both named more.
+    #[test]
+    fn labelled_windows_choose_between_both_modalities_and_the_picture_alone() {
+        use crate::config::AssignWith;
+        let _rng = crate::rng_lock();
+        let decode = DecodeConfig { height: 16, width: 16, frames: 2, ..Default::default() };
+        let model = |assign_with| ModelConfig {
+            known_classes: vec!["a".into(), "b".into()],
+            novel_clusters: NovelClusters::Fixed(3),
+            modality: crate::config::Modality::Both,
+            assign_with,
+            ..Default::default()
+        };
+        assert_eq!(ModelConfig::default().assign_with, AssignWith::Auto);
+        let samples = decode.window_samples();
+        let windows: Vec<Window> = (0..(MODALITY_CHOICE_MIN as u64 * MODALITY_CHOICE_EVERY + 8))
+            .map(|i| {
+                let mut rng = crate::rng::SplitMix64::new(i);
+                let frames = (0..decode.frames * 16 * 16 * 3).map(|_| rng.uniform(0.0, 255.0) as u8).collect();
+                let audio = (0..samples).map(|_| 0.3 * rng.uniform(-1.0, 1.0) as f32).collect();
+                Window { frames, audio, ..window(&decode, 0) }
+            })
+            .collect();
+        // Every window goes to a known class, a or b, by the known head's weights.
+        let assigner = |assign_with| {
+            let mut assigner = Assigner::untrained(&model(assign_with), &decode, Device::Cpu).unwrap();
+            with_bias(&mut assigner, "known.bias", 0, 50.0);
+            with_bias(&mut assigner, "known.bias", 1, 50.0);
+            assigner
+        };
+        let names = |decisions: Vec<Decision>| decisions.into_iter().map(|d| d.cluster).collect::<Vec<_>>();
+        let by_both = names(assigner(AssignWith::Both).assign(&windows, None));
+        let by_picture = names(assigner(AssignWith::Visual).assign(&windows, None));
+        assert_ne!(by_both, by_picture, "the audio changes some decisions");
+        assert!(by_both.iter().chain(&by_picture).all(|c| c == "a" || c == "b"), "{by_both:?}");
+
+        for (truth, chosen) in [(&by_picture, Modality::Visual), (&by_both, Modality::Both)] {
+            let mut auto = assigner(AssignWith::Auto);
+            let labelled = |from: usize, to: usize| -> Vec<(&[Window], Option<&str>)> {
+                (from..to).map(|i| (&windows[i..=i], Some(truth[i].as_str()))).collect()
+            };
+            let few = (MODALITY_CHOICE_MIN - 1) * MODALITY_CHOICE_EVERY as usize;
+            auto.assign_segments(&labelled(0, few));
+            assert_eq!(auto.assigned_modality(), Modality::Both, "too few labelled windows measured");
+            assert_eq!(names(auto.assign(&windows, None)), by_both);
+            auto.assign_segments(&labelled(few, windows.len()));
+            assert_eq!(auto.assigned_modality(), chosen);
+            assert_eq!(&names(auto.assign(&windows, None)), truth);
+        }
     }
 
     /// Segments assigned together (a backlog's batch, batches straddling segments) get the

@@ -24,7 +24,9 @@ pub use checkpoint::CheckpointConfig;
 pub use decode::DecodeConfig;
 pub use kafka::{host_name, is_secret_property, Delivery, KafkaConfig, Properties};
 pub use metrics::MetricsConfig;
-pub use model::{DevicePreference, EncoderInput, EncoderSource, EncoderTraining, Modality, ModelConfig, NovelClusters};
+pub use model::{
+    AssignWith, DevicePreference, EncoderInput, EncoderSource, EncoderTraining, Modality, ModelConfig, NovelClusters,
+};
 pub use online::OnlineConfig;
 pub use pipeline::{PipelineConfig, Role};
 pub use source::SourceConfig;

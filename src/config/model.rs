@@ -28,6 +28,21 @@ impl Modality {
     }
 }
 
+/// What decides unlabelled windows (`model.assign_with`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AssignWith {
+    /// Every modality the model has.
+    Both,
+    /// The picture alone; the audio encoder does not run.
+    Visual,
+    /// The audio alone; the visual encoder does not run.
+    Audio,
+    /// A model of both modalities: both, or the picture alone where labelled windows show the
+    /// picture alone naming their classes more often (the audio is unlike the training audio).
+    Auto,
+}
+
 /// Where the model runs.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -244,8 +259,10 @@ pub struct ModelConfig {
     /// them): `both` (all the model has), or `visual` (`audio`) to decide from the picture
     /// (the audio) alone, without running the other encoder. A model of both modalities that
     /// learns from its audio where the audio at assignment is unlike the training audio (other
-    /// languages, another microphone) may assign better and cheaper from the picture alone.
-    pub assign_with: Modality,
+    /// languages, another microphone) may assign better and cheaper from the picture alone;
+    /// `auto` (the default) lets labelled windows as they arrive choose between both and the
+    /// picture alone. For a model of one modality, that modality.
+    pub assign_with: AssignWith,
     /// Open world: the share of known-class windows the assigner should name as known (0: off,
     /// the joint head's argmax alone). The assigner measures, on each labelled window as it
     /// arrives (before the trainer has seen it), how far the joint head's best novel cluster is
@@ -288,7 +305,7 @@ impl Default for ModelConfig {
             max_novel_clusters: 20,
             open_world: true,
             modality: Modality::Visual,
-            assign_with: Modality::Both,
+            assign_with: AssignWith::Auto,
             known_recall: 0.0,
             visual_encoder: EncoderSource::Builtin,
             audio_encoder: EncoderSource::Builtin,
@@ -308,11 +325,14 @@ impl Default for ModelConfig {
 
 impl ModelConfig {
     /// The modalities the heads read when assigning: [`ModelConfig::assign_with`] of those the
-    /// model has.
-    pub fn assigned_modality(&self) -> Modality {
+    /// model has; `None` when labelled windows choose (`auto` with both modalities).
+    pub fn assigned_modality(&self) -> Option<Modality> {
         match (self.modality, self.assign_with) {
-            (Modality::Both, chosen) => chosen,
-            (only, _) => only,
+            (Modality::Both, AssignWith::Both) => Some(Modality::Both),
+            (Modality::Both, AssignWith::Visual) => Some(Modality::Visual),
+            (Modality::Both, AssignWith::Audio) => Some(Modality::Audio),
+            (Modality::Both, AssignWith::Auto) => None,
+            (only, _) => Some(only),
         }
     }
 
@@ -344,8 +364,16 @@ impl ModelConfig {
         if !(0.0..1.0).contains(&self.known_recall) {
             return invalid("model.known_recall", "must be in [0, 1): a share of the known classes' windows");
         }
-        if self.assign_with != Modality::Both && self.modality != Modality::Both && self.assign_with != self.modality {
-            return invalid("model.assign_with", "must be one of the model's modalities (model.modality), or both");
+        let fits = match self.assign_with {
+            AssignWith::Both | AssignWith::Auto => true,
+            AssignWith::Visual => self.modality.visual(),
+            AssignWith::Audio => self.modality.audio(),
+        };
+        if !fits {
+            return invalid(
+                "model.assign_with",
+                "must be one of the model's modalities (model.modality), both or auto",
+            );
         }
         if self.channels.is_empty() || self.channels.iter().any(|&c| c < 1) {
             return invalid("model.channels", "must list at least one positive channel count");

@@ -121,6 +121,13 @@ fn invalid_values_name_their_key() {
     assert_eq!(Config::parse("[model]\nknown_recall = 0.97\n").unwrap().model.known_recall, 0.97);
     let both = Config::parse("[model]\nmodality = \"both\"\n[train]\nmodality_dropout = 0.5\n").unwrap();
     assert_eq!(both.train.modality_dropout, 0.5);
+    for (text, assign_with) in [("auto", AssignWith::Auto), ("visual", AssignWith::Visual), ("both", AssignWith::Both)]
+    {
+        let config = Config::parse(&format!("[model]\nmodality = \"visual\"\nassign_with = \"{text}\"\n")).unwrap();
+        assert_eq!((config.model.assign_with, config.model.assigned_modality()), (assign_with, Some(Modality::Visual)));
+    }
+    let auto = Config::parse("[model]\nmodality = \"both\"\n").unwrap().model;
+    assert_eq!(auto.assigned_modality(), None, "labelled windows choose");
     let err = Config::parse("[train.clusters]\npairs = \"sometimes\"\n").unwrap_err().to_string();
     assert!(err.contains("pairs"), "{err}");
 }

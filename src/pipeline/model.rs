@@ -68,6 +68,7 @@ impl ModelStage {
     }
 
     fn serve(mut self, mut assigner: Assigner, decoded: &flume::Receiver<Decoded>, outcomes: &flume::Sender<Outcome>) {
+        self.show_modality(&assigner);
         loop {
             // New versions are picked up between batches, and while idle.
             self.switch_version(&mut assigner);
@@ -88,6 +89,7 @@ impl ModelStage {
             let started = Instant::now();
             let segments: Vec<_> = batch.iter().map(|d| (d.windows.as_slice(), d.segment.label.as_deref())).collect();
             let decisions = assigner.assign_segments(&segments);
+            self.show_modality(&assigner);
             let records: Vec<_> = batch
                 .iter()
                 .zip(decisions)
@@ -128,6 +130,21 @@ impl ModelStage {
                 }
                 self.switched(assigner, None);
             }
+        }
+    }
+
+    /// The gauge of what decides unlabelled windows, and a line in the log when labelled windows
+    /// change it (`model.assign_with = "auto"`).
+    fn show_modality(&self, assigner: &Assigner) {
+        let modality = assigner.assigned_modality();
+        let gauge = f64::from(u8::from(modality.visual()) + 2 * u8::from(modality.audio()));
+        if self.metrics.assign_modalities.get() != gauge {
+            self.metrics.assign_modalities.set(gauge);
+            tracing::info!(
+                ?modality,
+                version = assigner.version(),
+                "unlabelled windows are decided from a new choice of modalities"
+            );
         }
     }
 
