@@ -10,6 +10,8 @@
 #        UNLABELLED_KNOWN=0.7 STAGES=5,6:7,8:9 (empty: every novel class from the start)
 #        STAGE_TIME (default: MINUTES split evenly over the stages) NOVEL_CLUSTERS=auto
 #        MODALITY= visual | audio | both (default: config/av-digits.toml's, both)
+#        CONTRAST= train.contrast, MODALITY_DROPOUT= train.modality_dropout, ASSIGN_WITH=
+#        model.assign_with (defaults: the config's)
 #        ESTIMATE_TOLERANCE= train.clusters.estimate_tolerance (default: the config's, 0.02)
 #        KNOWN_RECALL= model.known_recall (default: the config's)
 #        AMBIGUOUS= train.clusters.ambiguous (default: the config's, novel)
@@ -53,6 +55,10 @@ device = "$DEVICE"
 novel_clusters = $([ "$NOVEL_CLUSTERS" = auto ] && echo '"auto"' || echo "$NOVEL_CLUSTERS")
 ${MODALITY:+modality = \"$MODALITY\"}
 ${KNOWN_RECALL:+known_recall = $KNOWN_RECALL}
+${ASSIGN_WITH:+assign_with = \"$ASSIGN_WITH\"}
+[train]
+${CONTRAST:+contrast = \"$CONTRAST\"}
+${MODALITY_DROPOUT:+modality_dropout = $MODALITY_DROPOUT}
 [train.clusters]
 ${ESTIMATE_TOLERANCE:+estimate_tolerance = $ESTIMATE_TOLERANCE}
 ${AMBIGUOUS:+ambiguous = \"$AMBIGUOUS\"}
@@ -106,7 +112,7 @@ printf 'seconds\trss_kib\n' >"$OUT/rss.tsv"
    sleep 30; done) &
 started $!
 
-echo "start: ${START:-untrained}; modality: ${MODALITY:-as config/av-digits.toml}; estimate tolerance: ${ESTIMATE_TOLERANCE:-as the config}"
+echo "start: ${START:-untrained}; modality: ${MODALITY:-as config/av-digits.toml}; estimate tolerance: ${ESTIMATE_TOLERANCE:-as the config}; contrast: ${CONTRAST:-as the config}; modality dropout: ${MODALITY_DROPOUT:-as the config}; assign with: ${ASSIGN_WITH:-as the config}"
 echo "streaming $clips clips on $STREAMS streams at $RATE/s (known 0-4, $UNLABELLED_KNOWN of them unlabelled;" \
   "novel stages '${STAGES}' of $STAGE_TIME each)"
 "$BIN" produce --brokers "$BROKERS" --topic online.segments --manifest "$SET/manifest.json" --split train \
