@@ -98,9 +98,10 @@ const MODALITY_CHOICE_EVERY: u64 = 4;
 /// `model.assign_with = "auto"`: whether each measured labelled window's class was named by
 /// the model deciding from both modalities, and by it deciding from the picture alone, as it
 /// would have decided the window without its label; and the choice, made again as measured
-/// windows arrive (a fixed model's too). Both decide until enough windows are measured; after that the picture alone decides unless both named more of them. Where the
-/// audio is unlike the training audio (other languages, another room), it pulls known windows
-/// away from their class, and the picture alone decides; where it is like it, both do.
+/// windows arrive (a fixed model's too). Both decide until enough windows are measured; after
+/// that the picture alone decides unless both named more of them. Where the audio is unlike
+/// the training audio (other languages, another room), it pulls known windows away from their
+/// class, and the picture alone decides; where it is like it, both do.
 #[derive(Debug)]
 struct ModalityChoice {
     /// (both right, picture alone right) per measured window, the newest last.
