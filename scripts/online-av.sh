@@ -18,6 +18,7 @@
 #        KNOWN_RECALL= model.known_recall (default: the config's)
 #        AMBIGUOUS= train.clusters.ambiguous (default: the config's, novel)
 #        STEPS_PER_WINDOW= online.steps_per_window (default: the config's)
+#        PUBLISH= online.publish: momentum | online (default: the config's, momentum)
 #        START= a checkpoint to start from (checkpoint.start; e.g. the known-only one of
 #        `eval --known-only --save-checkpoint`); empty: untrained start
 #        ENCODER= a TorchScript visual encoder (model.visual_encoder = "torchscript:…", e.g. one
@@ -69,6 +70,7 @@ ${ESTIMATE_TOLERANCE:+estimate_tolerance = $ESTIMATE_TOLERANCE}
 ${AMBIGUOUS:+ambiguous = \"$AMBIGUOUS\"}
 [online]
 ${STEPS_PER_WINDOW:+steps_per_window = $STEPS_PER_WINDOW}
+${PUBLISH:+publish = \"$PUBLISH\"}
 [metrics]
 listen = "127.0.0.1:$MPORT"
 [checkpoint]
@@ -117,7 +119,7 @@ printf 'seconds\trss_kib\n' >"$OUT/rss.tsv"
    sleep 30; done) &
 started $!
 
-echo "start: ${START:-untrained}; modality: ${MODALITY:-as config/av-digits.toml}; estimate tolerance: ${ESTIMATE_TOLERANCE:-as the config}; contrast: ${CONTRAST:-as the config}; modality dropout: ${MODALITY_DROPOUT:-as the config}; assign with: ${ASSIGN_WITH:-as the config}"
+echo "start: ${START:-untrained}; modality: ${MODALITY:-as config/av-digits.toml}; estimate tolerance: ${ESTIMATE_TOLERANCE:-as the config}; contrast: ${CONTRAST:-as the config}; modality dropout: ${MODALITY_DROPOUT:-as the config}; assign with: ${ASSIGN_WITH:-as the config}; publish: ${PUBLISH:-as the config}"
 echo "streaming $clips clips on $STREAMS streams at $RATE/s (known 0-4, $UNLABELLED_KNOWN of them unlabelled;" \
   "novel stages '${STAGES}' of $STAGE_TIME each)"
 "$BIN" produce --brokers "$BROKERS" --topic online.segments --manifest "$SET/manifest.json" --split train \
@@ -127,10 +129,11 @@ echo "streaming $clips clips on $STREAMS streams at $RATE/s (known 0-4, $UNLABEL
   "${staged[@]}" --expect "$clips" --timeout 10m --slices 10 --out "$OUT/score.json" --svg "$OUT/accuracy.svg" --predictions "$OUT/predictions.csv" |
   tee "$OUT/summary.txt"
 curl -sf "http://127.0.0.1:$MPORT/metrics" >"$OUT/metrics.txt" || true
-grep -E '^novelstream_(model_version|train_steps_total|cluster_changed_fraction|novel_clusters_estimated|train_skipped_windows_total|consumer_lag_messages) ' \
+grep -E '^novelstream_(model_version|train_steps_total|cluster_changed_fraction|replay_kept_fraction|novel_clusters_estimated|train_skipped_windows_total|consumer_lag_messages) ' \
   "$OUT/metrics.txt" | tee -a "$OUT/summary.txt" || true
 # Stability of the published ids: the replay windows whose published decision changed at each of
-# the last 10 versions; at least 1 minus their sum kept their decision through all 10.
+# the last 10 versions; at least 1 minus their sum kept their decision through all 10 (the exact
+# share is novelstream_replay_kept_fraction, above).
 grep -a "$versions_line" "$OUT/daemon.log" | sed -n 's/.*changed_fraction=\([0-9.e-]*\).*/\1/p' |
   tail -n 10 | python3 -c "import sys; f = [float(x) for x in sys.stdin]; print(f'replay windows whose published decision changed, last {len(f)} versions: ' + ' '.join(f'{x:.3f}' for x in f) + f'; at least {max(0.0, 100 * (1 - sum(f))):.1f}% kept it through all of them')" |
   tee -a "$OUT/summary.txt" || true

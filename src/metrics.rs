@@ -23,6 +23,9 @@ impl Gauge {
     }
 }
 
+/// Versions over which `novelstream_replay_kept_fraction` follows the replay set's decisions.
+pub const KEPT_OVER_VERSIONS: u64 = 10;
+
 /// A gauge that also counts how often it was set: the gauge alone reads 0 both when it measured
 /// 0 and when it never measured, and a test (or a dashboard) must tell the two apart.
 #[derive(Debug, Default)]
@@ -109,6 +112,9 @@ pub struct Metrics {
     pub trainer_active: Gauge,
     /// Share of the replay set whose novel cluster changed at the last new version.
     pub cluster_changed_fraction: Measurement,
+    /// Share of the replay set whose published decision stayed the same through the last
+    /// [`KEPT_OVER_VERSIONS`] versions.
+    pub replay_kept_fraction: Measurement,
     pub consumer_lag: Gauge,
     pub ready: AtomicBool,
     /// Errors the Kafka client reported (connection failures, timeouts, …).
@@ -322,6 +328,18 @@ impl Metrics {
             "Versions whose cluster_changed_fraction was measured (it reads 0 before the first).",
             self.cluster_changed_fraction.count() as f64,
         );
+        // Not rendered before it is measured: a 0 would read as "every decision changed".
+        if let Some(kept) = self.replay_kept_fraction.get() {
+            sample(
+                out,
+                "replay_kept_fraction",
+                "gauge",
+                &format!(
+                    "Share of the replay set whose published decision (known class or novel cluster id) stayed the same through the last {KEPT_OVER_VERSIONS} versions."
+                ),
+                kept,
+            );
+        }
     }
 
     /// The consumer and the brokers: lag, readiness and outages.
@@ -526,6 +544,10 @@ mod tests {
         m.cluster_changed_fraction.set(0.0);
         assert_eq!((m.cluster_changed_fraction.get(), m.cluster_changed_fraction.count()), (Some(0.0), 1));
         assert!(m.render().contains("novelstream_cluster_changed_measurements_total 1\n"));
+        // The kept share is not rendered before it is measured (a 0 would read as none kept).
+        assert!(!m.render().contains("novelstream_replay_kept_fraction"));
+        m.replay_kept_fraction.set(0.75);
+        assert!(m.render().contains("novelstream_replay_kept_fraction 0.75\n"));
     }
 
     #[test]

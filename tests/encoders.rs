@@ -448,7 +448,7 @@ fn an_exported_encoder_gives_the_trained_features() {
         ..config.clone()
     };
     let decode = novelstream::config::DecodeConfig { frames: 2, ..decode };
-    let snapshot = learner.snapshot();
+    let snapshot = learner.snapshot(novelstream::train::Encoder::Online);
     let mut trained = Assigner::untrained(&config, &decode, Device::Cpu).unwrap();
     trained.apply(1, &snapshot, Default::default());
     let mut reloaded = Assigner::untrained(&frozen, &decode, Device::Cpu).unwrap();

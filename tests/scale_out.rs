@@ -299,7 +299,7 @@ fn assigners_refuse_what_does_not_fit() {
     let mine = fingerprint(&config.model, &config.train, &config.decode);
     let blob = |version: u64, fingerprint: &novelstream::train::fingerprint::Fingerprint| {
         let meta = CheckpointMeta::new(version, 0, learner.wta(), fingerprint, &ClusterIds::default());
-        to_bytes(&meta, &learner.snapshot()).unwrap()
+        to_bytes(&meta, &learner.snapshot(novelstream::train::Encoder::Momentum)).unwrap()
     };
     let producer: ThreadedProducer<DefaultProducerContext> = kafka.client_config().create().unwrap();
     let send = |records: Vec<novelstream::sink::OutRecord>| {

@@ -27,7 +27,7 @@ pub use metrics::MetricsConfig;
 pub use model::{
     AssignWith, DevicePreference, EncoderInput, EncoderSource, EncoderTraining, Modality, ModelConfig, NovelClusters,
 };
-pub use online::OnlineConfig;
+pub use online::{OnlineConfig, PublishedWeights};
 pub use pipeline::{PipelineConfig, Role};
 pub use source::SourceConfig;
 pub use train::{

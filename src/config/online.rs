@@ -31,6 +31,20 @@ pub struct OnlineConfig {
     /// The first this many unlabelled windows form a fixed replay set: at every new version the
     /// share whose novel cluster changed is the cluster-stability metric.
     pub replay_size: usize,
+    /// Which weights a version holds: the momentum encoder's (an average of the online model's
+    /// over about `1 / (1 − train.momentum)` recent steps, so decisions move less from one
+    /// version to the next) or the online model's as they are at that step.
+    pub publish: PublishedWeights,
+}
+
+/// The weights the trainer hands to the assigner at each version (`online.publish`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishedWeights {
+    /// The model being trained, as it is at the step the version is taken.
+    Online,
+    /// Its momentum encoder: the exponential moving average of the online weights.
+    Momentum,
 }
 
 impl Default for OnlineConfig {
@@ -45,6 +59,7 @@ impl Default for OnlineConfig {
             steps_per_window: 1.0,
             snapshot_every: 50,
             replay_size: 256,
+            publish: PublishedWeights::Momentum,
         }
     }
 }

@@ -130,6 +130,11 @@ fn invalid_values_name_their_key() {
     assert_eq!(auto.assigned_modality(), None, "labelled windows choose");
     let err = Config::parse("[train.clusters]\npairs = \"sometimes\"\n").unwrap_err().to_string();
     assert!(err.contains("pairs"), "{err}");
+    assert_eq!(Config::default().online.publish, PublishedWeights::Momentum);
+    let online = Config::parse("[online]\npublish = \"online\"\n").unwrap();
+    assert_eq!(online.online.publish, PublishedWeights::Online);
+    let err = Config::parse("[online]\npublish = \"latest\"\n").unwrap_err().to_string();
+    assert!(err.contains("publish") && err.contains("momentum"), "{err}");
 }
 
 /// A `[train]` key of the flat layout before its grouping is an error that names the key,

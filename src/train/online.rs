@@ -16,9 +16,9 @@ use super::fingerprint::{fingerprint, Fingerprint};
 use super::identity::{ClusterIds, IdentitySet};
 use super::ring::Ring;
 use super::{Encoder, Learner, LossReport, WtaHash};
-use crate::config::{CheckpointConfig, DecodeConfig, ModelConfig, OnlineConfig, TrainConfig};
+use crate::config::{CheckpointConfig, DecodeConfig, ModelConfig, OnlineConfig, PublishedWeights, TrainConfig};
 use crate::decode::Window;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, KEPT_OVER_VERSIONS};
 use crate::model::{window_input, Input, LogMel};
 use crate::rng::SplitMix64;
 
@@ -180,7 +180,7 @@ impl OnlineTrainer {
         }
         let latest = Arc::new(Mutex::new(hand_over.then(|| Snapshot {
             version,
-            weights: learner.snapshot(),
+            weights: learner.snapshot(published(online)),
             changed_fraction: None,
             cluster_ids: ids.clone(),
             step: learner.step_count(),
@@ -196,6 +196,7 @@ impl OnlineTrainer {
             unlabelled: Ring::new(online.unlabelled_buffer),
             replay: Vec::new(),
             replay_clusters: None,
+            replay_kept: KeptDecisions::default(),
             arrived: 0,
             steps: 0,
             identity: IdentitySet::new(online.replay_size),
@@ -257,6 +258,41 @@ impl Drop for OnlineTrainer {
     }
 }
 
+/// Follows the replay windows' published decisions from version to version: the version since
+/// which each has had its present one.
+#[derive(Debug, Default)]
+struct KeptDecisions {
+    since: Vec<u64>,
+}
+
+impl KeptDecisions {
+    /// Takes the decisions of `version` (`now`, and `before` of the version before). Once the set
+    /// has been followed for [`KEPT_OVER_VERSIONS`] versions, returns the share of its windows
+    /// whose decision stayed the same through all of them; a window that joined the set later
+    /// counts as not kept until it has.
+    fn observe(&mut self, version: u64, before: Option<&[i64]>, now: &[i64]) -> Option<f64> {
+        let before = before.unwrap_or(&[]);
+        for (i, decision) in now.iter().enumerate() {
+            match (before.get(i), self.since.get_mut(i)) {
+                (Some(was), Some(since)) if was != decision => *since = version,
+                (_, Some(_)) => {}
+                (_, None) => self.since.push(version),
+            }
+        }
+        let first = self.since.iter().copied().min()?;
+        let kept = self.since.iter().filter(|&&since| since + KEPT_OVER_VERSIONS <= version).count();
+        (version >= first + KEPT_OVER_VERSIONS).then(|| kept as f64 / self.since.len() as f64)
+    }
+}
+
+/// The weights a version holds (`online.publish`).
+fn published(online: &OnlineConfig) -> Encoder {
+    match online.publish {
+        PublishedWeights::Online => Encoder::Online,
+        PublishedWeights::Momentum => Encoder::Momentum,
+    }
+}
+
 /// The trainer thread's state.
 struct Worker {
     learner: Learner,
@@ -267,6 +303,7 @@ struct Worker {
     /// the last published version.
     replay: Vec<Input>,
     replay_clusters: Option<Vec<i64>>,
+    replay_kept: KeptDecisions,
     /// Windows kept in the buffers, and steps taken, since this process started
     /// (`online.steps_per_window`).
     arrived: u64,
@@ -405,11 +442,14 @@ impl Worker {
                 self.metrics.cluster_changed_fraction.set(fraction);
                 changed_fraction = Some(fraction);
             }
+            if let Some(kept) = self.replay_kept.observe(self.version, self.replay_clusters.as_deref(), &clusters) {
+                self.metrics.replay_kept_fraction.set(kept);
+            }
             self.replay_clusters = Some(clusters);
         }
         let snapshot = Snapshot {
             version: self.version,
-            weights: self.learner.snapshot(),
+            weights: self.learner.snapshot(self.published()),
             changed_fraction,
             cluster_ids: self.ids.clone(),
             step: self.learner.step_count(),
@@ -439,11 +479,16 @@ impl Worker {
         self.identity.advance(&mut self.ids, &outputs, &active);
     }
 
+    /// The weights each version holds (`online.publish`).
+    fn published(&self) -> Encoder {
+        published(&self.config)
+    }
+
     /// What the assigner decides for each unlabelled window: a known class `c` as `c`, novel
     /// output `k` as `C_l + k` (the joint head's decision in the open world, else the unlabelled
     /// head's cluster).
     fn decisions(&self, batches: impl IntoIterator<Item = Input>) -> Vec<i64> {
-        let predicted = self.learner.predict_all(Encoder::Online, batches);
+        let predicted = self.learner.predict_all(self.published(), batches);
         let known = self.learner.known_count();
         if self.learner.open_world() {
             predicted.joint
@@ -485,6 +530,30 @@ mod tests {
     /// A window of `tiny`'s size, all of one grey level.
     fn grey(level: u8) -> Window {
         Window { index: 0, start_ms: 0, end_ms: 1000, frames: vec![level; 8 * 8 * 3], audio: vec![] }
+    }
+
+    /// A replay window counts as kept once its decision has stayed the same through the last
+    /// ten versions; one that changed, or joined the set, less than ten versions ago does not.
+    #[test]
+    fn kept_decisions_are_those_unchanged_through_the_last_ten_versions() {
+        let mut kept = KeptDecisions::default();
+        let mut before: Option<Vec<i64>> = None;
+        let mut seen = Vec::new();
+        for version in 1..=14u64 {
+            // Window 0 never changes; window 1 changes at version 3; window 2 flips at every
+            // version up to 6; window 3 joins the set at version 2.
+            let mut now = vec![7, if version < 3 { 1 } else { 2 }, if version < 6 { (version % 2) as i64 } else { 0 }];
+            if version >= 2 {
+                now.push(4);
+            }
+            seen.push(kept.observe(version, before.as_deref(), &now));
+            before = Some(now);
+        }
+        assert_eq!(&seen[..10], &[None; 10], "not yet followed for ten versions");
+        assert_eq!(seen[10], Some(1.0 / 4.0), "version 11: window 0 alone");
+        assert_eq!(seen[11], Some(2.0 / 4.0), "version 12: and window 3, there since 2");
+        assert_eq!(seen[12], Some(3.0 / 4.0), "version 13: and window 1, changed at 3");
+        assert_eq!(seen[13], Some(3.0 / 4.0), "version 14: not window 2, last changed at 6");
     }
 
     /// The trainer learns from offered windows, publishes versions every `snapshot_every` steps,
@@ -559,7 +628,12 @@ mod tests {
         let (model, train, decode) = tiny();
         let dir = tempfile::tempdir().unwrap();
         let start_path = dir.path().join("known-only.ckpt");
-        let learner = Learner::new(&ModelConfig { seed: 11, ..model.clone() }, &train, Device::Cpu).unwrap();
+        let mut learner = Learner::new(&ModelConfig { seed: 11, ..model.clone() }, &train, Device::Cpu).unwrap();
+        // One step apart: the online weights and their moving average differ.
+        let windows: Vec<Window> = (0..4).map(|i| grey(i * 60)).collect();
+        let refs: Vec<&Window> = windows.iter().collect();
+        let input = window_input(&refs, &decode, model.modality, &LogMel::new(decode.sample_rate));
+        learner.step(&input, &Tensor::from_slice(&[0i64; 4]), &input);
         checkpoint::save_learner(
             &start_path,
             3,
@@ -580,10 +654,27 @@ mod tests {
             OnlineTrainer::start(&model, &train, &online, &config, &decode, Device::Cpu, metrics.clone()).unwrap();
         let first = trainer.take_snapshot().expect("the start checkpoint's weights are handed over at once");
         assert_eq!(first.version, 3);
-        let saved = learner.snapshot();
+        // A version holds the momentum encoder's weights (`online.publish`'s default).
+        let saved = learner.snapshot(Encoder::Momentum);
         assert_eq!(first.weights.len(), saved.len());
         for ((name, is), (_, was)) in first.weights.iter().zip(&saved) {
-            assert!(is.equal(was), "{name} is not the start checkpoint's");
+            assert!(is.equal(was), "{name} is not the start checkpoint's momentum encoder's");
+        }
+        let online_weights = learner.snapshot(Encoder::Online);
+        assert!(
+            first.weights.iter().zip(&online_weights).any(|((_, is), (_, online))| !is.equal(online)),
+            "the online weights are not what a version holds"
+        );
+        let publish_online = OnlineConfig { publish: PublishedWeights::Online, ..online.clone() };
+        let other = dir.path().join("other.ckpt");
+        let by_online = CheckpointConfig { path: other, ..config.clone() };
+        let second =
+            OnlineTrainer::start(&model, &train, &publish_online, &by_online, &decode, Device::Cpu, metrics.clone())
+                .unwrap()
+                .take_snapshot()
+                .unwrap();
+        for ((name, is), (_, was)) in second.weights.iter().zip(&online_weights) {
+            assert!(is.equal(was), "{name}: `publish = \"online\"` hands over the online weights");
         }
         drop(trainer);
         assert!(own.exists(), "the trainer's own checkpoint goes to checkpoint.path");

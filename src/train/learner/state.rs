@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use tch::Tensor;
 
-use super::Learner;
+use super::{Encoder, Learner};
 use crate::train::checkpoint::RestoreError;
 use crate::train::WtaHash;
 
@@ -80,11 +80,16 @@ impl Learner {
         self.model.trace_encoder(visual, example)
     }
 
-    /// A copy of the online model's weights and batch-norm statistics, by checkpoint name.
-    pub fn snapshot(&self) -> Vec<(String, Tensor)> {
+    /// A copy of the weights and batch-norm statistics of `encoder` (the online model or its
+    /// momentum encoder; both have the same names), by checkpoint name.
+    pub fn snapshot(&self, encoder: Encoder) -> Vec<(String, Tensor)> {
         let _guard = tch::no_grad_guard();
+        let vars = match encoder {
+            Encoder::Online => &self.vars,
+            Encoder::Momentum => &self.ema_vars,
+        };
         let mut weights: Vec<(String, Tensor)> =
-            self.vars.variables().into_iter().map(|(name, t)| (name, t.detach().copy())).collect();
+            vars.variables().into_iter().map(|(name, t)| (name, t.detach().copy())).collect();
         weights.sort_by(|a, b| a.0.cmp(&b.0));
         weights
     }
@@ -128,10 +133,10 @@ mod tests {
         let mut other_bank = Learner::new(&model(8), &bigger, Device::Cpu).unwrap();
         // Weights unlike the saved ones, so that a partial restore would show.
         tch::no_grad(|| other_bank.vars.variables().into_values().for_each(|mut t| _ = t.g_add_scalar_(1.0)));
-        let before = other_bank.snapshot();
+        let before = other_bank.snapshot(Encoder::Online);
         let error = other_bank.restore(step + 5, wta, &tensors).unwrap_err();
         assert!(error.to_string().contains("bank."), "{error}");
-        for ((name, was), (_, is)) in before.iter().zip(other_bank.snapshot()) {
+        for ((name, was), (_, is)) in before.iter().zip(other_bank.snapshot(Encoder::Online)) {
             assert!(was.equal(&is), "{name} was changed by a refused restore");
         }
         assert_eq!(other_bank.step, 0);
