@@ -94,12 +94,18 @@ const MODALITY_CHOICE_MIN: usize = 20;
 /// One labelled window in this many is measured: each costs a second forward pass, from the
 /// other choice.
 const MODALITY_CHOICE_EVERY: u64 = 4;
+/// Once made, the choice changes only when the other choice's lead, over the measured windows
+/// exactly one of the two named, is at least this many standard deviations of that count (a
+/// sign test): a lead of chance does not flip it back and forth.
+const MODALITY_CHOICE_SWITCH_SIGMAS: f64 = 2.0;
 
 /// `model.assign_with = "auto"`: whether each measured labelled window's class was named by
 /// the model deciding from both modalities, and by it deciding from the picture alone, as it
 /// would have decided the window without its label; and the choice, made again as measured
-/// windows arrive (a fixed model's too). Both decide until enough windows are measured; after
-/// that the picture alone decides unless both named more of them. Where the audio is unlike
+/// windows arrive (a fixed model's too). Both decide until enough windows are measured; then
+/// the picture alone decides unless both named more of them, and from there on the choice
+/// changes only when the other one leads by more than chance would
+/// ([`MODALITY_CHOICE_SWITCH_SIGMAS`]). Where the audio is unlike
 /// the training audio (other languages, another room), it pulls known windows away from their
 /// class, and the picture alone decides; where it is like it, both do.
 #[derive(Debug)]
@@ -109,11 +115,13 @@ struct ModalityChoice {
     /// Labelled windows seen, measured or not.
     seen: u64,
     chosen: Modality,
+    /// Whether the first choice after [`MODALITY_CHOICE_MIN`] windows has been made.
+    settled: bool,
 }
 
 impl Default for ModalityChoice {
     fn default() -> Self {
-        Self { measured: VecDeque::new(), seen: 0, chosen: Modality::Both }
+        Self { measured: VecDeque::new(), seen: 0, chosen: Modality::Both, settled: false }
     }
 }
 
@@ -132,10 +140,23 @@ impl ModalityChoice {
     }
 
     fn rechoose(&mut self) {
-        let both = self.measured.iter().filter(|m| m.0).count();
-        let picture = self.measured.iter().filter(|m| m.1).count();
-        self.chosen =
-            if self.measured.len() < MODALITY_CHOICE_MIN || both > picture { Modality::Both } else { Modality::Visual };
+        if self.measured.len() < MODALITY_CHOICE_MIN {
+            self.chosen = Modality::Both;
+            return;
+        }
+        // Windows both named and the picture did not, and the other way round; those both or
+        // neither named say nothing about which is better.
+        let both = self.measured.iter().filter(|m| m.0 && !m.1).count() as f64;
+        let picture = self.measured.iter().filter(|m| !m.0 && m.1).count() as f64;
+        if !self.settled {
+            self.settled = true;
+            self.chosen = if both > picture { Modality::Both } else { Modality::Visual };
+            return;
+        }
+        let lead = if self.chosen == Modality::Both { picture - both } else { both - picture };
+        if lead >= (MODALITY_CHOICE_SWITCH_SIGMAS * (both + picture).sqrt()).max(1.0) {
+            self.chosen = self.other();
+        }
     }
 
     /// The other choice, whose decisions a measured window also needs.
@@ -539,6 +560,42 @@ mod tests {
             assert_eq!(auto.assigned_modality(), chosen);
             assert_eq!(&names(auto.assign(&windows, None)), truth);
         }
+    }
+
+    /// Once made, the choice stays through a lead of chance for the other one and changes on a
+    /// clear lead (the sign test over the windows exactly one of the two named).
+    #[test]
+    fn the_choice_of_modalities_changes_on_a_clear_lead_only() {
+        let mut choice = ModalityChoice::default();
+        // 20 windows: the picture named 6 that both missed, both 2 that the picture missed.
+        for i in 0..MODALITY_CHOICE_MIN {
+            choice.observe(i >= 8 || i % 4 == 0, i >= 8 || i % 4 != 0);
+            choice.rechoose();
+        }
+        assert_eq!(choice.chosen, Modality::Visual, "the picture led when the choice was first made");
+        // Both now named 10 more that the picture missed: a lead of 6 in the 18 windows only one
+        // of them named, under 2 × √18 ≈ 8.5, so the picture stays.
+        for _ in 0..10 {
+            choice.observe(true, false);
+            choice.rechoose();
+        }
+        assert_eq!(choice.chosen, Modality::Visual, "a lead of 6 in 18 is chance");
+        // 3 more: 9 in 21, under 2 × √21 ≈ 9.2; one more: 10 in 22, over 2 × √22 ≈ 9.4.
+        for _ in 0..3 {
+            choice.observe(true, false);
+            choice.rechoose();
+        }
+        assert_eq!(choice.chosen, Modality::Visual);
+        choice.observe(true, false);
+        choice.rechoose();
+        assert_eq!(choice.chosen, Modality::Both, "a clear lead for both");
+        // And back only on a clear lead for the picture: windows both and neither named move
+        // nothing.
+        for _ in 0..40 {
+            choice.observe(true, true);
+            choice.rechoose();
+        }
+        assert_eq!(choice.chosen, Modality::Both);
     }
 
     /// Segments assigned together (a backlog's batch, batches straddling segments) get the
