@@ -567,35 +567,28 @@ mod tests {
     #[test]
     fn the_choice_of_modalities_changes_on_a_clear_lead_only() {
         let mut choice = ModalityChoice::default();
+        // Measures `n` windows, each named by both (or not) and by the picture (or not).
+        let mut measure = |n: usize, both: bool, picture: bool| {
+            for _ in 0..n {
+                choice.observe(both, picture);
+                choice.rechoose();
+            }
+            choice.chosen
+        };
         // 20 windows: the picture named 6 that both missed, both 2 that the picture missed.
-        for i in 0..MODALITY_CHOICE_MIN {
-            choice.observe(i >= 8 || i % 4 == 0, i >= 8 || i % 4 != 0);
-            choice.rechoose();
-        }
-        assert_eq!(choice.chosen, Modality::Visual, "the picture led when the choice was first made");
-        // Both now named 10 more that the picture missed: a lead of 6 in the 18 windows only one
+        measure(2, true, false);
+        measure(6, false, true);
+        let first = measure(MODALITY_CHOICE_MIN - 8, true, true);
+        assert_eq!(first, Modality::Visual, "the picture led when the choice was first made");
+        // Both now name 10 more that the picture missed: a lead of 6 in the 18 windows only one
         // of them named, under 2 × √18 ≈ 8.5, so the picture stays.
-        for _ in 0..10 {
-            choice.observe(true, false);
-            choice.rechoose();
-        }
-        assert_eq!(choice.chosen, Modality::Visual, "a lead of 6 in 18 is chance");
+        assert_eq!(measure(10, true, false), Modality::Visual, "a lead of 6 in 18 is chance");
         // 3 more: 9 in 21, under 2 × √21 ≈ 9.2; one more: 10 in 22, over 2 × √22 ≈ 9.4.
-        for _ in 0..3 {
-            choice.observe(true, false);
-            choice.rechoose();
-        }
-        assert_eq!(choice.chosen, Modality::Visual);
-        choice.observe(true, false);
-        choice.rechoose();
-        assert_eq!(choice.chosen, Modality::Both, "a clear lead for both");
-        // And back only on a clear lead for the picture: windows both and neither named move
-        // nothing.
-        for _ in 0..40 {
-            choice.observe(true, true);
-            choice.rechoose();
-        }
-        assert_eq!(choice.chosen, Modality::Both);
+        assert_eq!(measure(3, true, false), Modality::Visual);
+        assert_eq!(measure(1, true, false), Modality::Both, "a clear lead for both");
+        // Windows both and neither named move nothing.
+        assert_eq!(measure(40, true, true), Modality::Both);
+        assert_eq!(measure(40, false, false), Modality::Both);
     }
 
     /// Segments assigned together (a backlog's batch, batches straddling segments) get the
