@@ -195,8 +195,7 @@ impl OnlineTrainer {
             labelled: Ring::new(online.labelled_buffer),
             unlabelled: Ring::new(online.unlabelled_buffer),
             replay: Vec::new(),
-            replay_clusters: None,
-            replay_kept: KeptDecisions::default(),
+            replay_decisions: ReplayDecisions::default(),
             arrived: 0,
             steps: 0,
             identity: IdentitySet::new(online.replay_size),
@@ -258,30 +257,38 @@ impl Drop for OnlineTrainer {
     }
 }
 
-/// Follows the replay windows' published decisions from version to version: the version since
-/// which each has had its present one.
+/// The replay windows' published decisions from version to version: the last version's, and
+/// the version since which each window has had its present one.
 #[derive(Debug, Default)]
-struct KeptDecisions {
+struct ReplayDecisions {
+    last: Option<Vec<i64>>,
     since: Vec<u64>,
 }
 
-impl KeptDecisions {
-    /// Takes the decisions of `version` (`now`, and `before` of the version before). Once the set
-    /// has been followed for [`KEPT_OVER_VERSIONS`] versions, returns the share of its windows
-    /// whose decision stayed the same through all of them; a window that joined the set later
-    /// counts as not kept until it has.
-    fn observe(&mut self, version: u64, before: Option<&[i64]>, now: &[i64]) -> Option<f64> {
-        let before = before.unwrap_or(&[]);
+impl ReplayDecisions {
+    /// Takes the decisions of `version`. Returns the share of the windows whose decision changed
+    /// since the version before (`None` at the first), and, once the set has been followed for
+    /// [`KEPT_OVER_VERSIONS`] versions, the share whose decision stayed the same through all of
+    /// them; a window that joined the set later counts as not kept until it has.
+    fn observe(&mut self, version: u64, now: Vec<i64>) -> (Option<f64>, Option<f64>) {
+        let before = self.last.as_deref().unwrap_or(&[]);
+        let mut changed = 0;
         for (i, decision) in now.iter().enumerate() {
             match (before.get(i), self.since.get_mut(i)) {
-                (Some(was), Some(since)) if was != decision => *since = version,
+                (Some(was), Some(since)) if was != decision => {
+                    *since = version;
+                    changed += 1;
+                }
                 (_, Some(_)) => {}
                 (_, None) => self.since.push(version),
             }
         }
-        let first = self.since.iter().copied().min()?;
+        let changed = self.last.is_some().then(|| changed as f64 / now.len().max(1) as f64);
+        self.last = Some(now);
+        let first = self.since.iter().copied().min().unwrap_or(version);
         let kept = self.since.iter().filter(|&&since| since + KEPT_OVER_VERSIONS <= version).count();
-        (version >= first + KEPT_OVER_VERSIONS).then(|| kept as f64 / self.since.len() as f64)
+        let kept = (version >= first + KEPT_OVER_VERSIONS).then(|| kept as f64 / self.since.len().max(1) as f64);
+        (changed, kept)
     }
 }
 
@@ -299,11 +306,10 @@ struct Worker {
     rx: flume::Receiver<Sample>,
     labelled: Ring,
     unlabelled: Ring,
-    /// The first unlabelled windows, kept for the stability metric, and their clusters under
-    /// the last published version.
+    /// The first unlabelled windows, kept for the stability metrics, and their decisions from
+    /// version to version.
     replay: Vec<Input>,
-    replay_clusters: Option<Vec<i64>>,
-    replay_kept: KeptDecisions,
+    replay_decisions: ReplayDecisions,
     /// Windows kept in the buffers, and steps taken, since this process started
     /// (`online.steps_per_window`).
     arrived: u64,
@@ -434,22 +440,20 @@ impl Worker {
             });
             // Compared as published: known classes by name, novel clusters by published id.
             let known = self.learner.known_count();
-            let published = |c: i64| if c < known { c } else { known + self.ids.published(c - known) as i64 };
-            let clusters: Vec<i64> = self.decisions(batches).into_iter().map(published).collect();
-            if let Some(previous) = &self.replay_clusters {
-                let changed = previous.iter().zip(&clusters).filter(|(a, b)| a != b).count();
-                let fraction = changed as f64 / clusters.len().max(1) as f64;
+            let as_published = |c: i64| if c < known { c } else { known + self.ids.published(c - known) as i64 };
+            let clusters: Vec<i64> = self.decisions(batches).into_iter().map(as_published).collect();
+            let (changed, kept) = self.replay_decisions.observe(self.version, clusters);
+            if let Some(fraction) = changed {
                 self.metrics.cluster_changed_fraction.set(fraction);
                 changed_fraction = Some(fraction);
             }
-            if let Some(kept) = self.replay_kept.observe(self.version, self.replay_clusters.as_deref(), &clusters) {
+            if let Some(kept) = kept {
                 self.metrics.replay_kept_fraction.set(kept);
             }
-            self.replay_clusters = Some(clusters);
         }
         let snapshot = Snapshot {
             version: self.version,
-            weights: self.learner.snapshot(self.published()),
+            weights: self.learner.snapshot(published(&self.config)),
             changed_fraction,
             cluster_ids: self.ids.clone(),
             step: self.learner.step_count(),
@@ -479,16 +483,11 @@ impl Worker {
         self.identity.advance(&mut self.ids, &outputs, &active);
     }
 
-    /// The weights each version holds (`online.publish`).
-    fn published(&self) -> Encoder {
-        published(&self.config)
-    }
-
     /// What the assigner decides for each unlabelled window: a known class `c` as `c`, novel
     /// output `k` as `C_l + k` (the joint head's decision in the open world, else the unlabelled
     /// head's cluster).
     fn decisions(&self, batches: impl IntoIterator<Item = Input>) -> Vec<i64> {
-        let predicted = self.learner.predict_all(self.published(), batches);
+        let predicted = self.learner.predict_all(published(&self.config), batches);
         let known = self.learner.known_count();
         if self.learner.open_world() {
             predicted.joint
@@ -536,8 +535,7 @@ mod tests {
     /// ten versions; one that changed, or joined the set, less than ten versions ago does not.
     #[test]
     fn kept_decisions_are_those_unchanged_through_the_last_ten_versions() {
-        let mut kept = KeptDecisions::default();
-        let mut before: Option<Vec<i64>> = None;
+        let mut replay = ReplayDecisions::default();
         let mut seen = Vec::new();
         for version in 1..=14u64 {
             // Window 0 never changes; window 1 changes at version 3; window 2 flips at every
@@ -546,8 +544,7 @@ mod tests {
             if version >= 2 {
                 now.push(4);
             }
-            seen.push(kept.observe(version, before.as_deref(), &now));
-            before = Some(now);
+            seen.push(replay.observe(version, now).1);
         }
         assert_eq!(&seen[..10], &[None; 10], "not yet followed for ten versions");
         assert_eq!(seen[10], Some(1.0 / 4.0), "version 11: window 0 alone");
