@@ -553,6 +553,18 @@ mod tests {
         assert_eq!(seen[13], Some(3.0 / 4.0), "version 14: not window 2, last changed at 6");
     }
 
+    /// The changed share compares each version's decisions with the version before's, over
+    /// the windows of the new version (one that just joined the set counts as unchanged).
+    #[test]
+    fn the_changed_share_is_that_of_the_version_before() {
+        let mut replay = ReplayDecisions::default();
+        assert_eq!(replay.observe(1, vec![7, 1, 1]).0, None, "nothing to compare with");
+        assert_eq!(replay.observe(2, vec![7, 1, 0, 4]).0, Some(1.0 / 4.0), "window 2; window 3 joined");
+        assert_eq!(replay.observe(3, vec![7, 2, 1, 4]).0, Some(2.0 / 4.0));
+        assert_eq!(replay.observe(4, vec![7, 2, 1, 4]).0, Some(0.0));
+        assert_eq!(replay.observe(5, vec![7, 2, 1, 5]).0, Some(1.0 / 4.0), "against version 4, not 2");
+    }
+
     /// The trainer learns from offered windows, publishes versions every `snapshot_every` steps,
     /// and reports the stability of its replay set.
     #[test]
